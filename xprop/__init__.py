@@ -13,16 +13,46 @@ from xprop.backend import (
     set_backend,
     use_backend,
 )
+from xprop.functions import (
+    cross_entropy_error,
+    log_softmax,
+    mean_squared_error,
+    one_hot,
+    relu,
+    sigmoid,
+    softmax,
+)
+from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
+from xprop.layers import Affine, AddLayer, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.two_layer_net import TwoLayerNet
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MSELoss",
+    "Affine",
+    "AddLayer",
     "Backend",
     "BackendError",
+    "GradientCheckResult",
+    "MulLayer",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "TwoLayerNet",
     "__version__",
     "available_backends",
+    "check_backward",
+    "cross_entropy_error",
     "get_backend",
+    "log_softmax",
+    "mean_squared_error",
+    "numerical_gradient",
+    "one_hot",
     "register_backend",
+    "relu",
     "set_backend",
+    "sigmoid",
+    "softmax",
     "use_backend",
 ]

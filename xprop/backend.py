@@ -216,15 +216,20 @@ def _strict_load() -> Any:
     return xp
 
 
-def _strict_parse_device(xp: Any, spec: Any) -> Any:
-    if isinstance(spec, xp.Device):
-        return spec
-    names = [str(d) for d in xp.__array_namespace_info__().devices()]
-    for d in xp.__array_namespace_info__().devices():
-        if spec in (str(d), getattr(d, "_device", None)):
+def _parse_device_generic(xp: Any, spec: Any) -> Any:
+    """Find ``spec`` (a device or its name) among the namespace's devices."""
+    info = xp.__array_namespace_info__()
+    devices = list(info.devices())
+    for d in devices:
+        if spec is d or spec == d:
+            return d
+    text = str(spec)
+    for d in devices:
+        if text in (str(d), repr(d)) or f"'{text}'" in repr(d):
             return d
     raise BackendError(
-        f"device {spec!r} is not an array_api_strict device; choose one of: {', '.join(names)}"
+        f"device {spec!r} is not a device of this library; choose one of: "
+        f"{', '.join(str(d) for d in devices)}"
     )
 
 
@@ -285,7 +290,7 @@ _add_builtin(
         "array_api_strict",
         _strict_load,
         install_hint="pip install 'xprop[strict]'",
-        parse_device=_strict_parse_device,
+        
         to_numpy=_strict_to_numpy,
     )
 )
@@ -403,7 +408,7 @@ class Backend:
         """Copy an array of this backend to a NumPy array on the host (waits for the device)."""
         if self._lib.to_numpy is not None:
             return self._lib.to_numpy(x)
-        return np.asarray(x)
+        return to_host(x)
 
     def rng(self, seed: int | None = None) -> HostRNG:
         """A random generator that draws on the host and returns arrays of this backend.
@@ -490,17 +495,20 @@ def _xp_to_host_dtype(xp: Any, dtype: Any) -> np.dtype:
     return np.dtype(_dtype_name(xp, dtype))
 
 
+def _dtype_label(xp: Any, dtype: Any) -> str:
+    """The plain name (``"float64"``) of a dtype given as a string or any library's dtype."""
+    if isinstance(dtype, str):
+        name = dtype.strip().lower()
+    elif isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        name = np.dtype(dtype).name  # NumPy's spelling, whatever the backend
+    else:
+        name = _dtype_name(xp, dtype)  # a dtype object of this (or another) library
+    return name.removeprefix("torch.").removeprefix("numpy.")
+
+
 def _resolve_dtype(xp: Any, dtype: Any, backend_name: str) -> Any:
     """A dtype of ``xp`` from a name (``"float64"``), a dtype of ``xp`` or a NumPy dtype."""
-    if isinstance(dtype, str):
-        name = dtype.strip().lower().removeprefix("torch.").removeprefix("numpy.")
-    else:
-        name = _dtype_name(xp, dtype)
-        if name == str(dtype):  # not one of xp's own dtypes: try NumPy's spelling
-            try:
-                name = np.dtype(dtype).name
-            except TypeError:
-                name = str(dtype)
+    name = _dtype_label(xp, dtype)
     resolved = getattr(xp, name, None) if name.isidentifier() else None
     if resolved is None:
         raise BackendError(
@@ -586,14 +594,17 @@ def get_backend(
         name = defaults.get("name") or os.environ.get(ENV_BACKEND) or "numpy"
     name = name.strip()
     if device is None:
-        device = defaults.get("device") or os.environ.get(ENV_DEVICE) or None
+        # A default device belongs to the default library; another library has its own.
+        if defaults.get("name") == name:
+            device = defaults.get("device")
+        elif defaults.get("name") is None and os.environ.get(ENV_BACKEND, name).strip() == name:
+            device = os.environ.get(ENV_DEVICE) or None
     if dtype is None:
         dtype = defaults.get("dtype") or os.environ.get(ENV_DTYPE) or "float32"
 
     lib, xp = _load(name)
-    dtype_label = dtype if isinstance(dtype, str) else _dtype_name(xp, dtype)
     if lib.prepare_dtype is not None:
-        lib.prepare_dtype(str(dtype_label).strip().lower())
+        lib.prepare_dtype(_dtype_label(xp, dtype))
     float_dtype = _float_dtype(xp, dtype, name)
 
     if device is None:
@@ -604,7 +615,7 @@ def get_backend(
     elif lib.parse_device is not None:
         dev = lib.parse_device(xp, device)
     else:
-        dev = device
+        dev = _parse_device_generic(xp, device)
 
     try:
         xp.zeros(1, dtype=float_dtype, device=dev)
@@ -635,7 +646,7 @@ def set_backend(name: str | Backend | None = None, *, device: Any = None, dtype:
             return get_backend()
         backend = get_backend(name, device=device, dtype=dtype)
         _process_default.clear()
-        _process_default.update(name=backend.name, device=backend.device, dtype=backend.dtype)
+        _process_default.update(name=backend.name, device=backend.device, dtype=backend.dtype_name)
         return backend
 
 
@@ -648,7 +659,7 @@ def use_backend(
     stack = getattr(_state, "stack", None)
     if stack is None:
         stack = _state.stack = []
-    stack.append({"name": backend.name, "device": backend.device, "dtype": backend.dtype})
+    stack.append({"name": backend.name, "device": backend.device, "dtype": backend.dtype_name})
     try:
         yield backend
     finally:
@@ -673,3 +684,36 @@ def is_registered(name: str) -> bool:
     """Whether ``name`` is a registered backend (installed or not)."""
     return name in _LIBRARIES
 
+
+
+# --------------------------------------------------------------------------------------
+# Helpers for code that holds arrays but no Backend (the gradient checker)
+# --------------------------------------------------------------------------------------
+
+
+def to_host(x: Any) -> np.ndarray:
+    """Copy an array of any supported library to a NumPy array on the host."""
+    import array_api_compat as compat
+
+    if compat.is_numpy_array(x):
+        return x
+    if compat.is_torch_array(x):
+        return _torch_to_numpy(x)
+    if compat.is_cupy_array(x):
+        return _cupy_to_numpy(x)
+    if compat.is_array_api_strict_namespace(compat.array_namespace(x)):
+        return _strict_to_numpy(x)
+    return np.asarray(x)
+
+
+def normal_like(x: Any, seed: int | None = None, shape: Sequence[int] | None = None) -> Any:
+    """Standard-normal samples (drawn on the host) as an array of ``x``'s library and device.
+
+    The shape is ``x``'s unless ``shape`` is given; the dtype is ``x``'s floating dtype.
+    """
+    import array_api_compat as compat
+
+    xp = compat.array_namespace(x)
+    draw = np.random.default_rng(seed).standard_normal(tuple(x.shape if shape is None else shape))
+    host = draw.astype(np.dtype(_dtype_name(xp, x.dtype)))
+    return xp.asarray(host, device=compat.device(x))

@@ -1,0 +1,676 @@
+"""Reference two-layer nets that xprop is timed against: the book's code, hand-optimised code.
+
+Every runner here trains the same network (Affine - ReLU - Affine - softmax cross-entropy,
+SGD) and offers the same four operations to the harness in ``bench_train.py``:
+
+``step()``
+    one training step (gradient + update) on a fixed batch that already lives on the device;
+``loop_body()``
+    the body of the book's training loop: draw a random batch, gather it, step, record the loss;
+``evaluate()``
+    accuracy over the whole training and test sets (returns two Python floats);
+``synchronize()``
+    wait for queued device work, so that clocks are read honestly.
+
+Runners that cannot do an operation (the matmul floor has no loss, so no loop) leave it out of
+``modes``.  All runners start from the same host weights ``init`` (float64, book's 0.01 scale).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LEARNING_RATE = 0.1  # the book's ch. 5 value
+PARAM_KEYS = ("W1", "b1", "W2", "b2")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Network and batch sizes of one benchmark configuration."""
+
+    name: str
+    input_size: int
+    hidden_size: int
+    output_size: int
+    batch_size: int
+
+    @property
+    def shape(self) -> str:
+        return f"{self.input_size}-{self.hidden_size}-{self.output_size}"
+
+
+@dataclass
+class HostData:
+    """The data set on the host: float images in [0, 1], int64 labels, one fixed batch."""
+
+    x_train: np.ndarray
+    t_train: np.ndarray
+    x_test: np.ndarray
+    t_test: np.ndarray
+    source: str
+    x_batch: np.ndarray | None = None
+    t_batch: np.ndarray | None = None
+
+    def one_hot(self, t: np.ndarray, dtype: Any, classes: int = 10) -> np.ndarray:
+        out = np.zeros((t.shape[0], classes), dtype=dtype)
+        out[np.arange(t.shape[0]), t] = 1
+        return out
+
+
+def initial_params(cfg: Config, seed: int) -> dict[str, np.ndarray]:
+    """The book's initialisation (``0.01 * randn``, zero biases) in float64 on the host."""
+    rng = np.random.default_rng(seed)
+    return {
+        "W1": 0.01 * rng.standard_normal((cfg.input_size, cfg.hidden_size)),
+        "b1": np.zeros(cfg.hidden_size),
+        "W2": 0.01 * rng.standard_normal((cfg.hidden_size, cfg.output_size)),
+        "b2": np.zeros(cfg.output_size),
+    }
+
+
+class Runner:
+    """Interface shared by every implementation timed by ``bench_train.py``."""
+
+    key = "runner"
+    label = "runner"
+    note = ""
+    modes: tuple[str, ...] = ("step", "loop", "eval", "protocol")
+    baseline = False
+    device_kind = "cpu"  # "cpu" or "gpu": GPU-only configs skip CPU runners
+
+    def prepare(self, cfg: Config, data: HostData, init: dict[str, np.ndarray], seed: int):
+        raise NotImplementedError
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def loop_body(self) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for the device; a no-op on the CPU."""
+
+    def host_params(self) -> dict[str, np.ndarray]:
+        """The current weights as float64 NumPy arrays (for the correctness check)."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------
+# The book's code (common/layers.py, common/functions.py, ch05/two_layer_net.py)
+# --------------------------------------------------------------------------------------
+
+
+def _softmax(x):
+    x = x - np.max(x, axis=-1, keepdims=True)
+    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+
+def _cross_entropy_error(y, t):
+    if y.ndim == 1:
+        t = t.reshape(1, t.size)
+        y = y.reshape(1, y.size)
+    if t.size == y.size:
+        t = t.argmax(axis=1)
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
+class _Relu:
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        self.mask = x <= 0
+        out = x.copy()
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout):
+        dout[self.mask] = 0
+        return dout
+
+
+class _Affine:
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1)
+        self.x = x
+        return np.dot(self.x, self.W) + self.b
+
+    def backward(self, dout):
+        dx = np.dot(dout, self.W.T)
+        self.dW = np.dot(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+class _SoftmaxWithLoss:
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        self.t = t
+        self.y = _softmax(x)
+        self.loss = _cross_entropy_error(self.y, self.t)
+        return self.loss
+
+    def backward(self, dout=1):
+        batch_size = self.t.shape[0]
+        if self.t.size == self.y.size:
+            dx = (self.y - self.t) / batch_size
+        else:
+            dx = self.y.copy()
+            dx[np.arange(batch_size), self.t] -= 1
+            dx = dx / batch_size
+        return dx
+
+
+class BookTwoLayerNet:
+    """``ch05/two_layer_net.py`` as printed, except that weights come from ``init``."""
+
+    def __init__(self, init, dtype):
+        self.params = {k: np.array(v, dtype=dtype) for k, v in init.items()}
+        self.layers = OrderedDict()
+        self.layers["Affine1"] = _Affine(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = _Relu()
+        self.layers["Affine2"] = _Affine(self.params["W2"], self.params["b2"])
+        self.lastLayer = _SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        y = self.predict(x)
+        return self.lastLayer.forward(y, t)
+
+    def accuracy(self, x, t):
+        y = self.predict(x)
+        y = np.argmax(y, axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return np.sum(y == t) / float(x.shape[0])
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = 1
+        dout = self.lastLayer.backward(dout)
+        layers = list(self.layers.values())
+        layers.reverse()
+        for layer in layers:
+            dout = layer.backward(dout)
+        grads = {}
+        grads["W1"], grads["b1"] = self.layers["Affine1"].dW, self.layers["Affine1"].db
+        grads["W2"], grads["b2"] = self.layers["Affine2"].dW, self.layers["Affine2"].db
+        return grads
+
+
+class BookStyle(Runner):
+    """The book's network and training loop, with one-hot labels as in ``ch05/train_neuralnet.py``.
+
+    ``weight_dtype=None`` keeps weights in the data's dtype (the fair baseline);
+    ``"float64"`` with float32 images reproduces the book's own dtype mix (its
+    ``np.random.randn`` weights and float64 one-hot labels).
+    """
+
+    def __init__(self, dtype: str, weight_dtype: str | None = None):
+        self.dtype = np.dtype(dtype)
+        self.weight_dtype = np.dtype(weight_dtype or dtype)
+        self.mixed = self.weight_dtype != self.dtype
+        if self.mixed:
+            self.key = "book-mixed"
+            self.label = f"book-style NumPy ({self.weight_dtype.name} weights)"
+            self.note = (
+                f"the book's dtype mix: {self.dtype.name} images, {self.weight_dtype.name} "
+                "weights and one-hot labels (informative)"
+            )
+        else:
+            self.key = "book"
+            self.label = "book-style NumPy (baseline)"
+            self.note = "the book's TwoLayerNet and layers, weights in the data dtype"
+            self.baseline = True
+
+    def prepare(self, cfg, data, init, seed):
+        self.net = BookTwoLayerNet(init, self.weight_dtype)
+        self.x_train = data.x_train
+        self.t_train = data.one_hot(data.t_train, self.weight_dtype, cfg.output_size)
+        self.x_test = data.x_test
+        self.t_test = data.one_hot(data.t_test, self.weight_dtype, cfg.output_size)
+        self.x_batch = data.x_batch
+        self.t_batch = data.one_hot(data.t_batch, self.weight_dtype, cfg.output_size)
+        self.train_size = data.x_train.shape[0]
+        self.batch_size = cfg.batch_size
+        np.random.seed(seed)
+        self.train_loss_list = []
+
+    def _update(self, grad):
+        for key in PARAM_KEYS:
+            self.net.params[key] -= LEARNING_RATE * grad[key]
+
+    def step(self):
+        self._update(self.net.gradient(self.x_batch, self.t_batch))
+
+    def loop_body(self):
+        batch_mask = np.random.choice(self.train_size, self.batch_size)
+        x_batch = self.x_train[batch_mask]
+        t_batch = self.t_train[batch_mask]
+        grad = self.net.gradient(x_batch, t_batch)
+        self._update(grad)
+        loss = self.net.loss(x_batch, t_batch)
+        self.train_loss_list.append(loss)
+
+    def evaluate(self):
+        train_acc = self.net.accuracy(self.x_train, self.t_train)
+        test_acc = self.net.accuracy(self.x_test, self.t_test)
+        return float(train_acc), float(test_acc)
+
+    def host_params(self):
+        return {k: np.array(v, dtype=np.float64) for k, v in self.net.params.items()}
+
+    def gradient_of(self, params, x, t):
+        """Book gradient at ``params`` in float64 (reference for the correctness check)."""
+        net = BookTwoLayerNet(params, np.float64)
+        onehot = np.zeros((t.shape[0], params["b2"].shape[0]))
+        onehot[np.arange(t.shape[0]), t] = 1
+        return net.gradient(np.asarray(x, dtype=np.float64), onehot)
+
+
+# --------------------------------------------------------------------------------------
+# Hand-optimised: same maths, no wasted work (NumPy, or CuPy through the same code)
+# --------------------------------------------------------------------------------------
+
+
+def _module_name(m) -> str:
+    return m.__name__.split(".")[0]
+
+
+class HandOptimised(Runner):
+    """The same maths written for speed with a NumPy-compatible module (NumPy or CuPy).
+
+    Preallocated buffers and ``out=``, in-place updates, no input gradient for the first
+    Affine, fused softmax-cross-entropy gradient ``(softmax - onehot) / N`` with the learning
+    rate folded into it (so every gradient buffer already holds ``lr * grad``), integer labels,
+    and the loss read off the training forward pass instead of a second forward pass.
+    Evaluation runs in chunks of ``eval_chunk`` rows through reused buffers.
+    """
+
+    eval_chunk = 10000
+
+    def __init__(self, dtype: str, module: Any = np):
+        self.m = module
+        self.dtype = dtype
+        lib = _module_name(module)
+        self.key = "hand" if lib == "numpy" else f"hand-{lib}"
+        self.label = "hand-optimised NumPy" if lib == "numpy" else "hand-optimised CuPy"
+        self.note = "same maths, buffers reused, no dx for the first layer, fused softmax-CE"
+        self.device_kind = "cpu" if lib == "numpy" else "gpu"
+
+    def prepare(self, cfg, data, init, seed):
+        m, dt = self.m, self.dtype
+        n, d, h, c = cfg.batch_size, cfg.input_size, cfg.hidden_size, cfg.output_size
+        self.W1, self.b1, self.W2, self.b2 = (m.asarray(init[k], dtype=dt) for k in PARAM_KEYS)
+        self.x_train = m.asarray(data.x_train, dtype=dt)
+        self.t_train = m.asarray(data.t_train)
+        self.x_test = m.asarray(data.x_test, dtype=dt)
+        self.t_test = m.asarray(data.t_test)
+        self.x_batch = m.asarray(data.x_batch, dtype=dt)
+        self.t_batch = m.asarray(data.t_batch)
+        self.h = m.empty((n, h), dtype=dt)
+        self.dh = m.empty((n, h), dtype=dt)
+        self.z = m.empty((n, c), dtype=dt)
+        self.zmax = m.empty((n, 1), dtype=dt)
+        self.zsum = m.empty((n, 1), dtype=dt)
+        self.gW1 = m.empty((d, h), dtype=dt)
+        self.gb1 = m.empty((h,), dtype=dt)
+        self.gW2 = m.empty((h, c), dtype=dt)
+        self.gb2 = m.empty((c,), dtype=dt)
+        self.rows = m.arange(n)
+        self.scale = LEARNING_RATE / n
+        k = min(self.eval_chunk, max(data.x_train.shape[0], data.x_test.shape[0]))
+        self.eh = m.empty((k, h), dtype=dt)
+        self.ez = m.empty((k, c), dtype=dt)
+        self.rng = np.random.default_rng(seed)
+        self.train_size = data.x_train.shape[0]
+        self.batch_size = n
+        self.train_loss_list = []
+
+    def _step(self, x, t, want_loss=False):
+        m, h, z, dh = self.m, self.h, self.z, self.dh
+        # forward
+        m.matmul(x, self.W1, out=h)
+        h += self.b1
+        m.maximum(h, 0, out=h)
+        m.matmul(h, self.W2, out=z)
+        z += self.b2
+        m.max(z, axis=1, keepdims=True, out=self.zmax)
+        z -= self.zmax
+        loss = None
+        if want_loss:
+            z_true = z[self.rows, t]
+        m.exp(z, out=z)
+        m.sum(z, axis=1, keepdims=True, out=self.zsum)
+        if want_loss:
+            loss = m.mean(m.log(self.zsum[:, 0]) - z_true)
+        # dy = lr * (softmax - onehot) / N, in z
+        m.divide(self.scale, self.zsum, out=self.zsum)
+        z *= self.zsum
+        z[self.rows, t] -= self.scale
+        # backward (every gradient is already scaled by lr)
+        m.matmul(h.T, z, out=self.gW2)
+        m.sum(z, axis=0, out=self.gb2)
+        m.matmul(z, self.W2.T, out=dh)
+        m.multiply(dh, h > 0, out=dh)
+        m.matmul(x.T, dh, out=self.gW1)
+        m.sum(dh, axis=0, out=self.gb1)
+        # update
+        self.W1 -= self.gW1
+        self.b1 -= self.gb1
+        self.W2 -= self.gW2
+        self.b2 -= self.gb2
+        return loss
+
+    def step(self):
+        self._step(self.x_batch, self.t_batch)
+
+    def loop_body(self):
+        # take() without out=: NumPy's out= with mode="raise" goes through a temporary copy
+        idx = self.m.asarray(self.rng.integers(0, self.train_size, self.batch_size))
+        x = self.m.take(self.x_train, idx, axis=0)
+        t = self.m.take(self.t_train, idx, axis=0)
+        self.train_loss_list.append(self._step(x, t, want_loss=True))
+
+    def _correct(self, x, t):
+        m = self.m
+        correct = 0
+        for start in range(0, x.shape[0], self.eval_chunk):
+            xs = x[start : start + self.eval_chunk]
+            hs = self.eh[: xs.shape[0]]
+            zs = self.ez[: xs.shape[0]]
+            m.matmul(xs, self.W1, out=hs)
+            hs += self.b1
+            m.maximum(hs, 0, out=hs)
+            m.matmul(hs, self.W2, out=zs)
+            zs += self.b2
+            correct = correct + m.count_nonzero(
+                m.argmax(zs, axis=1) == t[start : start + xs.shape[0]]
+            )
+        return int(correct) / x.shape[0]
+
+    def evaluate(self):
+        return self._correct(self.x_train, self.t_train), self._correct(self.x_test, self.t_test)
+
+    def synchronize(self):
+        if _module_name(self.m) == "cupy":
+            self.m.cuda.get_current_stream().synchronize()
+
+    def host_params(self):
+        get = (lambda a: a.get()) if _module_name(self.m) == "cupy" else np.asarray
+        return {k: np.array(get(getattr(self, k)), dtype=np.float64) for k in PARAM_KEYS}
+
+
+class MatmulFloor(Runner):
+    """Only the matrix products of a step: x@W1, h@W2, h.T@dy, dy@W2.T, x.T@dh (``out=``).
+
+    For evaluation: x@W1 and h@W2 over all images, chunked like the hand-optimised code.
+    No bias, activation, softmax or update: the time no implementation can beat.
+    """
+
+    modes = ("step", "eval")
+
+    def __init__(self, dtype: str, module: Any = np):
+        self.m = module
+        self.dtype = dtype
+        lib = _module_name(module)
+        if lib == "torch":
+            self.key, self.label, self.device_kind = "floor-torch", "matmul floor (torch)", "gpu"
+        elif lib == "cupy":
+            self.key, self.label, self.device_kind = "floor-cupy", "matmul floor (CuPy)", "gpu"
+        else:
+            self.key, self.label = "floor", "matmul floor (NumPy)"
+        self.note = "the five matmuls of a step and nothing else (BLAS floor)"
+        self.torch_device = None
+
+    def _array(self, a):
+        if _module_name(self.m) == "torch":
+            return self.m.as_tensor(np.asarray(a, dtype=self.dtype), device=self.torch_device)
+        return self.m.asarray(a, dtype=self.dtype)
+
+    def _empty(self, shape):
+        if _module_name(self.m) == "torch":
+            return self.m.empty(shape, dtype=getattr(self.m, self.dtype), device=self.torch_device)
+        return self.m.empty(shape, dtype=self.dtype)
+
+    def prepare(self, cfg, data, init, seed):
+        n, d, h, c = cfg.batch_size, cfg.input_size, cfg.hidden_size, cfg.output_size
+        self.W1 = self._array(init["W1"])
+        self.W2 = self._array(init["W2"])
+        self.x = self._array(data.x_batch)
+        self.h, self.dh = self._empty((n, h)), self._empty((n, h))
+        self.z = self._empty((n, c))
+        self.gW1, self.gW2 = self._empty((d, h)), self._empty((h, c))
+        self.x_all = [self._array(data.x_train), self._array(data.x_test)]
+        k = min(HandOptimised.eval_chunk, data.x_train.shape[0])
+        self.eh, self.ez = self._empty((k, h)), self._empty((k, c))
+        # backward inputs: use the forward activations so values stay realistic
+        self.W2T, self.xT, self.hT = self.W2.T, self.x.T, self.h.T
+
+    def step(self):
+        mm = self.m.matmul
+        mm(self.x, self.W1, out=self.h)
+        mm(self.h, self.W2, out=self.z)
+        mm(self.hT, self.z, out=self.gW2)
+        mm(self.z, self.W2T, out=self.dh)
+        mm(self.xT, self.dh, out=self.gW1)
+
+    def evaluate(self):
+        mm, k = self.m.matmul, HandOptimised.eval_chunk
+        for x in self.x_all:
+            for start in range(0, x.shape[0], k):
+                xs = x[start : start + k]
+                mm(xs, self.W1, out=self.eh[: xs.shape[0]])
+                mm(self.eh[: xs.shape[0]], self.W2, out=self.ez[: xs.shape[0]])
+        return math.nan, math.nan
+
+    def synchronize(self):
+        lib = _module_name(self.m)
+        if lib == "cupy":
+            self.m.cuda.get_current_stream().synchronize()
+        elif lib == "torch" and self.torch_device is not None and self.torch_device.type == "cuda":
+            self.m.cuda.synchronize(self.torch_device)
+
+
+# --------------------------------------------------------------------------------------
+# PyTorch eager
+# --------------------------------------------------------------------------------------
+
+
+class TorchEager(Runner):
+    """PyTorch eager as users write it: autograd, ``F.cross_entropy``, manual SGD.
+
+    The update is ``p -= lr * p.grad`` under ``torch.no_grad()`` followed by ``p.grad = None``;
+    batches are drawn on the device with ``torch.randint`` and the loss is kept as a tensor
+    (no ``.item()`` per step, so no device sync inside the loop).
+    """
+
+    def __init__(self, dtype: str, device: str = "cpu"):
+        import torch
+
+        self.torch = torch
+        self.dtype = getattr(torch, dtype)
+        self.device = torch.device(device)
+        self.device_kind = "gpu" if self.device.type != "cpu" else "cpu"
+        self.key = "torch-eager"
+        self.label = f"PyTorch eager ({self.device.type})"
+        self.note = "autograd + F.cross_entropy + manual SGD under torch.no_grad()"
+
+    def prepare(self, cfg, data, init, seed):
+        torch = self.torch
+        dev, dt = self.device, self.dtype
+
+        def put(a, dtype=dt):
+            return torch.as_tensor(np.asarray(a), device=dev).to(dtype).contiguous()
+
+        self.params = [put(init[k]).requires_grad_(True) for k in PARAM_KEYS]
+        self.x_train, self.t_train = put(data.x_train), put(data.t_train, torch.int64)
+        self.x_test, self.t_test = put(data.x_test), put(data.t_test, torch.int64)
+        self.x_batch, self.t_batch = put(data.x_batch), put(data.t_batch, torch.int64)
+        self.gen = torch.Generator(device=dev)
+        self.gen.manual_seed(seed)
+        self.train_size, self.batch_size = data.x_train.shape[0], cfg.batch_size
+        self.train_loss_list = []
+
+    def _step(self, x, t):
+        torch = self.torch
+        W1, b1, W2, b2 = self.params
+        h = torch.relu(x @ W1 + b1)
+        loss = torch.nn.functional.cross_entropy(h @ W2 + b2, t)
+        loss.backward()
+        with torch.no_grad():
+            for p in self.params:
+                p -= LEARNING_RATE * p.grad
+                p.grad = None
+        return loss.detach()
+
+    def step(self):
+        self._step(self.x_batch, self.t_batch)
+
+    def loop_body(self):
+        idx = self.torch.randint(
+            0, self.train_size, (self.batch_size,), device=self.device, generator=self.gen
+        )
+        loss = self._step(self.x_train[idx], self.t_train[idx])
+        self.train_loss_list.append(loss)
+
+    def _accuracy(self, x, t):
+        torch = self.torch
+        W1, b1, W2, b2 = self.params
+        with torch.no_grad():
+            y = torch.relu(x @ W1 + b1) @ W2 + b2
+            return (torch.argmax(y, dim=1) == t).sum().item() / x.shape[0]
+
+    def evaluate(self):
+        return self._accuracy(self.x_train, self.t_train), self._accuracy(self.x_test, self.t_test)
+
+    def synchronize(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    def host_params(self):
+        return {
+            k: p.detach().cpu().numpy().astype(np.float64)
+            for k, p in zip(PARAM_KEYS, self.params, strict=True)
+        }
+
+
+# --------------------------------------------------------------------------------------
+# xprop
+# --------------------------------------------------------------------------------------
+
+
+class Xprop(Runner):
+    """xprop's ``TwoLayerNet`` on one backend, driven as in the book's loop or its fast path.
+
+    ``fast=False``: ``grads = net.gradient(x, t)`` then
+    ``for k in ('W1', 'b1', 'W2', 'b2'): net.params[k] -= lr * grads[k]``, and in the loop
+    body a second forward pass ``net.loss(x, t)`` for the recorded loss, as the book does.
+    ``fast=True``: ``net.train_step(x, t, lr)``; its return value is recorded as the loss when
+    it returns one (else ``net.loss`` is called as in the book).
+    """
+
+    def __init__(self, backend: str, dtype: str, device: Any = None, fast: bool = False):
+        import xprop
+
+        self.be = xprop.get_backend(backend, device=device, dtype=dtype)
+        self.fast = fast
+        self.device_kind = "gpu" if _is_gpu_device(self.be) else "cpu"
+        self.key = f"xprop-{backend}" + ("-train_step" if fast else "")
+        where = "" if self.device_kind == "cpu" else f", {self.be.device}"
+        how = "net.train_step" if fast else "gradient + update loop"
+        self.label = f"xprop [{backend}{where}] {how}"
+        self.note = (
+            "net.train_step(x, t, lr)"
+            if fast
+            else "net.gradient(x, t) + `net.params[k] -= lr * grads[k]` (the book's loop)"
+        )
+
+    def prepare(self, cfg, data, init, seed):
+        import xprop
+
+        be = self.be
+        self.net = xprop.TwoLayerNet(
+            cfg.input_size, cfg.hidden_size, cfg.output_size, backend=be, seed=seed
+        )
+        self.x_train, self.t_train = be.asarray(data.x_train), be.asarray(data.t_train)
+        self.x_test, self.t_test = be.asarray(data.x_test), be.asarray(data.t_test)
+        self.x_batch, self.t_batch = be.asarray(data.x_batch), be.asarray(data.t_batch)
+        self.rng = be.rng(seed)
+        self.train_size, self.batch_size = data.x_train.shape[0], cfg.batch_size
+        self.train_loss_list = []
+
+    def _update(self, x, t):
+        net = self.net
+        if self.fast:
+            return net.train_step(x, t, LEARNING_RATE)
+        grads = net.gradient(x, t)
+        for key in PARAM_KEYS:
+            net.params[key] -= LEARNING_RATE * grads[key]
+        return None
+
+    def step(self):
+        self._update(self.x_batch, self.t_batch)
+
+    def loop_body(self):
+        xp = self.be.xp
+        batch_mask = self.rng.choice(self.train_size, self.batch_size)
+        x_batch = xp.take(self.x_train, batch_mask, axis=0)
+        t_batch = xp.take(self.t_train, batch_mask, axis=0)
+        loss = self._update(x_batch, t_batch)
+        if loss is None:
+            loss = self.net.loss(x_batch, t_batch)
+        self.train_loss_list.append(loss)
+
+    def evaluate(self):
+        train_acc = self.net.accuracy(self.x_train, self.t_train)
+        test_acc = self.net.accuracy(self.x_test, self.t_test)
+        return float(train_acc), float(test_acc)
+
+    def synchronize(self):
+        self.be.synchronize()
+        for value in self.net.params.values():  # JAX: wait for the arrays themselves
+            block = getattr(value, "block_until_ready", None)
+            if block is not None:
+                block()
+
+    def host_params(self):
+        return {
+            k: np.array(self.be.to_numpy(self.net.params[k]), dtype=np.float64) for k in PARAM_KEYS
+        }
+
+    def gradient_host(self, x, t):
+        """xprop's gradient on host data, as float64 NumPy arrays (for the correctness check)."""
+        grads = self.net.gradient(self.be.asarray(x), self.be.asarray(t))
+        return {k: np.array(self.be.to_numpy(grads[k]), dtype=np.float64) for k in PARAM_KEYS}
+
+
+def _is_gpu_device(be) -> bool:
+    text = str(be.device).lower()
+    return any(word in text for word in ("cuda", "gpu", "rocm", "mps")) or be.name == "cupy"

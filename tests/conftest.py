@@ -1,0 +1,66 @@
+"""Backend fixtures: every test that takes ``backend`` runs once per available backend.
+
+With ``XPROP_BACKEND`` set (as each nox session does) only that backend is used — plus
+array_api_strict's non-default device ``device1`` when it is array_api_strict, which
+catches any array created without ``device=``.  Without it, every registered backend is
+tried and the missing ones are skipped with the reason the backend selector gives.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import xprop
+from xprop.backend import BackendError
+
+ALL = [
+    ("numpy", None),
+    ("array_api_strict", None),
+    ("array_api_strict", "device1"),
+    ("torch", None),
+    ("jax", None),
+    ("cupy", None),
+]
+
+
+def _selected() -> list[tuple[str, str | None]]:
+    chosen = os.environ.get("XPROP_BACKEND", "").strip()
+    if not chosen:
+        return ALL
+    picked = [p for p in ALL if p[0] == chosen]
+    return picked or [(chosen, None)]
+
+
+def _id(param: tuple[str, str | None]) -> str:
+    name, device = param
+    return name if device is None else f"{name}-{device}"
+
+
+def make_backend(name: str, device: str | None, dtype: str) -> xprop.Backend:
+    """The backend, or a pytest skip that says what is missing."""
+    try:
+        return xprop.get_backend(name, device=device, dtype=dtype)
+    except BackendError as exc:
+        pytest.skip(f"backend {_id((name, device))} unavailable: {exc}")
+
+
+@pytest.fixture(params=_selected(), ids=_id)
+def backend(request: pytest.FixtureRequest) -> xprop.Backend:
+    """A float64 backend (gradient checks are done in float64)."""
+    name, device = request.param
+    return make_backend(name, device, "float64")
+
+
+@pytest.fixture(params=_selected(), ids=_id)
+def backend32(request: pytest.FixtureRequest) -> xprop.Backend:
+    """The same backends in float32, the training dtype."""
+    name, device = request.param
+    return make_backend(name, device, "float32")
+
+
+@pytest.fixture
+def numpy_backend() -> xprop.Backend:
+    """The reference backend (NumPy, float64) that other backends are compared with."""
+    return xprop.get_backend("numpy", dtype="float64")

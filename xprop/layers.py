@@ -1,0 +1,276 @@
+"""The book's layers (ch. 5): each one a node of the computational graph.
+
+A layer's ``forward`` computes its output and keeps what ``backward`` needs; ``backward``
+takes the upstream gradient ``dout`` (dL/d output) and returns the gradient with respect to
+each input by the chain rule.  Unlike the book, no layer ever writes into its arguments,
+every backward honours ``dout``, and the code is array-API clean: it runs unchanged on
+NumPy, CuPy, PyTorch, JAX and array-api-strict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from xprop._namespace import namespace, require_float
+from xprop.functions import check_labels, one_hot, sigmoid
+
+__all__ = [
+    "MSELoss",
+    "Affine",
+    "AddLayer",
+    "MulLayer",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+]
+
+
+class MulLayer:
+    """Multiplication node ``out = x * y``; ``dx = dout * y``, ``dy = dout * x``.
+
+    Works on Python numbers (the book's apple example) and on arrays of any backend, using
+    only the ``*`` operator (elementwise, broadcasting as the library does).
+    """
+
+    def __init__(self) -> None:
+        self.x: Any = None
+        self.y: Any = None
+
+    def forward(self, x: Any, y: Any) -> Any:
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        # The two inputs swap: d(xy)/dx = y and d(xy)/dy = x.
+        return dout * self.y, dout * self.x
+
+
+class AddLayer:
+    """Addition node ``out = x + y``; the upstream gradient passes to both inputs unchanged."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        return x + y
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        return dout * 1, dout * 1
+
+
+class Relu:
+    """``out = max(x, 0)``; ``dx = dout`` where ``x > 0``, else 0.
+
+    The book zeroes ``dout`` in place (``dout[mask] = 0``), which corrupts the caller's
+    array; here ``backward`` returns a new array.  At ``x == 0`` the subgradient 0 is used.
+    """
+
+    def __init__(self) -> None:
+        self.mask: Any = None  # boolean, True where the input was positive
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace(x)
+        self.mask = x > 0
+        return xp.where(self.mask, x, 0.0)
+
+    def backward(self, dout: Any) -> Any:
+        xp = namespace(dout)
+        return xp.where(self.mask, dout, 0.0)
+
+
+class Sigmoid:
+    """``out = 1 / (1 + exp(-x))``; ``dx = dout * out * (1 - out)`` (stable for any ``x``)."""
+
+    def __init__(self) -> None:
+        self.out: Any = None
+
+    def forward(self, x: Any) -> Any:
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout: Any) -> Any:
+        return dout * (1.0 - self.out) * self.out
+
+
+class Affine:
+    """Fully connected layer ``out = x @ W + b`` on a batch.
+
+    Parameters
+    ----------
+    W : array, shape ``(D, M)``, floating
+    b : array, shape ``(M,)``, or ``None`` for a layer without bias
+    input_grad : bool
+        Whether :meth:`backward` computes ``dx``.  The first layer of a network never needs
+        it; skipping it saves one matrix product per step (``backward`` then returns ``None``).
+
+    ``forward`` accepts ``x`` of shape ``(N, D)`` or any ``(N, d1, d2, ...)`` with
+    ``d1 * d2 * ... == D`` (flattened, e.g. images ``(N, 1, 28, 28)``).  ``backward(dout)``
+    with ``dout`` of shape ``(N, M)`` sets
+
+    - ``dW = x.T @ dout`` (shape ``(D, M)``),
+    - ``db = sum(dout, axis=0)`` (shape ``(M,)``),
+
+    and returns ``dx = dout @ W.T`` reshaped to ``x``'s original shape.
+
+    ``W`` and ``b`` may live in an outside dict (``Affine.bound(params, "W1", "b1")``): the
+    layer then reads the dict's *current* arrays at every call, so ``params[k] -= lr * g``
+    trains it even where arrays are immutable and ``-=`` rebinds the entry (JAX).
+    """
+
+    def __init__(self, W: Any, b: Any = None, *, input_grad: bool = True) -> None:
+        self._store: MutableMapping[str, Any] = {"W": W, "b": b}
+        self._keys = ("W", "b")
+        self.input_grad = input_grad
+        self.x: Any = None
+        self.original_x_shape: tuple[int, ...] | None = None
+        self.dW: Any = None
+        self.db: Any = None
+
+    @classmethod
+    def bound(
+        cls,
+        params: MutableMapping[str, Any],
+        w_key: str,
+        b_key: str | None,
+        *,
+        input_grad: bool = True,
+    ) -> Affine:
+        """An Affine layer whose ``W``/``b`` are ``params[w_key]``/``params[b_key]``, live."""
+        layer = cls.__new__(cls)
+        layer._store = params
+        layer._keys = (w_key, b_key)
+        layer.input_grad = input_grad
+        layer.x = None
+        layer.original_x_shape = None
+        layer.dW = None
+        layer.db = None
+        return layer
+
+    @property
+    def W(self) -> Any:
+        return self._store[self._keys[0]]
+
+    @W.setter
+    def W(self, value: Any) -> None:
+        self._store[self._keys[0]] = value
+
+    @property
+    def b(self) -> Any:
+        return None if self._keys[1] is None else self._store[self._keys[1]]
+
+    @b.setter
+    def b(self, value: Any) -> None:
+        if self._keys[1] is None:
+            raise AttributeError("this Affine layer was built without a bias")
+        self._store[self._keys[1]] = value
+
+    def forward(self, x: Any) -> Any:
+        W, b = self.W, self.b
+        xp = namespace(x, W, b)
+        require_float(xp, x, "Affine input x")
+        self.original_x_shape = tuple(x.shape)
+        if x.ndim != 2:
+            if x.ndim < 2:
+                raise ValueError(
+                    f"Affine input must be a batch of shape (N, D) or (N, d1, ...), got "
+                    f"shape {tuple(x.shape)}; add a batch axis, e.g. xp.reshape(x, (1, -1))"
+                )
+            x = xp.reshape(x, (x.shape[0], -1))
+        if x.shape[1] != W.shape[0]:
+            raise ValueError(
+                f"Affine input has {x.shape[1]} features per sample (shape "
+                f"{self.original_x_shape}) but W has shape {tuple(W.shape)} and expects "
+                f"{W.shape[0]}; reshape the input or build W with {x.shape[1]} rows"
+            )
+        self.x = x
+        out = x @ W
+        return out if b is None else out + b
+
+    def backward(self, dout: Any) -> Any:
+        xp = namespace(dout)
+        self.dW = self.x.T @ dout
+        self.db = None if self._keys[1] is None else xp.sum(dout, axis=0)
+        if not self.input_grad:
+            return None
+        dx = dout @ self.W.T
+        if len(self.original_x_shape) != 2:
+            dx = xp.reshape(dx, self.original_x_shape)
+        return dx
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the mean cross-entropy loss, fused (the book's output layer).
+
+    ``forward(x, t)`` takes logits ``x`` of shape ``(N, C)`` (or ``(C,)``) and labels ``t``:
+    integer class indices ``(N,)`` or one-hot ``(N, C)``.  It returns the mean cross-entropy
+    as a 0-d array of the backend — no host synchronisation — computed through log-softmax,
+    so it is exact and finite for any finite logits.
+
+    ``backward(dout=1)`` returns ``dout * (y - t) / N`` where ``y = softmax(x)``: the book's
+    famous ``y - t``, times the upstream gradient (the book ignores ``dout``).
+
+    ``check_labels`` (default on) validates label shape and range; the range check reads one
+    boolean from the device per call, so a GPU training loop with trusted labels may turn it
+    off.
+    """
+
+    def __init__(self, *, check_labels: bool = True) -> None:
+        self.check_labels = check_labels
+        self.loss: Any = None
+        self.y: Any = None  # softmax output, (N, C)
+        self.t: Any = None  # one-hot labels, (N, C)
+
+    def forward(self, x: Any, t: Any) -> Any:
+        xp = namespace(x, t)
+        require_float(xp, x, "logits x")
+        if x.ndim == 1:
+            x = xp.reshape(x, (1, -1))
+            t = xp.reshape(t, (1, -1)) if t.ndim == 1 else xp.reshape(t, (1,))
+        if self.check_labels:
+            is_hot = check_labels(xp, x, t)
+        else:
+            is_hot = xp.isdtype(t.dtype, "real floating")
+        if not is_hot:
+            t = one_hot(t, x.shape[1], x.dtype, check=False)
+        # One exp serves both the probabilities and the log-probabilities.
+        z = x - xp.max(x, axis=-1, keepdims=True)
+        e = xp.exp(z)
+        s = xp.sum(e, axis=-1, keepdims=True)
+        self.y = e / s
+        self.t = t
+        log_y = z - xp.log(s)
+        self.loss = -xp.sum(t * log_y) / x.shape[0]
+        return self.loss
+
+    def backward(self, dout: Any = 1) -> Any:
+        batch_size = self.t.shape[0]
+        return (self.y - self.t) * (dout / batch_size)
+
+
+class MSELoss:
+    """Mean-squared-error output layer for regression (identity output + squared error).
+
+    ``forward(y, t)`` returns ``0.5 * sum((y - t)**2) / N`` as a 0-d array, ``N`` being the
+    batch size (1 for a single 1-D sample, which is the per-sample error ``E = sum(1/2 (t -
+    y)^2)`` of hand-worked examples); ``backward(dout=1)`` returns ``dout * (y - t) / N``.
+    """
+
+    def __init__(self) -> None:
+        self.loss: Any = None
+        self.diff: Any = None
+        self.n = 1
+
+    def forward(self, y: Any, t: Any) -> Any:
+        xp = namespace(y, t)
+        require_float(xp, y, "predictions y")
+        if tuple(y.shape) != tuple(t.shape):
+            raise ValueError(
+                f"targets must have the predictions' shape {tuple(y.shape)}, "
+                f"got {tuple(t.shape)}"
+            )
+        self.n = y.shape[0] if y.ndim > 1 else 1
+        self.diff = y - t
+        self.loss = 0.5 * xp.sum(self.diff * self.diff) / self.n
+        return self.loss
+
+    def backward(self, dout: Any = 1) -> Any:
+        return self.diff * (dout / self.n)
