@@ -151,6 +151,11 @@ def _loadavg() -> float | None:
         return None
 
 
+def _blas_threads() -> str:
+    env = [os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")]
+    return next((v for v in env if v), f"library default ({os.cpu_count()} cores)")
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
@@ -345,13 +350,17 @@ def check_runners(runners: list[Runner], data: HostData, init: dict) -> dict[str
 # --------------------------------------------------------------------------------------
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = CLOCKS["wall"]
+
+
 def _time_calls(runner: Runner, fn, calls: int) -> float:
     runner.synchronize()
-    start = time.perf_counter()
+    start = _clock()
     for _ in range(calls):
         fn()
     runner.synchronize()
-    return (time.perf_counter() - start) / calls
+    return (_clock() - start) / calls
 
 
 def measure(
@@ -583,6 +592,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=os.environ.get("XPROP_DATA_DIR"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="BLAS and torch threads")
+    p.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall: perf_counter (default); cpu: process CPU time, steadier on a shared "
+        "machine with --threads 1, meaningless for GPU rows",
+    )
     p.add_argument("--json", dest="json_path", default=None, help="write results to PATH")
     p.add_argument("--no-check", action="store_true", help="skip the one-step correctness check")
     p.add_argument(
@@ -688,7 +704,9 @@ def run_config(
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _clock
     args = parse_args(argv)
+    _clock = CLOCKS[args.clock]
     if args.threads:
         try:
             import torch
@@ -712,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     if info.get("gpu"):
         print(f"; GPU {info['gpu']}", end="")
     print(f"\n- data: {data.source}; dtype {args.dtype}; lr {LEARNING_RATE}; seed {args.seed}")
+    print(f"- clock: {args.clock}; BLAS threads: {_blas_threads()}")
     load = info["loadavg_1min_start"]
     if load is not None and info["cores"] and load > 0.5:
         notes.append(

@@ -11,11 +11,11 @@ import sys
 # Document the working tree, installed or not.
 sys.path.insert(0, os.path.abspath(".."))
 
-import xprop  # noqa: E402
+import xprop
 
 project = "xprop"
 author = "The xprop developers"
-copyright = "The xprop developers"  # noqa: A001
+copyright = "The xprop developers"
 version = xprop.__version__
 release = xprop.__version__
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def value(v: float) -> Any:
         """A 0-d array of the backend, on its device."""
-        return backend.xp.asarray(v, dtype=backend.dtype, device=backend.device)
+        return backend.asarray(v)
 
     apple = value(100.0)
     apple_num = value(2.0)

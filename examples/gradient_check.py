@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # float64: in float32 the difference quotient keeps only about 3 significant digits.
     backend = xprop.get_backend(args.backend, dtype="float64")
-    (x_train, t_train), _ = load_mnist(
-        one_hot_label=True, data_dir=args.data_dir, backend=backend
-    )
+    (x_train, t_train), _ = load_mnist(one_hot_label=True, data_dir=args.data_dir, backend=backend)
     net = xprop.TwoLayerNet(784, args.hidden, 10, backend=backend, seed=args.seed)
     x_batch, t_batch = x_train[:3, ...], t_train[:3, ...]
 

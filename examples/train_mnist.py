@@ -165,6 +165,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         train_acc, test_acc = evaluate(args.iters - 1)
         say(f"{'end':>5}  {train_acc:>9.4f}  {test_acc:>8.4f}")
     if bar is not None:
+        bar.set_postfix(train_acc=f"{train_acc:.4f}", test_acc=f"{test_acc:.4f}")
         bar.close()
     wall = time.perf_counter() - start
 

@@ -159,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     layers = Network(w_init)
     layers.forward(x, t)
     by_layers = backend.to_numpy(layers.backward()).tolist()
-    for i, (h, g) in enumerate(zip(hand, by_layers), start=1):
+    for i, (h, g) in enumerate(zip(hand, by_layers, strict=True), start=1):
         print(f"  w{i}  {h: .12f}  {g: .12f}")
-    worst = max(abs(h - g) for h, g in zip(hand, by_layers))
+    worst = max(abs(h - g) for h, g in zip(hand, by_layers, strict=True))
     print(f"  largest difference: {worst:.1e}")
 
     def loss_of_weights(w: Any) -> Any:

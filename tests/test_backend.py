@@ -79,10 +79,12 @@ def test_unknown_name_from_env(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_missing_library_names_the_extra(clean_env: pytest.MonkeyPatch) -> None:
     xprop.register_backend(
-        "ghost", lambda: importlib.import_module("no_such_array_lib"), install_hint="pip install ghost"
+        "ghost",
+        lambda: importlib.import_module("no_such_array_lib"),
+        install_hint="pip install ghost",
     )
     try:
-        with pytest.raises(BackendError, match="not installed.*pip install ghost"):
+        with pytest.raises(BackendError, match=r"not installed.*pip install ghost"):
             xprop.get_backend("ghost")
         assert "ghost" not in xprop.available_backends()
     finally:
@@ -104,7 +106,7 @@ def test_bad_dtype(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_bad_device(clean_env: pytest.MonkeyPatch) -> None:
     pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
-    with pytest.raises(BackendError, match="device 'device9'.*choose one of"):
+    with pytest.raises(BackendError, match=r"device 'device9'.*choose one of"):
         xprop.get_backend("array_api_strict", device="device9")
 
 

@@ -13,6 +13,7 @@ from xprop.backend import (
     set_backend,
     use_backend,
 )
+from xprop.datasets import DatasetError, load_mnist
 from xprop.functions import (
     cross_entropy_error,
     log_softmax,
@@ -23,18 +24,19 @@ from xprop.functions import (
     softmax,
 )
 from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
-from xprop.layers import Affine, AddLayer, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from xprop.two_layer_net import TwoLayerNet
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MSELoss",
-    "Affine",
     "AddLayer",
+    "Affine",
     "Backend",
     "BackendError",
+    "DatasetError",
     "GradientCheckResult",
+    "MSELoss",
     "MulLayer",
     "Relu",
     "Sigmoid",
@@ -45,6 +47,7 @@ __all__ = [
     "check_backward",
     "cross_entropy_error",
     "get_backend",
+    "load_mnist",
     "log_softmax",
     "mean_squared_error",
     "numerical_gradient",

@@ -26,7 +26,9 @@ def namespace(*arrays: Any) -> Any:
     try:
         return array_namespace(*present)
     except TypeError as exc:
-        kinds = ", ".join(sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in present}))
+        kinds = ", ".join(
+            sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in present})
+        )
         if "Multiple namespaces" in str(exc) or "multiple" in str(exc).lower():
             raise MixedBackendError(
                 f"arrays from different array libraries were mixed in one call ({kinds}); "

@@ -290,7 +290,6 @@ _add_builtin(
         "array_api_strict",
         _strict_load,
         install_hint="pip install 'xprop[strict]'",
-        
         to_numpy=_strict_to_numpy,
     )
 )
@@ -392,7 +391,7 @@ class Backend:
                     if narrow and host.dtype.itemsize == 8:
                         host = host.astype(host.dtype.str[:-1] + "4")
                     target = _host_to_xp_dtype(self.xp, host.dtype)
-            host = np.ascontiguousarray(host, dtype=_xp_to_host_dtype(self.xp, target))
+            host = np.asarray(host, dtype=_xp_to_host_dtype(self.xp, target), order="C")
             return self.xp.asarray(host, dtype=target, device=self.device)
         out = self.xp.asarray(obj, device=self.device)
         if target is not None and out.dtype != target:
@@ -478,8 +477,20 @@ def _is_host(obj: Any) -> bool:
 
 
 def _dtype_name(xp: Any, dtype: Any) -> str:
-    for name in ("float16", "float32", "float64", "bool", "int8", "int16", "int32", "int64",
-                 "uint8", "uint16", "uint32", "uint64"):
+    for name in (
+        "float16",
+        "float32",
+        "float64",
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+    ):
         candidate = getattr(xp, name, None)
         if candidate is not None and dtype == candidate:
             return name
@@ -499,7 +510,9 @@ def _dtype_label(xp: Any, dtype: Any) -> str:
     """The plain name (``"float64"``) of a dtype given as a string or any library's dtype."""
     if isinstance(dtype, str):
         name = dtype.strip().lower()
-    elif isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+    elif isinstance(dtype, np.dtype) or (
+        isinstance(dtype, type) and issubclass(dtype, np.generic)
+    ):
         name = np.dtype(dtype).name  # NumPy's spelling, whatever the backend
     else:
         name = _dtype_name(xp, dtype)  # a dtype object of this (or another) library
@@ -635,7 +648,9 @@ def _current_defaults() -> dict[str, Any]:
     return _process_default
 
 
-def set_backend(name: str | Backend | None = None, *, device: Any = None, dtype: Any = None) -> Backend:
+def set_backend(
+    name: str | Backend | None = None, *, device: Any = None, dtype: Any = None
+) -> Backend:
     """Change the process-wide default backend; ``set_backend(None)`` restores the env/default.
 
     The choice is validated at once (raises :class:`BackendError`) and returned.
@@ -683,7 +698,6 @@ def available_backends() -> list[str]:
 def is_registered(name: str) -> bool:
     """Whether ``name`` is a registered backend (installed or not)."""
     return name in _LIBRARIES
-
 
 
 # --------------------------------------------------------------------------------------

@@ -170,8 +170,8 @@ def _load_idx(
                 f"{label_file.name} holds label {int(labels.max())}, but {spec.name} has "
                 f"{spec.num_classes} classes; the file is not a {spec.name} label file"
             )
-        out.append((_images_to(be, images, normalize, flatten), _labels_to(be, labels, spec,
-                                                                            one_hot_label)))
+        x = _images_to(be, images, normalize, flatten)
+        out.append((x, _labels_to(be, labels, spec, one_hot_label)))
     return out[0], out[1]
 
 
@@ -180,10 +180,7 @@ def _images_to(be: Backend, images: np.ndarray, normalize: bool, flatten: bool) 
     shape = (n, rows * cols) if flatten else (n, 1, rows, cols)
     # Scale on the host: every backend then receives bit-identical values.  The cached raw
     # array is read-only; both branches hand the backend a fresh copy it may own.
-    if normalize:
-        host = images.astype(np.dtype(be.dtype_name)) / 255
-    else:
-        host = images.copy()
+    host = images.astype(np.dtype(be.dtype_name)) / 255 if normalize else images.copy()
     return be.asarray(host.reshape(shape))
 
 

@@ -27,11 +27,14 @@ __all__ = [
 def sigmoid(x: Any) -> Any:
     """Logistic sigmoid ``1 / (1 + exp(-x))``, elementwise; derivative ``y * (1 - y)``.
 
-    Computed as ``0.5 * tanh(0.5 * x) + 0.5``: the same function, but ``exp(-x)`` never
-    overflows (no warning at ``x = -1000``) and the result stays inside ``[0, 1]``.
+    Computed from ``e = exp(-|x|)``, which never overflows (no warning at ``x = ±1000``):
+    ``1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)`` for ``x < 0``, so small results keep
+    full relative precision too (``sigmoid(-40)`` is ``4.2e-18``, not 0).
     """
     xp = namespace(x)
-    return 0.5 * xp.tanh(0.5 * x) + 0.5
+    e = xp.exp(-xp.abs(x))
+    r = 1.0 / (1.0 + e)
+    return xp.where(x >= 0, r, e * r)
 
 
 def relu(x: Any) -> Any:

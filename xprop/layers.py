@@ -16,9 +16,9 @@ from xprop._namespace import namespace, require_float
 from xprop.functions import check_labels, one_hot, sigmoid
 
 __all__ = [
-    "MSELoss",
-    "Affine",
     "AddLayer",
+    "Affine",
+    "MSELoss",
     "MulLayer",
     "Relu",
     "Sigmoid",
@@ -238,7 +238,8 @@ class SoftmaxWithLoss:
         self.y = e / s
         self.t = t
         log_y = z - xp.log(s)
-        self.loss = -xp.sum(t * log_y) / x.shape[0]
+        # xp.asarray: NumPy reductions give a NumPy scalar; callers get a 0-d array everywhere.
+        self.loss = xp.asarray(-xp.sum(t * log_y) / x.shape[0])
         return self.loss
 
     def backward(self, dout: Any = 1) -> Any:
@@ -264,12 +265,11 @@ class MSELoss:
         require_float(xp, y, "predictions y")
         if tuple(y.shape) != tuple(t.shape):
             raise ValueError(
-                f"targets must have the predictions' shape {tuple(y.shape)}, "
-                f"got {tuple(t.shape)}"
+                f"targets must have the predictions' shape {tuple(y.shape)}, got {tuple(t.shape)}"
             )
         self.n = y.shape[0] if y.ndim > 1 else 1
         self.diff = y - t
-        self.loss = 0.5 * xp.sum(self.diff * self.diff) / self.n
+        self.loss = xp.asarray(0.5 * xp.sum(self.diff * self.diff) / self.n)
         return self.loss
 
     def backward(self, dout: Any = 1) -> Any:

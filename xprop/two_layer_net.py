@@ -60,8 +60,11 @@ class TwoLayerNet:
         seed: int | None = None,
         check_labels: bool = True,
     ) -> None:
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                            ("output_size", output_size)):
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("output_size", output_size),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.backend = get_backend(backend)

@@ -17,8 +17,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Circle, FancyArrowPatch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import Circle, FancyArrowPatch
 
 STATIC = Path(__file__).resolve().parents[1] / "_static"
 FORWARD, BACKWARD = "#222222", "#c0392b"
@@ -59,16 +59,30 @@ def draw(path: Path, inputs: dict, nodes: dict, edges: list, output: tuple, size
         t = 0.3 if src in inputs else 0.5
         mx, my = a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])
         ax.text(mx, my + 0.13, fwd, ha="center", va="bottom", fontsize=11, color=FORWARD)
-        ax.text(mx, my - 0.13, bwd, ha="center", va="top", fontsize=11, color=BACKWARD,
-                fontweight="bold")
+        ax.text(
+            mx,
+            my - 0.13,
+            bwd,
+            ha="center",
+            va="top",
+            fontsize=11,
+            color=BACKWARD,
+            fontweight="bold",
+        )
     xs = [x for x, _ in inputs.values()] + [x for x, _, _ in nodes.values()] + [ox]
     ys = [y for _, y in inputs.values()] + [y for _, y, _ in nodes.values()] + [oy]
     ax.set_xlim(min(xs) - 1.6, max(xs) + 1.2)
     ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
-    ax.text(min(xs) - 1.5, min(ys) - 0.55, "forward value", color=FORWARD, fontsize=9,
-            va="bottom")
-    ax.text(min(xs) + 0.2, min(ys) - 0.55, "backward: d price / d (edge)", color=BACKWARD,
-            fontsize=9, va="bottom", fontweight="bold")
+    ax.text(min(xs) - 1.5, min(ys) - 0.55, "forward value", color=FORWARD, fontsize=9, va="bottom")
+    ax.text(
+        min(xs) + 0.2,
+        min(ys) - 0.55,
+        "backward: d price / d (edge)",
+        color=BACKWARD,
+        fontsize=9,
+        va="bottom",
+        fontweight="bold",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)

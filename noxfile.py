@@ -1,0 +1,120 @@
+"""Test matrix: the whole suite once per array backend, plus lint, docs and examples.
+
+``nox`` runs every session that can run here; ``nox -l`` lists them; ``nox -s torch`` runs
+one.  Each backend session installs xprop with the ``test`` extra and that backend's extra
+and selects the backend with ``XPROP_BACKEND``, so every gradient test runs on it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = False
+
+# backend name -> pip extra that installs its library
+BACKENDS = {
+    "numpy": None,
+    "array_api_strict": "strict",
+    "torch": "torch",
+    "jax": "jax",
+}
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    spec = ".[" + ",".join(("test", *(e for e in extras if e))) + "]"
+    session.install(spec)
+
+
+def _pytest(session: nox.Session, backend: str) -> None:
+    session.run(
+        "pytest",
+        *session.posargs,
+        env={"XPROP_BACKEND": backend},
+    )
+
+
+def _make_backend_session(backend: str, extra: str | None) -> None:
+    @nox.session(name=backend)
+    def tests(session: nox.Session) -> None:
+        _install(session, extra or "")
+        _pytest(session, backend)
+
+    tests.__doc__ = f"Whole test suite with XPROP_BACKEND={backend}."
+
+
+for _name, _extra in BACKENDS.items():
+    _make_backend_session(_name, _extra)
+
+
+def _cuda_major() -> int | None:
+    """The CUDA version the driver supports (from nvidia-smi), or None without a GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"CUDA Version:\s*(\d+)", out)
+    return int(match.group(1)) if match else None
+
+
+@nox.session(name="cupy")
+def cupy(session: nox.Session) -> None:
+    """Whole test suite on the GPU with XPROP_BACKEND=cupy (skipped without a CUDA device)."""
+    # Decide before downloading several hundred MB of CUDA wheels.
+    major = _cuda_major()
+    if major is None:
+        session.skip("no CUDA device: nvidia-smi is missing or found no GPU, so cupy cannot run")
+    extra = os.environ.get("XPROP_CUPY_EXTRA") or ("cuda13" if major >= 13 else "cuda12")
+    _install(session, extra)
+    _pytest(session, "cupy")
+
+
+@nox.session
+def agreement(session: nox.Session) -> None:
+    """TwoLayerNet float64 gradients on every installed backend against NumPy's (<= 1e-12)."""
+    _install(session, "strict", "torch", "jax")
+    session.run("python", "examples/backend_agreement.py")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx site with warnings as errors (docs/_build/html)."""
+    session.install(".[docs]")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Every example on numpy and array_api_strict with short settings."""
+    session.install(".[examples,strict]")
+    for backend in ("numpy", "array_api_strict"):
+        env = {"XPROP_BACKEND": backend}
+        session.run("python", "examples/buy_apple.py", env=env)
+        session.run("python", "examples/buy_apple_orange.py", env=env)
+        session.run("python", "examples/two_by_two_sigmoid.py", env=env)
+        session.run("python", "examples/backend_agreement.py", "--backends", backend, env=env)
+        if os.environ.get("XPROP_DATA_DIR"):
+            session.run("python", "examples/gradient_check.py", "--hidden", "3", env=env)
+            session.run("python", "examples/train_mnist.py", "--iters", "600", env=env)
+        else:
+            session.log("XPROP_DATA_DIR is not set: skipping the MNIST examples here")
