@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             g = be.to_numpy(got[key])
             worst.append(float(np.max(np.abs(g - want[key])) / np.max(np.abs(want[key]))))
         failed |= any(w > args.tol for w in worst)
-        print(f"{name:<18} {str(be.device):<38} " + " ".join(f"{w:9.1e}" for w in worst))
+        print(f"{name:<18} {be.device!s:<38} " + " ".join(f"{w:9.1e}" for w in worst))
     verdict = "FAIL" if failed else "ok"
     print(f"{verdict}: worst relative difference from numpy per parameter, tolerance {args.tol:g}")
     return 1 if failed else 0

@@ -158,7 +158,9 @@ def test_train_mnist_without_matplotlib_refuses_plot(tmp_path):
 def test_train_mnist_book_protocol_reaches_the_book_accuracy(data_dir, tmp_path):
     selected = os.environ.get("XPROP_BACKEND", "numpy")
     if selected != "numpy":
-        pytest.skip(f"the book-protocol run is a numpy test; it runs in the numpy session, not {selected}")
+        pytest.skip(
+            f"the book-protocol run is a numpy test; it runs in the numpy session, not {selected}"
+        )
     record_path = tmp_path / "run.json"
     ok(
         run_example(
