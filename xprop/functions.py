@@ -135,16 +135,21 @@ def cross_entropy_error(y: Any, t: Any, *, check: bool = True) -> Any:
 
     Parameters
     ----------
-    y : array, shape ``(N, C)`` or ``(C,)``, floating
-        Probabilities (e.g. softmax output).  A zero probability of the true class gives a
-        large but finite loss (``log`` of the dtype's smallest normal number) — no warning,
-        and no ``+1e-7`` bias on every other probability.
-    t : array, ``(N,)`` integer class indices or ``(N, C)`` one-hot
+    y : array
+        Floating, of shape ``(N, C)`` or ``(C,)``: probabilities (e.g. softmax output).
+        A zero probability of the true class gives a large but finite loss (``log`` of
+        the dtype's smallest normal number): no warning, and no ``+1e-7`` bias on every
+        other probability.
+    t : array
+        Integer class indices of shape ``(N,)``, or one-hot labels of shape ``(N, C)``.
     check : bool
         Validate label shape and range (one device read for integer labels).
 
-    Returns a 0-d array of ``y``'s library and dtype.  For logits use
-    :func:`log_softmax` or :class:`xprop.layers.SoftmaxWithLoss`, which never take ``log(0)``.
+    Returns
+    -------
+    array
+        0-d, of ``y``'s library and dtype.  For logits use :func:`log_softmax` or
+        :class:`xprop.layers.SoftmaxWithLoss`, which never take ``log(0)``.
     """
     xp = namespace(y, t)
     require_float(xp, y, "probabilities y")

@@ -96,12 +96,16 @@ class Affine:
 
     Parameters
     ----------
-    W : array, shape ``(D, M)``, floating
-    b : array, shape ``(M,)``, or ``None`` for a layer without bias
+    W : array
+        Weights of shape ``(D, M)``, floating.
+    b : array or None
+        Bias of shape ``(M,)``, or ``None`` for a layer without bias.
     input_grad : bool
         Whether :meth:`backward` computes ``dx``.  The first layer of a network never needs
         it; skipping it saves one matrix product per step (``backward`` then returns ``None``).
 
+    Notes
+    -----
     ``forward`` accepts ``x`` of shape ``(N, D)`` or any ``(N, d1, d2, ...)`` with
     ``d1 * d2 * ... == D`` (flattened, e.g. images ``(N, 1, 28, 28)``).  ``backward(dout)``
     with ``dout`` of shape ``(N, M)`` sets
