@@ -442,8 +442,9 @@ def run_mode(
     def op(r):
         return lambda: acc.__setitem__(r.key, protocol_run(r, iters, ipe))
 
-    for r in runners:  # warm-up: a few loop bodies and one evaluation
-        protocol_run(r, min(20, iters), ipe)
+    for r in runners:  # warm-up: a few loop bodies (evaluation is warm from eval mode)
+        for _ in range(min(20, iters)):
+            r.loop_body()
     once = {r.key: 1 for r in runners}
     samples = measure(runners, op, once, args.protocol_repeats, 0)
     how = f"{iters} iterations, evaluation every {ipe}; {args.protocol_repeats} runs per row"

@@ -55,6 +55,7 @@ napoleon_use_rtype = False
 html_theme = "furo"
 html_title = f"xprop {release}"
 html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_theme_options = {
     "source_repository": "https://github.com/xprop/xprop",
     "source_branch": "main",

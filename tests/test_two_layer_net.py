@@ -98,7 +98,10 @@ def test_train_step_matches_book_loop(backend32: xprop.Backend) -> None:
         b.params[key] -= 0.1 * grad[key]
     for key in a.params:
         np.testing.assert_allclose(
-            backend32.to_numpy(a.params[key]), backend32.to_numpy(b.params[key]), rtol=1e-6
+            backend32.to_numpy(a.params[key]),
+            backend32.to_numpy(b.params[key]),
+            rtol=1e-5,
+            atol=1e-8,  # float32 rounding of lr * grad, taken in another order
         )
 
 

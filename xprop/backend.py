@@ -460,7 +460,9 @@ class HostRNG:
 
     def choice_host(self, n: int, size: int | Sequence[int], replace: bool = True) -> np.ndarray:
         """The same draw as :meth:`choice`, kept on the host as a NumPy int64 array."""
-        return self.generator.choice(n, size, replace=replace).astype(np.int64, copy=False)
+        if replace:  # the same stream as Generator.choice, at a third of its cost
+            return self.generator.integers(0, n, size, dtype=np.int64)
+        return self.generator.choice(n, size, replace=False).astype(np.int64, copy=False)
 
     def permutation(self, n: int) -> Any:
         """A random permutation of ``range(n)`` (int64 array on the device)."""
@@ -718,6 +720,14 @@ def to_host(x: Any) -> np.ndarray:
     if compat.is_array_api_strict_namespace(compat.array_namespace(x)):
         return _strict_to_numpy(x)
     return np.asarray(x)
+
+
+def ensure_float64(xp: Any) -> None:
+    """Let namespace ``xp`` create float64 arrays (JAX needs its x64 mode switched on)."""
+    import array_api_compat as compat
+
+    if compat.is_jax_namespace(xp):
+        _jax_prepare_dtype("float64")
 
 
 def normal_like(x: Any, seed: int | None = None, shape: Sequence[int] | None = None) -> Any:

@@ -94,6 +94,8 @@ def load_mnist(
 ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """Load MNIST as ``((x_train, t_train), (x_test, t_test))`` arrays of one backend.
 
+    ``N`` is 60000 for the training set and 10000 for the test set.
+
     Parameters
     ----------
     normalize : bool
@@ -111,8 +113,6 @@ def load_mnist(
         Where the arrays live (see :func:`xprop.get_backend`); they are copied there once.
     dtype : str or dtype, optional
         Floating dtype of normalized images and one-hot labels (default: the backend's).
-
-    ``N`` is 60000 for the training set and 10000 for the test set.
 
     Raises
     ------

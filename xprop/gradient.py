@@ -143,12 +143,14 @@ def check_backward(
         With a report naming the backend, the input, its shape, the worst absolute and
         relative errors and where they occur, and both values there.
     """
-    from xprop.backend import normal_like, to_host
+    from xprop.backend import ensure_float64, normal_like, to_host
 
     forward_fn, backward_fn = _resolve_target(target, backward)
     args = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     xp = namespace(*args)
     saved = {name: getattr(target, name) for name in params}
+    if float64:
+        ensure_float64(xp)
     try:
         args, param_values, xp = _to_float64(xp, args, saved, float64, to_host)
         for name, value in param_values.items():
