@@ -24,6 +24,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax served from the built site: math renders offline too
     "sphinx.ext.viewcode",
 ]
 
@@ -48,8 +49,8 @@ napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
 
-# No network at build time: no intersphinx.  MathJax is loaded by the reader's browser from
-# Sphinx's default CDN address (mathjax_path is left at its default).
+# No network at build time: no intersphinx.  sphinx-mathjax-offline copies MathJax into
+# _static, so the built pages typeset their formulas without a network connection.
 
 # -- HTML ---------------------------------------------------------------------------------
 html_theme = "furo"
