@@ -175,7 +175,7 @@ class Affine:
         W, b = self.W, self.b
         # Validation (namespace inference, dtype and shape checks) costs as much as the bias
         # add at the book's size, so it runs again only when the kind of input changes.
-        signature = (type(x), x.dtype, tuple(x.shape[1:]), type(W), W.dtype, tuple(W.shape))
+        signature = (type(x), x.dtype, x.shape[1:], type(W), W.dtype, W.shape, type(b))
         if signature != self._signature:
             self._xp = self._validate(x, W, b)
             self._signature = signature
