@@ -257,3 +257,15 @@ def test_mixed_backends_error(backend: xprop.Backend) -> None:
         SoftmaxWithLoss().forward(x, other.asarray([0, 1]))
     with pytest.raises(MixedBackendError, match="same backend"):
         Affine(_normal(other, (3, 2), 1), _normal(other, (2,), 2)).forward(x)
+
+
+def test_softmax_with_loss_keeps_the_logits_dtype(backend32: xprop.Backend) -> None:
+    """float64 one-hot labels must not turn a float32 network's gradient float64."""
+    be = backend32
+    x = be.asarray(np.random.default_rng(0).standard_normal((4, 3)))
+    hot = be.asarray(np.eye(3)[[0, 2, 1, 1]], dtype="float64") if be.name != "jax" else None
+    if hot is None:
+        pytest.skip("jax without x64 has no float64 labels to mix in")
+    layer = SoftmaxWithLoss()
+    assert layer.forward(x, hot).dtype == be.dtype
+    assert layer.backward().dtype == be.dtype

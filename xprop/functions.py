@@ -64,11 +64,12 @@ def log_softmax(x: Any) -> Any:
     return z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
 
 
-def check_labels(xp: Any, y: Any, t: Any) -> bool:
+def check_labels(xp: Any, y: Any, t: Any, *, check_range: bool = True) -> bool:
     """Validate labels ``t`` against scores ``y`` of shape ``(N, C)``; ``True`` if one-hot.
 
-    Integer labels must have shape ``(N,)`` and values in ``[0, C)``; one-hot (floating)
-    labels must have ``y``'s shape.  The range check reads one boolean from the device.
+    Integer labels must have shape ``(N,)`` and (with ``check_range``) values in ``[0, C)``;
+    one-hot (floating) labels must have ``y``'s shape.  The shape checks are free; the range
+    check reads one boolean from the device.
 
     Raises
     ------
@@ -89,7 +90,7 @@ def check_labels(xp: Any, y: Any, t: Any) -> bool:
             f"integer labels must have shape ({n},) to match {n} score rows, got "
             f"{tuple(t.shape)}; pass class indices, or one-hot labels of shape {(n, c)}"
         )
-    if n and bool(xp.any((t < 0) | (t >= c))):
+    if check_range and n and bool(xp.any((t < 0) | (t >= c))):
         lo, hi = int(xp.min(t)), int(xp.max(t))
         raise ValueError(
             f"labels out of range: found values in [{lo}, {hi}] but there are {c} classes "

@@ -67,17 +67,23 @@ class Relu:
     """
 
     def __init__(self) -> None:
-        self.mask: Any = None  # boolean, True where the input was positive
+        self.x: Any = None  # the input, kept (never modified) for the backward pass
         self._xp: Any = None
 
     def forward(self, x: Any) -> Any:
         self._xp = xp = namespace(x)
-        self.mask = x > 0
+        # The mask is built in backward, not here: inference never pays for it.
+        self.x = x
         return xp.maximum(x, 0.0)
+
+    @property
+    def mask(self) -> Any:
+        """The book's ``mask``: ``True`` where the last input was positive."""
+        return self.x > 0
 
     def backward(self, dout: Any) -> Any:
         # A multiply by the 0/1 mask: several times faster than where() on a random mask.
-        return dout * self._xp.astype(self.mask, dout.dtype)
+        return dout * self._xp.astype(self.x > 0, dout.dtype)
 
 
 class Sigmoid:
@@ -227,9 +233,11 @@ class SoftmaxWithLoss:
     ``backward(dout=1)`` returns ``dout * (y - t) / N`` where ``y = softmax(x)``: the book's
     famous ``y - t``, times the upstream gradient (the book ignores ``dout``).
 
-    ``check_labels`` (default on) validates label shape and range; the range check reads one
-    boolean from the device per call, so a GPU training loop with trusted labels may turn it
-    off.
+    Label shapes are always checked.  ``check_labels`` (default on) also checks that integer
+    labels lie in ``[0, C)``; that reads one boolean from the device per call, so a GPU
+    training loop with labels validated once (as ``load_mnist`` does) may turn it off.
+    One-hot labels are cast to the logits' dtype: float64 labels never make float32 maths
+    float64.
     """
 
     def __init__(self, *, check_labels: bool = True) -> None:
@@ -238,20 +246,26 @@ class SoftmaxWithLoss:
         self.y: Any = None  # softmax output, (N, C)
         self.t: Any = None  # one-hot labels, (N, C)
         self._classes: Any = None  # arange(C) for one-hot encoding, kept between calls
+        self._xp: Any = None
+        self._signature: tuple[Any, ...] | None = None
 
     def forward(self, x: Any, t: Any) -> Any:
-        xp = namespace(x, t)
-        require_float(xp, x, "logits x")
+        # Namespace and dtype checks run again only when the kind of input changes.
+        signature = (type(x), x.dtype, type(t), t.dtype)
+        if signature != self._signature:
+            self._xp = namespace(x, t)
+            require_float(self._xp, x, "logits x")
+            self._signature = signature
+        xp = self._xp
         if x.ndim == 1:
             x = xp.reshape(x, (1, -1))
             t = xp.reshape(t, (1, -1)) if t.ndim == 1 else xp.reshape(t, (1,))
-        if self.check_labels:
-            is_hot = check_labels(xp, x, t)
-        else:
-            is_hot = xp.isdtype(t.dtype, "real floating")
+        is_hot = check_labels(xp, x, t, check_range=self.check_labels)
         n, c = x.shape
         if not is_hot:
             t = xp.astype(t[:, None] == self._class_range(xp, t, c), x.dtype)
+        elif t.dtype != x.dtype:
+            t = xp.astype(t, x.dtype)  # float64 labels must not turn float32 maths float64
         # One exp serves both the probabilities and the log-probabilities.
         z = x - xp.max(x, axis=-1, keepdims=True)
         e = xp.exp(z)
@@ -280,8 +294,7 @@ class SoftmaxWithLoss:
         return classes
 
     def backward(self, dout: Any = 1) -> Any:
-        batch_size = self.t.shape[0]
-        return (self.y - self.t) * (dout / batch_size)
+        return (self.y - self.t) * (dout / self.t.shape[0])
 
 
 class MSELoss:
