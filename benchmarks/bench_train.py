@@ -447,7 +447,12 @@ def run_mode(
             r.loop_body()
     once = {r.key: 1 for r in runners}
     samples = measure(runners, op, once, args.protocol_repeats, 0)
-    how = f"{iters} iterations, evaluation every {ipe}; {args.protocol_repeats} runs per row"
+    how = (
+        f"{iters} iterations, evaluation every {ipe}; {args.protocol_repeats} runs per row. "
+        "The accuracies are those after the last run of a network that kept training through "
+        "the earlier modes and runs (higher than one fresh run's; examples/train_mnist.py "
+        "gives those)"
+    )
     return samples, once, how, acc
 
 
