@@ -374,6 +374,15 @@ class Backend:
         conversion happens on the host, so every backend receives bit-identical values.
         Arrays that already belong to this backend are moved to its device and cast.
         """
+        if (
+            dtype is None
+            and isinstance(obj, np.ndarray)
+            and obj.dtype.kind in "iub"
+            and self._lib.has_int64 is None
+        ):
+            # Integer data (minibatch indices, labels) keep their dtype: nothing to convert.
+            # This is the per-step path of a training loop, so it skips the general one.
+            return self.xp.asarray(obj, device=self.device)
         target = None if dtype is None else _resolve_dtype(self.xp, dtype, self.name)
         if _is_host(obj):
             host = np.asarray(obj)
