@@ -94,3 +94,24 @@ def test_checker_reports_wrong_shape(backend: xprop.Backend) -> None:
     x = backend.asarray(np.ones((2, 3)))
     with pytest.raises(AssertionError, match=r"has shape \(3,\), expected \(2, 3\)"):
         check_backward(lambda v: v * 2.0, x, backward=lambda dout, v: dout[0, :] * 2.0)
+
+
+def test_checker_falls_back_to_the_host_without_float64(
+    backend32: xprop.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device with no float64 (Apple MPS): the check runs on the host with NumPy."""
+    import xprop.gradient as G
+
+    class NoFloat64:  # the backend's namespace, except that float64 casts fail
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(backend32.xp, name)
+
+        def astype(self, x, dtype):  # type: ignore[no-untyped-def]
+            raise TypeError("this device has no float64")
+
+    real = G._to_float64
+    monkeypatch.setattr(G, "_to_float64", lambda xp, *rest: real(NoFloat64(), *rest))
+    x = backend32.asarray(np.random.default_rng(0).standard_normal((3, 4)))
+    assert check_backward(Sigmoid(), x).backend == "numpy"
+    with pytest.raises(AssertionError, match="gradient check failed on numpy"):
+        check_backward(WrongSigmoid(), x)

@@ -220,10 +220,11 @@ def _to_float64(
         return [cast(xp, a) for a in args], {k: cast(xp, v) for k, v in params.items()}, xp
     except (TypeError, RuntimeError, ValueError):
         # The device has no float64 (Apple MPS, some accelerators): check on the host.
-        import array_api_compat.numpy as host
+        from xprop.backend import get_backend
 
-        moved = [cast(host, to_numpy(a)) for a in args]
-        return moved, {k: cast(host, to_numpy(v)) for k, v in params.items()}, host
+        host = get_backend("numpy", dtype="float64")  # floats become float64, ints stay
+        moved = [host.asarray(to_numpy(a)) for a in args]
+        return moved, {k: host.asarray(to_numpy(v)) for k, v in params.items()}, host.xp
 
 
 def _compare(
