@@ -90,13 +90,19 @@ def check_labels(xp: Any, y: Any, t: Any, *, check_range: bool = True) -> bool:
             f"integer labels must have shape ({n},) to match {n} score rows, got "
             f"{tuple(t.shape)}; pass class indices, or one-hot labels of shape {(n, c)}"
         )
-    if check_range and n and bool(xp.any((t < 0) | (t >= c))):
+    if check_range:
+        _check_range(xp, t, c)
+    return False
+
+
+def _check_range(xp: Any, t: Any, c: int) -> None:
+    """Raise ``ValueError`` unless every integer label is in ``[0, c)`` (one device read)."""
+    if t.shape[0] and bool(xp.any((t < 0) | (t >= c))):
         lo, hi = int(xp.min(t)), int(xp.max(t))
         raise ValueError(
             f"labels out of range: found values in [{lo}, {hi}] but there are {c} classes "
             f"(valid labels are 0..{c - 1})"
         )
-    return False
 
 
 def one_hot(t: Any, num_classes: int, dtype: Any = None, *, check: bool = True) -> Any:
@@ -109,11 +115,8 @@ def one_hot(t: Any, num_classes: int, dtype: Any = None, *, check: bool = True) 
     xp = namespace(t)
     if t.ndim != 1:
         raise ValueError(f"labels must be 1-D class indices, got shape {tuple(t.shape)}")
-    if check and t.shape[0] and bool(xp.any((t < 0) | (t >= num_classes))):
-        raise ValueError(
-            f"labels out of range: found values in [{int(xp.min(t))}, {int(xp.max(t))}] "
-            f"but num_classes is {num_classes} (valid labels are 0..{num_classes - 1})"
-        )
+    if check:
+        _check_range(xp, t, num_classes)
     classes = xp.arange(num_classes, dtype=t.dtype, device=_device(t))
     hot = t[:, None] == classes[None, :]
     if dtype is None:
@@ -168,6 +171,14 @@ def mean_squared_error(y: Any, t: Any) -> Any:
     exactly; for a batch ``(N, ...)`` it is averaged over the ``N`` samples.  Derivative
     with respect to ``y``: ``(y - t) / N``.  Returns a 0-d array.
     """
+    return squared_error_parts(y, t)[0]
+
+
+def squared_error_parts(y: Any, t: Any) -> tuple[Any, Any, int]:
+    """``(loss, y - t, N)`` of :func:`mean_squared_error`: what its backward pass needs too.
+
+    Raises ``TypeError`` for non-floating ``y`` and ``ValueError`` when the shapes differ.
+    """
     xp = namespace(y, t)
     require_float(xp, y, "predictions y")
     if tuple(y.shape) != tuple(t.shape):
@@ -176,4 +187,5 @@ def mean_squared_error(y: Any, t: Any) -> Any:
         )
     n = y.shape[0] if y.ndim > 1 else 1
     diff = y - t
-    return 0.5 * xp.sum(diff * diff) / n
+    # xp.asarray: NumPy reductions give a NumPy scalar; callers get a 0-d array everywhere.
+    return xp.asarray(0.5 * xp.sum(diff * diff) / n), diff, n

@@ -15,7 +15,7 @@ from typing import Any
 from array_api_compat import device
 
 from xprop._namespace import namespace, require_float
-from xprop.functions import check_labels, sigmoid
+from xprop.functions import check_labels, sigmoid, squared_error_parts
 
 __all__ = [
     "AddLayer",
@@ -307,15 +307,7 @@ class MSELoss:
         self.n = 1
 
     def forward(self, y: Any, t: Any) -> Any:
-        xp = namespace(y, t)
-        require_float(xp, y, "predictions y")
-        if tuple(y.shape) != tuple(t.shape):
-            raise ValueError(
-                f"targets must have the predictions' shape {tuple(y.shape)}, got {tuple(t.shape)}"
-            )
-        self.n = y.shape[0] if y.ndim > 1 else 1
-        self.diff = y - t
-        self.loss = xp.asarray(0.5 * xp.sum(self.diff * self.diff) / self.n)
+        self.loss, self.diff, self.n = squared_error_parts(y, t)
         return self.loss
 
     def backward(self, dout: Any = 1) -> Any:

@@ -111,7 +111,7 @@ class TwoLayerNet:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             y = xp.argmax(self.predict(x[start:stop, ...]), axis=1)
-            hits = xp.count_nonzero(y == xp.astype(labels[start:stop], y.dtype))
+            hits = xp.count_nonzero(y == xp.astype(labels[start:stop], y.dtype, copy=False))
             correct = hits if correct is None else correct + hits
         return float(correct) / n
 
