@@ -245,6 +245,26 @@ def test_softmax_with_loss_label_errors(backend: xprop.Backend) -> None:
         SoftmaxWithLoss().forward(x, backend.asarray([0, 7, 1]))
     with pytest.raises(ValueError, match=r"integer labels must have shape \(3,\)"):
         SoftmaxWithLoss().forward(x, backend.asarray([[0], [1], [2]]))
+    # A layer that has seen good labels still catches bad ones, at either end of the range.
+    layer = SoftmaxWithLoss()
+    layer.forward(x, backend.asarray([0, 3, 1]))
+    with pytest.raises(ValueError, match=r"labels out of range: found values in \[-1, 2\]"):
+        layer.forward(x, backend.asarray([2, -1, 1]))
+    with pytest.raises(ValueError, match=r"labels out of range: found values in \[0, 4\].*0\.\.3"):
+        layer.forward(x, backend.asarray([0, 4, 1]))
+    with pytest.raises(ValueError, match=r"one-hot labels must have the scores' shape \(3, 4\)"):
+        layer.forward(x, backend.asarray(np.eye(3)))
+
+
+def test_softmax_with_loss_unchecked_labels(backend: xprop.Backend) -> None:
+    # check_labels=False skips the range check (no device read): an out-of-range label then
+    # has an all-zero one-hot row and adds nothing to the loss, as documented.
+    x = _normal(backend, (3, 4), 0)
+    xh = backend.to_numpy(x)
+    log_p = xh - np.log(np.sum(np.exp(xh), axis=1, keepdims=True))
+    loss = SoftmaxWithLoss(check_labels=False).forward(x, backend.asarray([0, 7, 1]))
+    want = -(log_p[0, 0] + log_p[2, 1]) / 3
+    assert float(loss) == pytest.approx(want, rel=1e-12)
 
 
 def test_mixed_backends_error(backend: xprop.Backend) -> None:

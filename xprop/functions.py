@@ -76,23 +76,38 @@ def check_labels(xp: Any, y: Any, t: Any, *, check_range: bool = True) -> bool:
     ValueError
         Wrong shape, or a label outside ``[0, C)`` (the message gives the range found).
     """
-    n, c = y.shape
+    is_hot = labels_are_one_hot(xp, t)
+    check_label_shape(y.shape, t.shape, is_hot)
+    if check_range and not is_hot:
+        _check_range(xp, t, y.shape[1])
+    return is_hot
+
+
+def labels_are_one_hot(xp: Any, t: Any) -> bool:
+    """``True`` for floating (one-hot) labels, ``False`` for integer class indices.
+
+    Raises ``TypeError`` for any other dtype (e.g. boolean).
+    """
     if xp.isdtype(t.dtype, "real floating"):
-        if tuple(t.shape) != (n, c):
-            raise ValueError(
-                f"one-hot labels must have the scores' shape {(n, c)}, got {tuple(t.shape)}"
-            )
         return True
     if not xp.isdtype(t.dtype, "integral"):
         raise TypeError(f"labels must be integers or one-hot floats, got dtype {t.dtype}")
-    if tuple(t.shape) != (n,):
+    return False
+
+
+def check_label_shape(y_shape: tuple[int, ...], t_shape: tuple[int, ...], is_hot: bool) -> None:
+    """Raise ``ValueError`` unless labels of shape ``t_shape`` fit scores of shape ``(N, C)``."""
+    n, c = y_shape
+    if is_hot:
+        if tuple(t_shape) != (n, c):
+            raise ValueError(
+                f"one-hot labels must have the scores' shape {(n, c)}, got {tuple(t_shape)}"
+            )
+    elif tuple(t_shape) != (n,):
         raise ValueError(
             f"integer labels must have shape ({n},) to match {n} score rows, got "
-            f"{tuple(t.shape)}; pass class indices, or one-hot labels of shape {(n, c)}"
+            f"{tuple(t_shape)}; pass class indices, or one-hot labels of shape {(n, c)}"
         )
-    if check_range:
-        _check_range(xp, t, c)
-    return False
 
 
 def _check_range(xp: Any, t: Any, c: int) -> None:

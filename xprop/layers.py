@@ -15,7 +15,14 @@ from typing import Any
 from array_api_compat import device
 
 from xprop._namespace import namespace, require_float
-from xprop.functions import check_labels, sigmoid, squared_error_parts
+from xprop._sums import sum_axis0, sum_last_keepdims
+from xprop.functions import (
+    check_label_shape,
+    check_labels,
+    labels_are_one_hot,
+    sigmoid,
+    squared_error_parts,
+)
 
 __all__ = [
     "AddLayer",
@@ -69,9 +76,12 @@ class Relu:
     def __init__(self) -> None:
         self.x: Any = None  # the input, kept (never modified) for the backward pass
         self._xp: Any = None
+        self._type: type | None = None
 
     def forward(self, x: Any) -> Any:
-        self._xp = xp = namespace(x)
+        if type(x) is not self._type:  # infer the namespace again only for a new array type
+            self._xp, self._type = namespace(x), type(x)
+        xp = self._xp
         # The mask is built in backward, not here: inference never pays for it.
         self.x = x
         return xp.maximum(x, 0.0)
@@ -213,7 +223,7 @@ class Affine:
 
     def backward(self, dout: Any) -> Any:
         self.dW = self.x.T @ dout
-        self.db = None if self._keys[1] is None else self._xp.sum(dout, axis=0)
+        self.db = None if self._keys[1] is None else sum_axis0(self._xp, dout)
         if not self.input_grad:
             return None
         dx = dout @ self.W.T
@@ -234,8 +244,10 @@ class SoftmaxWithLoss:
     famous ``y - t``, times the upstream gradient (the book ignores ``dout``).
 
     Label shapes are always checked.  ``check_labels`` (default on) also checks that integer
-    labels lie in ``[0, C)``; that reads one boolean from the device per call, so a GPU
+    labels lie in ``[0, C)``; that reads one number from the device per call, so a GPU
     training loop with labels validated once (as ``load_mnist`` does) may turn it off.
+    Unchecked, a label outside the range gets an all-zero one-hot row: its sample adds
+    nothing to the loss and its gradient is the plain softmax.
     One-hot labels are cast to the logits' dtype: float64 labels never make float32 maths
     float64.
     """
@@ -247,6 +259,7 @@ class SoftmaxWithLoss:
         self.t: Any = None  # one-hot labels, (N, C)
         self._classes: Any = None  # arange(C) for one-hot encoding, kept between calls
         self._xp: Any = None
+        self._hot = False  # whether the labels are one-hot, decided with the signature
         self._signature: tuple[Any, ...] | None = None
 
     def forward(self, x: Any, t: Any) -> Any:
@@ -255,21 +268,27 @@ class SoftmaxWithLoss:
         if signature != self._signature:
             self._xp = namespace(x, t)
             require_float(self._xp, x, "logits x")
+            self._hot = labels_are_one_hot(self._xp, t)
             self._signature = signature
-        xp = self._xp
+        xp, is_hot = self._xp, self._hot
         if x.ndim == 1:
             x = xp.reshape(x, (1, -1))
             t = xp.reshape(t, (1, -1)) if t.ndim == 1 else xp.reshape(t, (1,))
-        is_hot = check_labels(xp, x, t, check_range=self.check_labels)
+        check_label_shape(x.shape, t.shape, is_hot)
         n, c = x.shape
         if not is_hot:
-            t = xp.astype(t[:, None] == self._class_range(xp, t, c), x.dtype)
+            hot = t[:, None] == self._class_range(xp, t, c)
+            # A label outside [0, C) leaves its row all False: one count finds it (one
+            # device read), cheaper than comparing the labels with both ends of the range.
+            if self.check_labels and int(xp.count_nonzero(hot)) != n:
+                check_labels(xp, x, t)  # raises, naming the range of labels found
+            t = xp.astype(hot, x.dtype)
         elif t.dtype != x.dtype:
             t = xp.astype(t, x.dtype)  # float64 labels must not turn float32 maths float64
         # One exp serves both the probabilities and the log-probabilities.
         z = x - xp.max(x, axis=-1, keepdims=True)
         e = xp.exp(z)
-        s = xp.sum(e, axis=-1, keepdims=True)
+        s = sum_last_keepdims(xp, e)
         self.y = e / s
         self.t = t
         # Cross-entropy through log-softmax, z - log(s): exact, no log(0), no +1e-7.
