@@ -308,8 +308,9 @@ class HandOptimised(Runner):
 
     Preallocated buffers and ``out=``, in-place updates, no input gradient for the first
     Affine, fused softmax-cross-entropy gradient ``(softmax - onehot) / N`` with the learning
-    rate folded into it (so every gradient buffer already holds ``lr * grad``), integer labels,
-    and the loss read off the training forward pass instead of a second forward pass.
+    rate folded into it (so every gradient buffer already holds ``lr * grad``), sums along an
+    axis as BLAS products with ones (as xprop does), integer labels, and the loss read off the
+    training forward pass instead of a second forward pass.
     Evaluation runs in chunks of ``eval_chunk`` rows through reused buffers.
     """
 
@@ -344,6 +345,9 @@ class HandOptimised(Runner):
         self.gW2 = m.empty((h, c), dtype=dt)
         self.gb2 = m.empty((c,), dtype=dt)
         self.rows = m.arange(n)
+        # sums as BLAS products with ones: faster than m.sum along an axis at these sizes
+        self.ones_n = m.ones((n,), dtype=dt)
+        self.ones_c = m.ones((c, 1), dtype=dt)
         self.scale = LEARNING_RATE / n
         k = min(self.eval_chunk, max(data.x_train.shape[0], data.x_test.shape[0]))
         self.eh = m.empty((k, h), dtype=dt)
@@ -367,7 +371,7 @@ class HandOptimised(Runner):
         if want_loss:
             z_true = z[self.rows, t]
         m.exp(z, out=z)
-        m.sum(z, axis=1, keepdims=True, out=self.zsum)
+        m.matmul(z, self.ones_c, out=self.zsum)
         if want_loss:
             loss = m.mean(m.log(self.zsum[:, 0]) - z_true)
         # dy = lr * (softmax - onehot) / N, in z
@@ -376,11 +380,11 @@ class HandOptimised(Runner):
         z[self.rows, t] -= self.scale
         # backward (every gradient is already scaled by lr)
         m.matmul(h.T, z, out=self.gW2)
-        m.sum(z, axis=0, out=self.gb2)
+        m.matmul(self.ones_n, z, out=self.gb2)
         m.matmul(z, self.W2.T, out=dh)
         m.multiply(dh, h > 0, out=dh)
         m.matmul(x.T, dh, out=self.gW1)
-        m.sum(dh, axis=0, out=self.gb1)
+        m.matmul(self.ones_n, dh, out=self.gb1)
         # update
         self.W1 -= self.gW1
         self.b1 -= self.gb1
