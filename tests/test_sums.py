@@ -38,3 +38,39 @@ def test_sums_in_float32(backend32: xprop.Backend) -> None:
     np.testing.assert_allclose(
         backend32.to_numpy(cols), host.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5
     )
+
+
+class _UnhashableDevice:
+    """A device object like those of libraries that define equality but no hash."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _UnhashableDevice) and other.name == self.name
+
+    def __repr__(self) -> str:
+        return f"<device {self.name}>"
+
+
+def test_ones_cache_takes_unhashable_devices() -> None:
+    from xprop import _sums
+
+    made = []
+
+    class FakeNamespace:  # records where the ones are made; stands in for a GPU library
+        @staticmethod
+        def ones(shape, dtype=None, device=None):
+            made.append(device)
+            return np.ones(shape, dtype=dtype)
+
+    xp = FakeNamespace()
+    a, b = _UnhashableDevice("gpu0"), _UnhashableDevice("gpu0")
+    first = _sums._ones(xp, (3,), np.float32, a)
+    again = _sums._ones(xp, (3,), np.float32, b)  # an equal device object: cached
+    other = _sums._ones(xp, (3,), np.float32, _UnhashableDevice("gpu1"))
+    assert again is first
+    assert other is not first
+    assert [d.name for d in made] == ["gpu0", "gpu1"]

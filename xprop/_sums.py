@@ -32,11 +32,28 @@ def sum_last_keepdims(xp: Any, x: Any) -> Any:
 def _ones(xp: Any, shape: tuple[int, ...], dtype: Any, dev: Any) -> Any:
     try:
         return _cached_ones(xp, shape, dtype, dev)
-    except TypeError:  # a library whose dtype or device objects are not hashable
-        return xp.ones(shape, dtype=dtype, device=dev)
+    except TypeError:  # a device object that cannot be hashed: key the cache by its repr
+        return _cached_ones(xp, shape, dtype, _ReprKey(dev))
+
+
+class _ReprKey:
+    """Stands for an unhashable device in the cache key; equal when the reprs are."""
+
+    __slots__ = ("device", "text")
+
+    def __init__(self, device: Any) -> None:
+        self.device, self.text = device, repr(device)
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ReprKey) and other.text == self.text
 
 
 @lru_cache(maxsize=64)
 def _cached_ones(xp: Any, shape: tuple[int, ...], dtype: Any, dev: Any) -> Any:
     # Read-only by contract: nothing in xprop writes into these arrays.
+    if isinstance(dev, _ReprKey):
+        dev = dev.device
     return xp.ones(shape, dtype=dtype, device=dev)
