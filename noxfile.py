@@ -116,3 +116,18 @@ def examples(session: nox.Session) -> None:
             session.run("python", "examples/train_mnist.py", "--iters", "600", env=env)
         else:
             session.log("XPROP_DATA_DIR is not set: skipping the MNIST examples here")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark smoke run: every row's one-step check must pass (timings are not judged)."""
+    _install(session, "strict")
+    session.run(
+        "python",
+        "benchmarks/bench_train.py",
+        "--quick",
+        "--backend",
+        "numpy,array_api_strict",
+        "--modes",
+        "step,loop,eval",
+    )

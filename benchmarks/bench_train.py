@@ -675,8 +675,12 @@ def checked(runners: list[Runner], data: HostData, init: dict) -> tuple[list[Run
 
 def run_config(
     cfg: Config, factories: list, data: HostData, args: argparse.Namespace, on_gpu: bool
-) -> tuple[list[dict], dict]:
-    """Every mode of one configuration: prints its tables, returns (result rows, check)."""
+) -> tuple[list[dict], dict, list[str]]:
+    """Every mode of one configuration: prints its tables.
+
+    Returns the result rows, the correctness report, and what failed (rows dropped by the
+    check, modes that raised).
+    """
     modes = args.modes or (list(MODES) if cfg.name == "book" else ["step", "loop", "eval"])
     idx = np.random.default_rng(args.seed).choice(data.x_train.shape[0], cfg.batch_size)
     data.x_batch, data.t_batch = data.x_train[idx], data.t_train[idx]
@@ -684,8 +688,11 @@ def run_config(
     print(f"\n## {cfg.name}: {cfg.shape}, batch {cfg.batch_size}, {args.dtype}\n")
     runners = prepare_runners(cfg, factories, data, init, args.seed, on_gpu)
     report = {}
+    failed: list[str] = []
     if not args.no_check:
-        runners, report = checked(runners, data, init)
+        kept, report = checked(runners, data, init)
+        failed += [f"{r.label} failed its check" for r in runners if r not in kept]
+        runners = kept
     results = []
     for mode in modes:
         active = [r for r in runners if mode in r.modes]
@@ -693,8 +700,9 @@ def run_config(
             continue
         try:
             samples, calls, how, acc = run_mode(active, mode, cfg, data, args)
-        except Exception:
+        except Exception as exc:
             print(f"- {mode}: failed\n```\n{traceback.format_exc()}```")
+            failed.append(f"{mode} mode raised {type(exc).__name__}")
             continue
         rows = [
             {
@@ -716,7 +724,7 @@ def run_config(
         print(f"Per call; {how}.\n")
         print(table(rows, show_acc=mode in ("eval", "protocol")))
         print()
-    return results, report
+    return results, report, failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -758,9 +766,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict] = []
     checks: dict[str, dict] = {}
+    failures: list[str] = []
     for cfg_name in configs:
-        rows, checks[cfg_name] = run_config(CONFIGS[cfg_name], factories, data, args, on_gpu)
+        rows, checks[cfg_name], failed = run_config(
+            CONFIGS[cfg_name], factories, data, args, on_gpu
+        )
         results.extend(rows)
+        failures.extend(f"{cfg_name}: {what}" for what in failed)
 
     targets = target_lines(results)
     if targets:
@@ -778,6 +790,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.json_path).write_text(json.dumps(payload, indent=2, default=str))
         print(f"\nwrote {args.json_path}")
+    if failures:
+        # A row that computes something else, or a mode that crashed, makes the run fail:
+        # its timings would compare different work.
+        print(f"\nFAILED: {'; '.join(failures)}", file=sys.stderr)
+        return 1
     return 0
 
 

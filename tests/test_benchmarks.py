@@ -1,0 +1,95 @@
+"""The benchmark's own logic: its correctness gate and its target verdicts (no timing here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+bench = pytest.importorskip("bench_train", reason="benchmarks/bench_train.py not importable")
+from reference_nets import HandOptimised, HostData, Xprop  # noqa: E402
+
+
+def _small_data() -> HostData:
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 784), dtype=np.float32)
+    t = rng.integers(0, 10, 300)
+    # the book configuration's batch of 100 rows
+    return HostData(x, t, x[:50], t[:50], "random", x_batch=x[:100], t_batch=t[:100])
+
+
+class _WrongStep(HandOptimised):
+    """Hand-optimised NumPy with its first-layer update doubled: a row computing other maths."""
+
+    def __init__(self, dtype: str) -> None:
+        super().__init__(dtype)
+        self.key = "wrong"
+
+    def step(self) -> None:
+        super().step()
+        self.W1 -= self.gW1
+
+
+def test_check_keeps_correct_rows_and_drops_a_wrong_one() -> None:
+    cfg = bench.CONFIGS["book"]
+    data = _small_data()
+    init = bench.initial_params(cfg, 0)
+    rows = [HandOptimised("float32"), Xprop("numpy", "float32", fast=True), _WrongStep("float32")]
+    for r in rows:
+        r.prepare(cfg, data, init, 0)
+    kept, report = bench.checked(rows, data, init)
+    assert [r.key for r in kept] == ["hand", "xprop-numpy-train_step"]
+    assert report["hand"]["update"] < 1e-5
+    assert report["xprop-numpy-train_step"]["grad"] < 1e-5
+    # W1 moved twice as far: the error is W1's whole update, measured (as every error there)
+    # against the largest reference update of any parameter
+    ref = bench.BookStyle("float64").gradient_of(
+        {k: np.asarray(v, dtype=np.float64) for k, v in init.items()},
+        data.x_batch,
+        data.t_batch,
+    )
+    largest = max(float(np.max(np.abs(g))) for g in ref.values())
+    want = float(np.max(np.abs(ref["W1"]))) / largest
+    assert report["wrong"]["update"] == pytest.approx(want, rel=1e-4)
+    assert report["wrong"]["update"] > 1e-2  # above the threshold that drops a row
+
+
+def _row(config: str, mode: str, key: str, median: float, kind: str = "cpu") -> dict:
+    return {
+        "config": config,
+        "mode": mode,
+        "key": key,
+        "label": key,
+        "median_s": median,
+        "device_kind": kind,
+    }
+
+
+def test_target_lines_verdicts_and_reach() -> None:
+    rows = [
+        _row("book", "step", "book", 1.0),
+        _row("book", "step", "hand", 0.6),
+        _row("book", "step", "floor", 0.5),
+        _row("book", "step", "torch-eager", 1.2),
+        _row("book", "step", "xprop-numpy-train_step", 0.66),
+        _row("book", "loop", "book", 1.0),
+        _row("book", "loop", "hand", 0.5),
+        _row("book", "loop", "xprop-numpy-train_step", 0.51),
+    ]
+    lines = bench.target_lines(rows)
+    text = "\n".join(lines)
+    want = [
+        "| book / step | xprop-numpy-train_step vs book | ≤ 0.55 | 0.66 | missed "
+        "| hand 0.60, floor 0.50 |",
+        "| book / step | xprop-numpy-train_step vs hand | ≤ 1.15 | 1.10 | met | floor 0.83 |",
+        "| book / loop | xprop-numpy-train_step vs book | ≤ 0.55 | 0.51 | met | hand 0.50 |",
+        "| book / step | xprop-numpy-train_step vs torch-eager | ≤ 1.00 | 0.55 | met |",
+    ]
+    for line in want:
+        assert line in text
+    # no protocol rows, no GPU rows: no verdict invented for them
+    assert "protocol" not in text
+    assert "gpu4096" not in text
