@@ -5,6 +5,7 @@ infers its namespace from its inputs; :mod:`xprop.backend` decides where new arr
 """
 
 from xprop.backend import (
+    ArrayLibrary,
     Backend,
     BackendError,
     available_backends,
@@ -25,6 +26,7 @@ from xprop.functions import (
 )
 from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
 from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.training import TrainStep
 from xprop.two_layer_net import TwoLayerNet
 
 __version__ = "0.1.0"
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AddLayer",
     "Affine",
+    "ArrayLibrary",
     "Backend",
     "BackendError",
     "DatasetError",
@@ -41,6 +44,7 @@ __all__ = [
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
+    "TrainStep",
     "TwoLayerNet",
     "__version__",
     "available_backends",

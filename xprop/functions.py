@@ -10,6 +10,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from xprop._constants import zero
 from xprop._namespace import namespace, require_float
 
 __all__ = [
@@ -40,7 +41,7 @@ def sigmoid(x: Any) -> Any:
 def relu(x: Any) -> Any:
     """Rectified linear unit ``max(x, 0)``, elementwise; derivative 1 where ``x > 0``, else 0."""
     xp = namespace(x)
-    return xp.maximum(x, 0.0)
+    return xp.maximum(x, zero(xp, x))
 
 
 def softmax(x: Any) -> Any:

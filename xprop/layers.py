@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from array_api_compat import device
-
+from xprop._constants import class_range, zero
 from xprop._namespace import namespace, require_float
-from xprop._sums import sum_axis0, sum_last_keepdims
+from xprop._sums import column_sums, row_sums
 from xprop.functions import (
     check_label_shape,
     check_labels,
@@ -84,7 +83,7 @@ class Relu:
         xp = self._xp
         # The mask is built in backward, not here: inference never pays for it.
         self.x = x
-        return xp.maximum(x, 0.0)
+        return xp.maximum(x, zero(xp, x))
 
     @property
     def mask(self) -> Any:
@@ -223,7 +222,7 @@ class Affine:
 
     def backward(self, dout: Any) -> Any:
         self.dW = self.x.T @ dout
-        self.db = None if self._keys[1] is None else sum_axis0(self._xp, dout)
+        self.db = None if self._keys[1] is None else column_sums(self._xp, dout)
         if not self.input_grad:
             return None
         dx = dout @ self.W.T
@@ -257,7 +256,6 @@ class SoftmaxWithLoss:
         self.loss: Any = None
         self.y: Any = None  # softmax output, (N, C)
         self.t: Any = None  # one-hot labels, (N, C)
-        self._classes: Any = None  # arange(C) for one-hot encoding, kept between calls
         self._xp: Any = None
         self._hot = False  # whether the labels are one-hot, decided with the signature
         self._signature: tuple[Any, ...] | None = None
@@ -277,7 +275,7 @@ class SoftmaxWithLoss:
         check_label_shape(x.shape, t.shape, is_hot)
         n, c = x.shape
         if not is_hot:
-            hot = t[:, None] == self._class_range(xp, t, c)
+            hot = t[:, None] == class_range(xp, t, c, t.dtype)
             # A label outside [0, C) leaves its row all False: one count finds it (one
             # device read), cheaper than comparing the labels with both ends of the range.
             if self.check_labels and int(xp.count_nonzero(hot)) != n:
@@ -288,7 +286,7 @@ class SoftmaxWithLoss:
         # One exp serves both the probabilities and the log-probabilities.
         z = x - xp.max(x, axis=-1, keepdims=True)
         e = xp.exp(z)
-        s = sum_last_keepdims(xp, e)
+        s = row_sums(xp, e)
         self.y = e / s
         self.t = t
         # Cross-entropy through log-softmax, z - log(s): exact, no log(0), no +1e-7.
@@ -296,17 +294,6 @@ class SoftmaxWithLoss:
         # xp.asarray: NumPy reductions give a NumPy scalar; callers get a 0-d array everywhere.
         self.loss = xp.asarray(loss)
         return self.loss
-
-    def _class_range(self, xp: Any, t: Any, c: int) -> Any:
-        classes = self._classes
-        if (
-            classes is None
-            or classes.shape[0] != c
-            or classes.dtype != t.dtype
-            or type(classes) is not type(t)
-        ):
-            classes = self._classes = xp.arange(c, dtype=t.dtype, device=device(t))
-        return classes
 
     def backward(self, dout: Any = 1) -> Any:
         return (self.y - self.t) * (dout / self.t.shape[0])

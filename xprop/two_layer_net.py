@@ -10,6 +10,7 @@ from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
 from xprop.gradient import numerical_gradient as _numerical_gradient
 from xprop.layers import Affine, Relu, SoftmaxWithLoss
+from xprop.training import TrainStep, check_learning_rate
 
 __all__ = ["TwoLayerNet"]
 
@@ -77,12 +78,7 @@ class TwoLayerNet:
             "W2": rng.normal((hidden_size, output_size), scale=std2),
             "b2": self.backend.zeros(output_size),
         }
-        self.layers: OrderedDict[str, Any] = OrderedDict()
-        # The first layer's input gradient would be dL/d(images): nobody needs it.
-        self.layers["Affine1"] = Affine.bound(self.params, "W1", "b1", input_grad=False)
-        self.layers["Relu1"] = Relu()
-        self.layers["Affine2"] = Affine.bound(self.params, "W2", "b2")
-        self.last_layer = SoftmaxWithLoss(check_labels=check_labels)
+        self.layers, self.last_layer = _build_layers(self.params, check_labels)
 
     def predict(self, x: Any) -> Any:
         """Scores (logits) of shape ``(N, output_size)`` for inputs ``x`` of shape ``(N, ...)``."""
@@ -148,16 +144,87 @@ class TwoLayerNet:
 
         The learning rate enters as the upstream gradient of the loss (``dout = lr``), so
         backpropagation yields ``lr * grad`` directly, and the update is in place where the
-        library allows it.  The loss stays on the device: a loop need not wait for it.
+        library allows it.  The loss (before the update) stays on the device: a loop need
+        not wait for it.  For many steps, :meth:`compile_step` is faster still.
         """
-        self.loss(x, t)
-        dout = self.last_layer.backward(lr)
-        for layer in reversed(self.layers.values()):
-            dout = layer.backward(dout)
-        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
-        for key, step in (("W1", a1.dW), ("b1", a1.db), ("W2", a2.dW), ("b2", a2.db)):
-            self.params[key] -= step
-        return self.last_layer.loss
+        return _sgd_step(self.layers, self.last_layer, self.params, x, t, lr)
+
+    def pure_step(
+        self, params: dict[str, Any], x: Any, t: Any, lr: float
+    ) -> tuple[dict[str, Any], Any]:
+        """:meth:`train_step` as a pure function: ``(new_params, loss)``, nothing changed.
+
+        Builds its own layers around a copy of ``params`` (the network's layers and
+        ``params`` are left alone), so it can be traced by a compiler such as ``jax.jit``
+        without leaving tracers behind.  Labels are not range-checked (a compiled program
+        cannot raise on data); the shapes are.
+        """
+        new = dict(params)
+        layers, last_layer = _build_layers(new, check_labels=False)
+        loss = _sgd_step(layers, last_layer, new, x, t, lr, in_place=False)
+        return new, loss
+
+    def compile_step(self, lr: float) -> TrainStep:
+        """The fastest training step this network's library offers, for learning rate ``lr``.
+
+        ``step = net.compile_step(0.1)``; then ``loss = step(x, t)`` does what
+        ``net.train_step(x, t, 0.1)`` does, and ``losses = step.run(x_train, t_train,
+        index_batches)`` runs one step per row of an integer array ``(k, B)`` of minibatch
+        indices, ``k`` steps in as few dispatches as the library allows.  ``step.kind``
+        says which path was taken:
+
+        - JAX: ``"jax.jit"``, the step compiled with ``jax.jit`` (an epoch with
+          ``lax.scan``); the parameter arrays are donated and ``params`` is rebound to the
+          new ones after each call;
+        - PyTorch on CUDA: ``"torch CUDA graph"``, captured once per batch shape and
+          replayed, updating the parameter tensors in place;
+        - NumPy, CuPy, array-api-strict and PyTorch on the CPU: ``"eager"``, which is
+          ``train_step`` itself.
+
+        Compiled paths do not range-check labels (it would read the device every step):
+        validate the labels once before training, as :func:`xprop.load_mnist` does.
+
+        Raises ``ValueError`` or ``TypeError`` unless ``lr`` is a finite positive number.
+        """
+        return self.backend.library.compile_step(self, check_learning_rate(lr))
+
+
+def _build_layers(
+    params: dict[str, Any], check_labels: bool
+) -> tuple[OrderedDict[str, Any], SoftmaxWithLoss]:
+    """The book's layers, reading their weights from ``params`` at every call."""
+    layers: OrderedDict[str, Any] = OrderedDict()
+    # The first layer's input gradient would be dL/d(images): nobody needs it.
+    layers["Affine1"] = Affine.bound(params, "W1", "b1", input_grad=False)
+    layers["Relu1"] = Relu()
+    layers["Affine2"] = Affine.bound(params, "W2", "b2")
+    return layers, SoftmaxWithLoss(check_labels=check_labels)
+
+
+def _sgd_step(
+    layers: OrderedDict[str, Any],
+    last_layer: SoftmaxWithLoss,
+    params: dict[str, Any],
+    x: Any,
+    t: Any,
+    lr: float,
+    *,
+    in_place: bool = True,
+) -> Any:
+    """Forward, backward with ``dout = lr``, and ``params[k] -= lr * grad``; the loss."""
+    for layer in layers.values():
+        x = layer.forward(x)
+    loss = last_layer.forward(x, t)
+    dout = last_layer.backward(lr)
+    for layer in reversed(layers.values()):
+        dout = layer.backward(dout)
+    a1, a2 = layers["Affine1"], layers["Affine2"]
+    for key, step in (("W1", a1.dW), ("b1", a1.db), ("W2", a2.dW), ("b2", a2.db)):
+        if in_place:
+            params[key] -= step  # in place where arrays are mutable; JAX rebinds the entry
+        else:
+            params[key] = params[key] - step
+    return loss
 
 
 def _init_std(weight_init_std: float | str, fan_in: int) -> float:

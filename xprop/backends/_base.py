@@ -1,0 +1,159 @@
+"""The base class of xprop's array libraries: every hook, with the array API standard's answer.
+
+One :class:`ArrayLibrary` subclass per array library (``numpy``, ``cupy``, ``torch``, ``jax``,
+``array_api_strict``) holds everything xprop knows about that library: how to import it, its
+devices, how to copy an array to the host, how to wait for its device, whether an array is
+being traced, and how to compile a training step.  Layers and functions never see these
+classes; they infer their namespace from their inputs.  A compliant library needs only
+:attr:`~ArrayLibrary.name`, :attr:`~ArrayLibrary.module` and :meth:`~ArrayLibrary.load`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from xprop.training import TrainStep
+
+__all__ = ["ArrayLibrary", "BackendError"]
+
+
+class BackendError(ValueError):
+    """A backend, device or dtype that cannot be used; the message says why and what to do."""
+
+
+class ArrayLibrary:
+    """How xprop talks to one array library; subclass it to add a library.
+
+    Every method has a default built from the array API standard, so a compliant library
+    needs only three lines::
+
+        class Dpnp(xprop.ArrayLibrary):
+            name = "dpnp"
+            module = "dpnp"
+
+            def load(self):
+                return importlib.import_module("dpnp")
+
+        xprop.register_backend(Dpnp)
+
+    Override a method where the library needs help (a device spelling, a faster copy to
+    the host, a device barrier, a compiler).  One instance per library is made at
+    registration; :meth:`namespace` caches what :meth:`load` returns.
+    """
+
+    #: The name that selects the library (argument, ``set_backend``, ``XPROP_BACKEND``).
+    name: ClassVar[str] = ""
+    #: The top-level module its arrays come from (``"jax"`` for ``jax.numpy``); used to
+    #: recognise a namespace as this library's without importing anything.
+    module: ClassVar[str] = ""
+    #: What to run when the library is missing; shown in the :class:`BackendError`.
+    install_hint: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self._xp: Any = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- loading ----------------------------------------------------------------------
+
+    def load(self) -> Any:
+        """Import the library and return its array-API namespace.
+
+        Raises ``ImportError`` when the library is not installed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define load()")
+
+    def namespace(self) -> Any:
+        """The namespace :meth:`load` returns, imported once."""
+        if self._xp is None:
+            self._xp = self.load()
+        return self._xp
+
+    def check(self, xp: Any) -> None:
+        """Raise :class:`BackendError` when the library imports but cannot run here."""
+
+    def owns(self, xp: Any) -> bool:
+        """Whether namespace ``xp`` is this library's (never imports the library)."""
+        if self.module and self.module not in sys.modules:
+            return False
+        try:
+            return xp is self.namespace()
+        except ImportError:
+            return False
+
+    # -- devices and dtypes -----------------------------------------------------------
+
+    def devices(self, xp: Any) -> list[Any]:
+        """Every device the library can use here."""
+        return list(xp.__array_namespace_info__().devices())
+
+    def default_device(self, xp: Any) -> Any:
+        """The device arrays go to when none is named."""
+        return xp.__array_namespace_info__().default_device()
+
+    def parse_device(self, xp: Any, spec: Any) -> Any:
+        """The device that ``spec`` (a device, or its name such as ``"device1"``) means.
+
+        Raises :class:`BackendError`, listing the devices, when there is none such.
+        """
+        devices = self.devices(xp)
+        for d in devices:
+            if spec is d or spec == d:
+                return d
+        text = str(spec)
+        for d in devices:
+            if text in (str(d), repr(d)) or f"'{text}'" in repr(d):
+                return d
+        raise BackendError(
+            f"device {spec!r} is not a device of {self.name}; choose one of: "
+            f"{', '.join(str(d) for d in devices)}"
+        )
+
+    def is_accelerator(self, device: Any) -> bool:
+        """Whether ``device`` is a GPU-like accelerator (launch-bound for small work)."""
+        text = str(device).lower()
+        return any(word in text for word in ("cuda", "gpu", "rocm", "mps", "tpu"))
+
+    def prepare_dtype(self, dtype: str) -> None:
+        """Make the library ready to create arrays of ``dtype`` (a name such as ``"float64"``)."""
+
+    def has_int64(self) -> bool:
+        """Whether the library can hold 64-bit integers right now."""
+        return True
+
+    # -- host transfer and timing -----------------------------------------------------
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A NumPy copy of ``x`` on the host (waits for the device); never a view of ``x``."""
+        return np.array(x, copy=True)
+
+    def synchronize(self, device: Any, arrays: Sequence[Any] = ()) -> None:
+        """Wait until ``device`` has finished its queued work, ``arrays`` included.
+
+        Libraries that queue work per array rather than per device (JAX) wait for
+        ``arrays``: timings must pass the arrays they time.
+        """
+
+    # -- tracing and compilation --------------------------------------------------------
+
+    def is_tracing(self, x: Any) -> bool:
+        """Whether ``x`` is a placeholder of a trace or a capture rather than a real array.
+
+        Caches must not keep arrays made while this is true: they belong to one trace.
+        """
+        return False
+
+    def compile_step(self, net: Any, lr: float) -> TrainStep:
+        """A training step for ``net``, compiled by the library where it can be.
+
+        The default is the eager step, ``net.train_step(x, t, lr)``.
+        """
+        from xprop.training import EagerStep
+
+        return EagerStep(net, lr)

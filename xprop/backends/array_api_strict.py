@@ -1,0 +1,29 @@
+"""array-api-strict: the standard's reference implementation, which proves code standard-clean."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from xprop.backends._base import ArrayLibrary
+
+__all__ = ["ArrayApiStrictLibrary"]
+
+
+class ArrayApiStrictLibrary(ArrayLibrary):
+    """array-api-strict, with its test devices ``device1`` and ``device2``."""
+
+    name = "array_api_strict"
+    module = "array_api_strict"
+    install_hint = "pip install 'xprop[strict]'"
+
+    def load(self) -> Any:
+        import array_api_strict as xp
+
+        return xp
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        xp = self.namespace()
+        # Only arrays on the CPU device expose the buffer protocol; move others there first.
+        return np.array(x.to_device(xp.Device("CPU_DEVICE")), copy=True)

@@ -1,0 +1,78 @@
+"""CuPy on NVIDIA GPUs (CUDA 12 or 13)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from xprop.backends._base import ArrayLibrary, BackendError
+
+__all__ = ["CuPyLibrary"]
+
+
+class CuPyLibrary(ArrayLibrary):
+    """CuPy: devices are GPU indices; the step is eager and never waits for the device.
+
+    A CuPy step cannot be captured as a CUDA graph: CuPy refuses cuBLAS calls during
+    stream capture (cupy/cupy#6290), and every step has matrix products.
+    """
+
+    name = "cupy"
+    module = "cupy"
+    install_hint = "pip install 'xprop[cuda12]' or 'xprop[cuda13]' (matching your CUDA)"
+
+    def load(self) -> Any:
+        import array_api_compat.cupy as xp
+
+        return xp
+
+    def check(self, xp: Any) -> None:
+        import cupy
+
+        # ``import cupy`` succeeds on machines with no GPU; only this tells the truth.
+        if not cupy.is_available():
+            raise BackendError(
+                "backend 'cupy' is installed but no usable CUDA device was found "
+                "(cupy.is_available() is False); run on a machine with an NVIDIA GPU and "
+                "driver, or choose a CPU backend such as XPROP_BACKEND=numpy"
+            )
+
+    def devices(self, xp: Any) -> list[Any]:
+        import cupy
+
+        return [cupy.cuda.Device(i) for i in range(cupy.cuda.runtime.getDeviceCount())]
+
+    def default_device(self, xp: Any) -> Any:
+        import cupy
+
+        return cupy.cuda.Device()
+
+    def parse_device(self, xp: Any, spec: Any) -> Any:
+        import cupy
+
+        if isinstance(spec, cupy.cuda.Device):
+            return spec
+        text = str(spec).lower().removeprefix("cuda").removeprefix("gpu").lstrip(":")
+        try:
+            return cupy.cuda.Device(int(text or 0))
+        except ValueError:
+            raise BackendError(
+                f"device {spec!r} is not a CUDA device for backend 'cupy'; "
+                "use a GPU index such as XPROP_DEVICE=0 or 'cuda:1'"
+            ) from None
+
+    def is_accelerator(self, device: Any) -> bool:
+        return True
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        import cupy
+
+        return cupy.asnumpy(x)
+
+    def synchronize(self, device: Any, arrays: Sequence[Any] = ()) -> None:
+        import cupy
+
+        with cupy.cuda.Device(device.id):
+            cupy.cuda.get_current_stream().synchronize()

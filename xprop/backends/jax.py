@@ -1,0 +1,126 @@
+"""JAX: arrays are immutable and work is queued per array; a training step compiles with jit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from xprop.backends._base import ArrayLibrary, BackendError
+
+__all__ = ["JaxLibrary", "JitStep"]
+
+
+class JaxLibrary(ArrayLibrary):
+    """JAX through ``jax.numpy`` (itself an array-API namespace).
+
+    float64 needs JAX's x64 mode, which :meth:`prepare_dtype` switches on; without it JAX has
+    no 64-bit integers either.  :meth:`compile_step` returns a :class:`JitStep`.
+    """
+
+    name = "jax"
+    module = "jax"
+    install_hint = "pip install 'xprop[jax]'"
+
+    def load(self) -> Any:
+        import jax.numpy as jnp
+
+        return jnp
+
+    def devices(self, xp: Any) -> list[Any]:
+        import jax
+
+        return list(jax.devices())
+
+    def default_device(self, xp: Any) -> Any:
+        import jax
+
+        return jax.devices()[0]
+
+    def parse_device(self, xp: Any, spec: Any) -> Any:
+        import jax
+
+        if isinstance(spec, jax.Device):
+            return spec
+        platform, _, index = str(spec).partition(":")
+        try:
+            return jax.devices(platform or None)[int(index or 0)]
+        except (RuntimeError, IndexError, ValueError):
+            raise BackendError(
+                f"device {spec!r} is not available to jax; it has {jax.devices()}; "
+                "use 'cpu', 'gpu' or 'gpu:1'"
+            ) from None
+
+    def is_accelerator(self, device: Any) -> bool:
+        return getattr(device, "platform", "cpu") != "cpu"
+
+    def prepare_dtype(self, dtype: str) -> None:
+        import jax
+
+        # JAX silently truncates float64 to float32 unless x64 mode is on.
+        if dtype == "float64" and not jax.config.read("jax_enable_x64"):
+            jax.config.update("jax_enable_x64", True)
+
+    def has_int64(self) -> bool:
+        import jax
+
+        return bool(jax.config.read("jax_enable_x64"))
+
+    def synchronize(self, device: Any, arrays: Sequence[Any] = ()) -> None:
+        import jax
+
+        # JAX has no device barrier: work is done when the arrays it produces are ready.
+        jax.block_until_ready(list(arrays))
+
+    def is_tracing(self, x: Any) -> bool:
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+
+    def compile_step(self, net: Any, lr: float) -> Any:
+        return JitStep(net, lr)
+
+
+class JitStep:
+    """``net.pure_step`` compiled with ``jax.jit``: parameters in, new parameters out.
+
+    The parameter buffers are donated, so XLA updates them in place; the network's
+    ``params`` dict is rebound to the new arrays after every call (an old array taken from
+    it before the call is no longer valid).  :meth:`run` compiles a whole sequence of steps
+    into one ``lax.scan``: one dispatch for an epoch.  The layers are built afresh inside
+    each trace, so nothing outside keeps a tracer.  Labels are not range-checked inside
+    (a compiled program cannot raise on data): validate them once before training.
+    """
+
+    kind = "jax.jit"
+
+    def __init__(self, net: Any, lr: float) -> None:
+        import jax
+
+        self.net, self.lr = net, lr
+        pure = net.pure_step
+
+        def one(params: dict[str, Any], x: Any, t: Any) -> tuple[dict[str, Any], Any]:
+            return pure(params, x, t, lr)
+
+        def many(
+            params: dict[str, Any], x: Any, t: Any, index_batches: Any
+        ) -> tuple[dict[str, Any], Any]:
+            def body(p: dict[str, Any], idx: Any) -> tuple[dict[str, Any], Any]:
+                xp = net.backend.xp
+                return pure(p, xp.take(x, idx, axis=0), xp.take(t, idx, axis=0), lr)
+
+            return jax.lax.scan(body, params, index_batches)
+
+        self._one = jax.jit(one, donate_argnums=0)
+        self._many = jax.jit(many, donate_argnums=0)
+
+    def __call__(self, x: Any, t: Any) -> Any:
+        params, loss = self._one(dict(self.net.params), x, t)
+        self.net.params.update(params)
+        return loss
+
+    def run(self, x: Any, t: Any, index_batches: Any) -> Any:
+        """Steps on ``take(x, index_batches[i])`` for each row ``i``, in one dispatch."""
+        params, losses = self._many(dict(self.net.params), x, t, index_batches)
+        self.net.params.update(params)
+        return losses
