@@ -114,8 +114,13 @@ def examples(session: nox.Session) -> None:
         if os.environ.get("XPROP_DATA_DIR"):
             session.run("python", "examples/gradient_check.py", "--hidden", "3", env=env)
             session.run("python", "examples/train_mnist.py", "--iters", "600", env=env)
+            session.run(
+                "python", "examples/train_mnist.py", "--iters", "300", "--book-loop", env=env
+            )
         else:
             session.log("XPROP_DATA_DIR is not set: skipping the MNIST examples here")
+    if os.environ.get("XPROP_DATA_DIR"):  # auto times every backend installed here
+        session.run("python", "examples/train_mnist.py", "--backend", "auto", "--iters", "300")
 
 
 @nox.session

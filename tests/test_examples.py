@@ -6,6 +6,7 @@ Examples without ``--backend`` here run on the backend the session selects
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -104,13 +105,14 @@ def test_train_mnist_short_run(data_dir, backend, tmp_path):
     assert out[1].split()[0] == "0"
     assert out[2].split()[0] == "end"
     assert re.fullmatch(
-        rf"backend={backend} device=\S.* dtype=float32 test_acc=0\.\d{{4}} wall=\S+s "
-        r"ms_per_iter=\S+",
+        rf"backend={backend} device=\S.* dtype=float32 path=eager test_acc=0\.\d{{4}} "
+        r"wall=\S+s ms_per_iter=\S+",
         out[-1],
     ), out[-1]
 
     record = json.loads(record_path.read_text())
     assert record["backend"] == backend
+    assert record["path"] == "eager"  # the fastest path on the CPU for both
     assert record["iters"] == 300
     assert record["seed"] == 3
     assert record["iter_per_epoch"] == 600
@@ -131,12 +133,129 @@ def test_train_mnist_stops_when_the_loss_diverges(data_dir):
     assert "lower --lr" in result.stderr
 
 
+def test_train_mnist_stops_when_training_diverges_to_a_finite_loss(data_dir, tmp_path):
+    """lr=100 blows the loss up to ~1e6, then it settles near 40: finite, and useless."""
+    record_path = tmp_path / "run.json"
+    result = run_example(
+        "train_mnist.py",
+        *("--backend", "numpy", "--iters", "700", "--lr", "100", "--hidden", "10"),
+        *("--json", str(record_path)),
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "training diverged: the mean loss" in result.stderr
+    assert "lower --lr" in result.stderr
+    assert not record_path.exists()  # no record of a run that did not finish
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lr", "inf"], "--lr must be a finite positive number"),
+        (["--lr", "nan"], "--lr must be a finite positive number"),
+        (["--lr", "0"], "--lr must be a finite positive number"),
+        (["--batch-size", "60001"], "larger than the 60000 training images"),
+        (["--iters", "0"], "--iters must be at least 1"),
+    ],
+)
+def test_train_mnist_rejects_bad_numbers(flags, message):
+    result = run_example("train_mnist.py", *flags)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_train_mnist_checks_outputs_before_training(tmp_path):
     missing = tmp_path / "no" / "such" / "folder" / "acc.png"
-    result = run_example("train_mnist.py", "--plot", str(missing))
-    assert result.returncode == 2
-    assert "does not exist" in result.stderr
-    assert "epoch" not in result.stdout  # refused before any training
+    cases = [
+        (["--plot", str(missing)], "does not exist"),
+        (["--json", str(tmp_path)], "it is a folder"),
+        (["--plot", str(tmp_path / "a.txt")], "'.txt' is not an image format"),
+        (["--plot", str(tmp_path / "acc")], "the name has no suffix"),
+        (["--json", "/proc/run.json"], "cannot write --json /proc/run.json"),
+    ]
+    for flags, message in cases:
+        result = run_example("train_mnist.py", *flags)
+        assert result.returncode == 2, flags
+        assert message in result.stderr, (flags, result.stderr)
+        assert "epoch" not in result.stdout  # refused before any training
+
+
+def _load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), EXAMPLES / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_mnist_writes_the_json_even_when_the_plot_fails(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib")
+    example = _load_example("train_mnist.py")
+    record = {
+        "train_acc_list": [0.5],
+        "test_acc_list": [0.5],
+        "hidden": 3,
+        "backend": "numpy",
+        "dtype": "float32",
+        "test_acc": 0.5,
+    }
+    args = example.parse_args(
+        ["--json", str(tmp_path / "run.json"), "--plot", str(tmp_path / "gone" / "a.png")]
+    )
+    assert example.save_outputs(args, record) == 3
+    assert json.loads((tmp_path / "run.json").read_text()) == record
+    assert "could not write --plot" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left
+
+
+def test_train_mnist_write_is_atomic(tmp_path):
+    example = _load_example("train_mnist.py")
+    target = tmp_path / "run.json"
+    target.write_text("old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        example.write_atomically(target, broken)
+    assert target.read_text() == "old"  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+@pytest.mark.parametrize("book_loop", [False, True], ids=["fast-path", "book-loop"])
+def test_train_mnist_reads_nothing_from_the_device_per_step(data_dir, book_loop, monkeypatch):
+    """Count every read of the device: it must not grow with the number of steps."""
+    pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    from array_api_strict._array_object import Array
+
+    from xprop.backends.array_api_strict import ArrayApiStrictLibrary
+
+    example = _load_example("train_mnist.py")
+    reads: list[str] = []
+    to_numpy = ArrayApiStrictLibrary.to_numpy
+    monkeypatch.setattr(
+        ArrayApiStrictLibrary,
+        "to_numpy",
+        lambda self, x: reads.append("to_numpy") or to_numpy(self, x),
+    )
+    for method in ("__float__", "__int__", "__bool__", "__index__"):
+        original = getattr(Array, method)
+
+        def counted(self, original=original, method=method):
+            reads.append(method)
+            return original(self)
+
+        monkeypatch.setattr(Array, method, counted)
+
+    def run(iters: int) -> list[str]:
+        reads.clear()
+        flags = ["--backend", "array_api_strict", "--iters", str(iters), "--hidden", "4"]
+        example.train(example.parse_args(flags + (["--book-loop"] if book_loop else [])))
+        return list(reads)
+
+    short, long = run(20), run(60)  # the same evaluations (after step 0 and at the end)
+    assert short == long, f"{len(long) - len(short)} more device reads for 40 more steps"
+    assert 0 < len(short) < 60
 
 
 def test_train_mnist_without_matplotlib_refuses_plot(tmp_path):
