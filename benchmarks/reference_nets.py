@@ -19,9 +19,10 @@ Runners that cannot do an operation (the matmul floor has no loss, so no loop) l
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -97,6 +98,23 @@ class Runner:
 
     def synchronize(self) -> None:
         """Wait for the device; a no-op on the CPU."""
+
+    def protocol(self, iters: int, iter_per_epoch: int) -> tuple[tuple[float, float], float]:
+        """The book's ch. 5 run: ``iters`` loop bodies, train/test accuracy every epoch.
+
+        Returns the last accuracies and the seconds spent evaluating (the device
+        synchronised before each evaluation, so queued training is not charged to it).
+        """
+        accs, eval_s = (math.nan, math.nan), 0.0
+        for i in range(iters):
+            self.loop_body()
+            if i % iter_per_epoch == 0:
+                self.synchronize()
+                start = time.perf_counter()
+                accs = self.evaluate()
+                eval_s += time.perf_counter() - start
+        self.synchronize()
+        return accs, eval_s
 
     def host_params(self) -> dict[str, np.ndarray]:
         """The current weights as float64 NumPy arrays (for the correctness check)."""
@@ -585,45 +603,182 @@ class TorchEager(Runner):
         }
 
 
+class TorchGraph(TorchEager):
+    """The PyTorch eager step above, captured once as a CUDA graph and replayed (CUDA only).
+
+    PyTorch's documented whole-network capture: warm-up on a side stream, gradients set to
+    ``None`` before capture (so backward allocates them inside the graph), static input
+    buffers that each call copies into.  The loop body draws its batch on the device and
+    gathers it into the static buffers, outside the graph.
+    """
+
+    def __init__(self, dtype: str, device: str = "cuda"):
+        super().__init__(dtype, device)
+        if self.device.type != "cuda":
+            raise ValueError("a CUDA graph needs a CUDA device")
+        self.key = "torch-graph"
+        self.label = "PyTorch CUDA graph (cuda)"
+        self.note = "the PyTorch eager step captured with torch.cuda.graph and replayed"
+
+    def prepare(self, cfg, data, init, seed):
+        super().prepare(cfg, data, init, seed)
+        torch = self.torch
+        self.static_x, self.static_t = self.x_batch.clone(), self.t_batch.clone()
+        saved = [p.detach().clone() for p in self.params]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                TorchEager._step(self, self.static_x, self.static_t)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for p, v in zip(self.params, saved, strict=True):
+                p.copy_(v)
+                p.grad = None
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            W1, b1, W2, b2 = self.params
+            h = torch.relu(self.static_x @ W1 + b1)
+            self.static_loss = torch.nn.functional.cross_entropy(h @ W2 + b2, self.static_t)
+            self.static_loss.backward()
+            with torch.no_grad():
+                for p in self.params:
+                    p -= LEARNING_RATE * p.grad
+
+    def _step(self, x, t):
+        self.static_x.copy_(x)
+        self.static_t.copy_(t)
+        self.graph.replay()
+        return self.static_loss.clone()
+
+
+class JaxJit(Runner):
+    """JAX as users write it: ``jax.value_and_grad`` of the loss, SGD, all under ``jax.jit``.
+
+    ``log_softmax`` + ``take_along_axis`` cross-entropy, parameters donated, indices drawn on
+    the host and gathered inside the jitted step; evaluation jitted in chunks.
+    """
+
+    key = "jax-jit"
+    note = "jax.jit(value_and_grad + SGD), donated parameters"
+
+    def __init__(self, dtype: str, device: Any = None):
+        import jax
+
+        if dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        self.jax, self.jnp, self.dtype = jax, jax.numpy, dtype
+        self.device = jax.devices()[0] if device is None else device
+        self.device_kind = "cpu" if self.device.platform == "cpu" else "gpu"
+        self.label = f"JAX jit (hand-written, {self.device.platform})"
+
+    def prepare(self, cfg, data, init, seed):
+        jax, jnp = self.jax, self.jnp
+
+        def put(a, dtype=self.dtype):
+            return jax.device_put(np.asarray(a, dtype=dtype), self.device)
+
+        self.params = {k: put(init[k]) for k in PARAM_KEYS}
+        self.x_train, self.t_train = put(data.x_train), put(data.t_train, np.int32)
+        self.x_test, self.t_test = put(data.x_test), put(data.t_test, np.int32)
+        self.x_batch, self.t_batch = put(data.x_batch), put(data.t_batch, np.int32)
+
+        def loss_fn(p, x, t):
+            h = jax.nn.relu(x @ p["W1"] + p["b1"])
+            logp = jax.nn.log_softmax(h @ p["W2"] + p["b2"])
+            return -jnp.mean(jnp.take_along_axis(logp, t[:, None], axis=1))
+
+        def step(p, x, t):
+            loss, g = jax.value_and_grad(loss_fn)(p, x, t)
+            return {k: p[k] - LEARNING_RATE * g[k] for k in p}, loss
+
+        def gathered(p, x_all, t_all, idx):
+            return step(p, jnp.take(x_all, idx, axis=0), jnp.take(t_all, idx, axis=0))
+
+        def correct(p, x, t):
+            h = jax.nn.relu(x @ p["W1"] + p["b1"])
+            return jnp.sum(jnp.argmax(h @ p["W2"] + p["b2"], axis=1) == t)
+
+        self._step = jax.jit(step, donate_argnums=0)
+        self._gathered = jax.jit(gathered, donate_argnums=0)
+        self._correct = jax.jit(correct)
+        self.rng = np.random.default_rng(seed)
+        self.train_size, self.batch_size = data.x_train.shape[0], cfg.batch_size
+        self.train_loss_list = []
+
+    def step(self):
+        self.params, _ = self._step(self.params, self.x_batch, self.t_batch)
+
+    def loop_body(self):
+        idx = self.jax.device_put(
+            self.rng.integers(0, self.train_size, self.batch_size, dtype=np.int32), self.device
+        )
+        self.params, loss = self._gathered(self.params, self.x_train, self.t_train, idx)
+        self.train_loss_list.append(loss)
+
+    def _accuracy(self, x, t):
+        k = HandOptimised.eval_chunk
+        hits = sum(
+            self._correct(self.params, x[i : i + k], t[i : i + k]) for i in range(0, x.shape[0], k)
+        )
+        return int(hits) / x.shape[0]
+
+    def evaluate(self):
+        return self._accuracy(self.x_train, self.t_train), self._accuracy(self.x_test, self.t_test)
+
+    def synchronize(self):
+        self.jax.block_until_ready((self.params, self.train_loss_list[-1:]))
+
+    def host_params(self):
+        return {k: np.asarray(self.params[k], dtype=np.float64) for k in PARAM_KEYS}
+
+
 # --------------------------------------------------------------------------------------
 # xprop
 # --------------------------------------------------------------------------------------
 
 
 class Xprop(Runner):
-    """xprop's ``TwoLayerNet`` on one backend, driven as in the book's loop or its fast path.
+    """xprop's ``TwoLayerNet`` on one backend, driven three ways (``how``).
 
-    ``fast=False``: ``grads = net.gradient(x, t)`` then
-    ``for k in ('W1', 'b1', 'W2', 'b2'): net.params[k] -= lr * grads[k]``, and in the loop
-    body a second forward pass ``net.loss(x, t)`` for the recorded loss, as the book does.
-    ``fast=True``: ``net.train_step(x, t, lr)``; its return value is recorded as the loss when
-    it returns one (else ``net.loss`` is called as in the book).
+    ``"book"``: ``grads = net.gradient(x, t)`` then
+    ``for k in net.params: net.params[k] -= lr * grads[k]``, and in the loop body a second
+    forward pass ``net.loss(x, t)`` for the recorded loss, as the book does.
+    ``"train_step"``: ``net.train_step(x, t, lr)``; its return value is the recorded loss.
+    ``"compiled"``: ``step = net.compile_step(lr)`` (``jax.jit`` on JAX, a CUDA graph for torch
+    on CUDA, the eager step elsewhere), and in the protocol an epoch's minibatch indices
+    drawn at once and run with ``step.run``, as ``examples/train_mnist.py`` does by default.
     """
 
-    def __init__(self, backend: str, dtype: str, device: Any = None, fast: bool = False):
+    HOW: ClassVar[dict[str, tuple[str, str]]] = {
+        "book": ("gradient + update loop", "net.gradient + `params[k] -= lr * grads[k]`"),
+        "train_step": ("net.train_step", "net.train_step(x, t, lr)"),
+        "compiled": ("compiled step", "net.compile_step(lr); an epoch per step.run"),
+    }
+
+    def __init__(self, backend: str, dtype: str, device: Any = None, how: str = "book"):
         import xprop
 
         self.be = xprop.get_backend(backend, device=device, dtype=dtype)
-        self.fast = fast
-        self.device_kind = "gpu" if _is_gpu_device(self.be) else "cpu"
-        self.key = f"xprop-{backend}" + ("-train_step" if fast else "")
+        self.how = how
+        self.device_kind = "gpu" if self.be.is_accelerator else "cpu"
+        suffix = {"book": "", "train_step": "-train_step", "compiled": "-compiled"}[how]
+        self.key = f"xprop-{backend}{suffix}"
         where = "" if self.device_kind == "cpu" else f", {self.be.device}"
-        how = "net.train_step" if fast else "gradient + update loop"
-        self.label = f"xprop [{backend}{where}] {how}"
-        self.note = (
-            "net.train_step(x, t, lr)"
-            if fast
-            else "net.gradient(x, t) + `net.params[k] -= lr * grads[k]` (the book's loop)"
-        )
+        label, self.note = self.HOW[how]
+        if how == "compiled":
+            kind = xprop.TwoLayerNet(2, 2, 2, backend=self.be, seed=0).compile_step(0.1).kind
+            label = f"{label} ({kind})"
+        self.label = f"xprop [{backend}{where}] {label}"
 
     def prepare(self, cfg, data, init, seed):
         import xprop
 
         be = self.be
-        # On a GPU the per-step label range check would read the device every step (a sync);
-        # the labels are validated once here instead, as examples/train_mnist.py does.
-        on_gpu = self.device_kind == "gpu"
-        if on_gpu and not (data.t_train.min() >= 0 and data.t_train.max() < cfg.output_size):
+        # The per-step label range check would read the device every step (a sync on a
+        # GPU) and compiled steps cannot make it; the labels are validated once here
+        # instead, as examples/train_mnist.py does.
+        if not (data.t_train.min() >= 0 and data.t_train.max() < cfg.output_size):
             raise ValueError("training labels out of range")
         self.net = xprop.TwoLayerNet(
             cfg.input_size,
@@ -631,8 +786,9 @@ class Xprop(Runner):
             cfg.output_size,
             backend=be,
             seed=seed,
-            check_labels=not on_gpu,
+            check_labels=False,
         )
+        self.step_fn = self.net.compile_step(LEARNING_RATE) if self.how == "compiled" else None
         self.x_train, self.t_train = be.asarray(data.x_train), be.asarray(data.t_train)
         self.x_test, self.t_test = be.asarray(data.x_test), be.asarray(data.t_test)
         self.x_batch, self.t_batch = be.asarray(data.x_batch), be.asarray(data.t_batch)
@@ -642,10 +798,12 @@ class Xprop(Runner):
 
     def _update(self, x, t):
         net = self.net
-        if self.fast:
+        if self.how == "compiled":
+            return self.step_fn(x, t)
+        if self.how == "train_step":
             return net.train_step(x, t, LEARNING_RATE)
         grads = net.gradient(x, t)
-        for key in PARAM_KEYS:
+        for key in net.params:
             net.params[key] -= LEARNING_RATE * grads[key]
         return None
 
@@ -662,17 +820,33 @@ class Xprop(Runner):
             loss = self.net.loss(x_batch, t_batch)
         self.train_loss_list.append(loss)
 
+    def protocol(self, iters, iter_per_epoch):
+        if self.how != "compiled":
+            return super().protocol(iters, iter_per_epoch)
+        # examples/train_mnist.py's fast path: one draw and one dispatch chain per epoch.
+        accs, eval_s, done = (math.nan, math.nan), 0.0, 0
+        for stop in range(0, iters, iter_per_epoch):
+            batches = self.rng.choice(self.train_size, (stop + 1 - done, self.batch_size))
+            self.train_loss_list.append(self.step_fn.run(self.x_train, self.t_train, batches))
+            done = stop + 1
+            self.synchronize()
+            start = time.perf_counter()
+            accs = self.evaluate()
+            eval_s += time.perf_counter() - start
+        if done < iters:
+            batches = self.rng.choice(self.train_size, (iters - done, self.batch_size))
+            self.train_loss_list.append(self.step_fn.run(self.x_train, self.t_train, batches))
+        self.synchronize()
+        return accs, eval_s
+
     def evaluate(self):
         train_acc = self.net.accuracy(self.x_train, self.t_train)
         test_acc = self.net.accuracy(self.x_test, self.t_test)
         return float(train_acc), float(test_acc)
 
     def synchronize(self):
-        self.be.synchronize()
-        for value in self.net.params.values():  # JAX: wait for the arrays themselves
-            block = getattr(value, "block_until_ready", None)
-            if block is not None:
-                block()
+        # JAX queues work per array: wait for the parameters and the recorded losses.
+        self.be.synchronize(*self.net.params.values(), *self.train_loss_list[-1:])
 
     def host_params(self):
         return {
@@ -683,8 +857,3 @@ class Xprop(Runner):
         """xprop's gradient on host data, as float64 NumPy arrays (for the correctness check)."""
         grads = self.net.gradient(self.be.asarray(x), self.be.asarray(t))
         return {k: np.array(self.be.to_numpy(grads[k]), dtype=np.float64) for k in PARAM_KEYS}
-
-
-def _is_gpu_device(be) -> bool:
-    text = str(be.device).lower()
-    return any(word in text for word in ("cuda", "gpu", "rocm", "mps")) or be.name == "cupy"

@@ -37,7 +37,11 @@ def test_check_keeps_correct_rows_and_drops_a_wrong_one() -> None:
     cfg = bench.CONFIGS["book"]
     data = _small_data()
     init = bench.initial_params(cfg, 0)
-    rows = [HandOptimised("float32"), Xprop("numpy", "float32", fast=True), _WrongStep("float32")]
+    rows = [
+        HandOptimised("float32"),
+        Xprop("numpy", "float32", how="train_step"),
+        _WrongStep("float32"),
+    ]
     for r in rows:
         r.prepare(cfg, data, init, 0)
     kept, report = bench.checked(rows, data, init)
@@ -93,3 +97,38 @@ def test_target_lines_verdicts_and_reach() -> None:
     # no protocol rows, no GPU rows: no verdict invented for them
     assert "protocol" not in text
     assert "gpu4096" not in text
+
+
+def test_gpu_targets_on_cpu_rows_are_informative_and_gpu_rows_get_verdicts() -> None:
+    rows = [
+        _row("book", "step", "jax-jit", 0.5),
+        _row("book", "step", "xprop-jax-compiled", 0.55),
+        _row("book", "protocol-train", "torch-eager", 10.0, "gpu"),
+        _row("book", "protocol-train", "xprop-jax-compiled", 1.2, "gpu"),
+        _row("book", "protocol-train", "xprop-cupy-compiled", 2.0, "gpu"),
+    ]
+    text = "\n".join(bench.target_lines(rows))
+    assert (
+        "| book / step | xprop-jax-compiled vs jax-jit | ≤ 1.20 | 1.10 "
+        "| (cpu: informative, the target is for gpu) |"
+    ) in text
+    assert "| xprop-jax-compiled vs torch-eager | ≤ 0.15 | 0.12 | met |" in text
+    assert "| xprop-cupy-compiled vs torch-eager | ≤ 0.15 | 0.20 | missed |" in text
+
+
+@pytest.mark.parametrize("how", ["book", "train_step", "compiled"])
+def test_every_xprop_row_passes_the_check_on_jax(how: str) -> None:
+    pytest.importorskip("jax", reason="JAX is not installed")
+    cfg = bench.CONFIGS["book"]
+    data = _small_data()
+    init = bench.initial_params(cfg, 0)
+    row = Xprop("jax", "float32", how=how)
+    row.prepare(cfg, data, init, 0)
+    kept, report = bench.checked([row], data, init)
+    assert kept == [row]
+    assert max(report[row.key].values()) < 1e-4
+    if how == "compiled":
+        assert row.label.endswith("compiled step (jax.jit)")
+        accs, eval_s = row.protocol(5, 2)  # an epoch per step.run, evaluations timed apart
+        assert 0.0 <= accs[1] <= 1.0
+        assert eval_s > 0
