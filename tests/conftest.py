@@ -8,12 +8,22 @@ tried and the missing ones are skipped with the reason the backend selector give
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
 
 import xprop
 from xprop.backend import BackendError
+
+if importlib.util.find_spec("jax") is not None:
+    # The float64 fixtures need JAX's process-wide 64-bit mode; switch it on before any
+    # test, as a user who wants float64 does, so xprop's one-time warning about switching
+    # it is not raised (as an error) in whichever test happens to come first.
+    # tests/test_backend.py checks that warning in a fresh process.
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
 
 ALL = [
     ("numpy", None),

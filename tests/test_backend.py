@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -256,3 +259,158 @@ def test_backend_is_immutable() -> None:
     be = xprop.get_backend("numpy")
     with pytest.raises(AttributeError):
         be.name = "torch"  # type: ignore[misc]
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XPROP_")}
+    return subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def test_jax_float64_says_once_that_it_switches_x64_on() -> None:
+    pytest.importorskip("jax", reason="JAX is not installed")
+    code = (
+        "import warnings, jax, xprop\n"
+        "from xprop.backends.jax import X64Warning\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    xprop.get_backend('jax', dtype='float64')\n"
+        "    xprop.get_backend('jax', dtype='float64')\n"
+        "print(len(seen), seen[0].category is X64Warning, jax.config.read('jax_enable_x64'))\n"
+        "print(seen[0].message)\n"
+    )
+    result = _run_python(code)
+    assert result.returncode == 0, result.stderr
+    first, message = result.stdout.splitlines()[:2]
+    assert first == "1 True True"
+    assert "whole process" in message
+
+
+def test_jax_float32_refuses_float64_arrays_without_x64() -> None:
+    pytest.importorskip("jax", reason="JAX is not installed")
+    code = (
+        "import numpy as np, xprop\n"
+        "be = xprop.get_backend('jax', dtype='float32')\n"
+        "try:\n"
+        "    be.asarray(np.ones(3), dtype='float64')\n"
+        "except xprop.BackendError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = _run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert "cannot hold float64 arrays right now" in result.stdout
+    assert "jax_enable_x64" in result.stdout
+
+
+def test_bad_names_and_env_values_are_named(clean_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(BackendError, match=r"chosen by its name, a string.*got int 123"):
+        xprop.get_backend(123)  # type: ignore[arg-type]
+    clean_env.setenv("XPROP_DTYPE", "float33")
+    with pytest.raises(BackendError, match=r"^XPROP_DTYPE='float33': unknown dtype"):
+        xprop.get_backend()
+    clean_env.delenv("XPROP_DTYPE")
+    clean_env.setenv("XPROP_BACKEND", "array_api_strict")
+    clean_env.setenv("XPROP_DEVICE", "gpu9")
+    with pytest.raises(BackendError, match=r"^XPROP_DEVICE='gpu9': device 'gpu9'"):
+        xprop.get_backend()
+    clean_env.setenv("XPROP_BACKEND", "nope")
+    with pytest.raises(BackendError, match=r"^XPROP_BACKEND='nope': unknown backend"):
+        xprop.get_backend()
+    # An argument that is wrong is the caller's own: no variable is blamed.
+    with pytest.raises(BackendError, match=r"^unknown dtype 'float33'"):
+        xprop.get_backend("numpy", dtype="float33")
+
+
+def test_strict_float16_message_lists_what_it_has(clean_env: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    with pytest.raises(BackendError) as info:
+        xprop.get_backend("array_api_strict", dtype="float16")
+    message = str(info.value)
+    assert "unknown dtype 'float16'" in message
+    assert "use one of: float32, float64 " in message  # float16 is not offered back
+
+
+def test_load_returning_none_is_named(clean_env: pytest.MonkeyPatch) -> None:
+    class Empty(xprop.ArrayLibrary):
+        name = "empty"
+
+        def load(self):
+            return None
+
+    xprop.register_backend(Empty)
+    try:
+        with pytest.raises(BackendError, match=r"Empty\.load\(\) returned None"):
+            xprop.get_backend("empty")
+        assert "empty" not in xprop.available_backends()
+    finally:
+        unregister_backend("empty")
+
+
+def test_set_backend_inside_use_backend_ignores_the_block(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    try:
+        with xprop.use_backend("numpy", dtype="float64"):
+            chosen = xprop.set_backend("array_api_strict")
+            assert chosen.dtype_name == "float32"  # not the block's float64
+            assert xprop.get_backend().name == "numpy"  # the block still rules inside
+        assert xprop.get_backend().describe() == chosen.describe()
+    finally:
+        xprop.set_backend(None)
+
+
+def test_use_backend_is_per_asyncio_task(clean_env: pytest.MonkeyPatch) -> None:
+    """Each task sees its own block, whichever order the blocks open and close in."""
+    import asyncio
+
+    pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    seen: dict[str, list[str]] = {"t1": [], "t2": []}
+    t1_open, t2_open, t1_closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def t1() -> None:
+        with xprop.use_backend("numpy", dtype="float64"):
+            t1_open.set()
+            await t2_open.wait()
+            seen["t1"].append(xprop.get_backend().name)
+        t1_closed.set()
+
+    async def t2() -> None:
+        await t1_open.wait()
+        with xprop.use_backend("array_api_strict"):
+            t2_open.set()
+            await t1_closed.wait()  # t1's block has exited meanwhile
+            seen["t2"].append(xprop.get_backend().name)
+        seen["t2"].append(xprop.get_backend().name)
+
+    async def main() -> None:
+        await asyncio.gather(t1(), t2())
+
+    asyncio.run(main())
+    assert seen == {"t1": ["numpy"], "t2": ["array_api_strict", "numpy"]}
+
+
+def test_asarray_never_shares_memory_with_the_caller(backend32: xprop.Backend) -> None:
+    """The book's params[k] -= ... on an array made by asarray leaves the user's array alone."""
+    for host in (
+        np.arange(6, dtype=np.float32).reshape(2, 3),  # same dtype: would share on the CPU
+        np.arange(6, dtype=np.int64),  # integer indices: the fast path
+    ):
+        keep = host.copy()
+        x = backend32.asarray(host)
+        x -= x  # in place where the library allows it; a rebinding elsewhere
+        np.testing.assert_array_equal(host, keep)
+    net = xprop.TwoLayerNet(3, 4, 2, backend=backend32, seed=0)
+    w = np.ones((3, 4), dtype=np.float32)
+    net.params["W1"] = backend32.asarray(w)
+    net.train_step(backend32.asarray(np.ones((2, 3))), backend32.asarray(np.array([0, 1])), 0.5)
+    np.testing.assert_array_equal(w, np.ones((3, 4), dtype=np.float32))
+    out = backend32.to_numpy(net.params["W1"])
+    out += 1  # to_numpy is a copy too
+    assert not np.array_equal(backend32.to_numpy(net.params["W1"]), out)

@@ -97,7 +97,7 @@ class Backend:
             dtype is None
             and type(obj) is np.ndarray
             and obj.dtype.kind in "iu"
-            and (obj.dtype.itemsize < 8 or self.library.has_int64())
+            and (obj.dtype.itemsize < 8 or self.library.supports_dtype("int64"))
         ):
             # Integer data (minibatch indices, labels) keep their dtype: nothing to convert.
             # The per-step path of the book's loop, so it skips the general one below.
@@ -119,10 +119,16 @@ class Backend:
                 target = self.dtype
             else:
                 # JAX without x64 has no 64-bit integers: narrow on the host, quietly.
-                if host.dtype.itemsize == 8 and not self.library.has_int64():
+                if host.dtype.itemsize == 8 and not self.library.supports_dtype("int64"):
                     host = host.astype(host.dtype.str[:-1] + "4")
                 target = _host_to_xp_dtype(self.xp, host.dtype)
-        converted = np.asarray(host, dtype=_xp_to_host_dtype(self.xp, target), order="C")
+        target_name = _dtype_name(self.xp, target)
+        if not self.library.supports_dtype(target_name):  # JAX without x64: no float64
+            raise BackendError(
+                f"backend {self.describe()} cannot hold {target_name} arrays right now; "
+                + self.library.dtype_hint(target_name)
+            )
+        converted = np.asarray(host, dtype=np.dtype(target_name), order="C")
         if isinstance(obj, np.ndarray) and np.may_share_memory(converted, obj):
             converted = converted.copy()  # libraries on the CPU would share it
         return self.xp.asarray(converted, dtype=target, device=self.device)
@@ -130,6 +136,12 @@ class Backend:
     def zeros(self, shape: int | Sequence[int], dtype: Any = None) -> Any:
         """``xp.zeros`` on this backend's device, in :attr:`dtype` unless told otherwise."""
         target = self.dtype if dtype is None else _resolve_dtype(self.xp, dtype, self.name)
+        name = _dtype_name(self.xp, target)
+        if not self.library.supports_dtype(name):
+            raise BackendError(
+                f"backend {self.describe()} cannot hold {name} arrays right now; "
+                + self.library.dtype_hint(name)
+            )
         return self.xp.zeros(shape, dtype=target, device=self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -235,10 +247,6 @@ def _host_to_xp_dtype(xp: Any, host: np.dtype) -> Any:
     return getattr(xp, name)
 
 
-def _xp_to_host_dtype(xp: Any, dtype: Any) -> np.dtype:
-    return np.dtype(_dtype_name(xp, dtype))
-
-
 def _dtype_label(xp: Any, dtype: Any) -> str:
     """The plain name (``"float64"``) of a dtype given as a string or any library's dtype."""
     if isinstance(dtype, str):
@@ -257,9 +265,10 @@ def _resolve_dtype(xp: Any, dtype: Any, backend_name: str) -> Any:
     name = _dtype_label(xp, dtype)
     resolved = getattr(xp, name, None) if name.isidentifier() else None
     if resolved is None:
+        have = [n for n in _FLOAT_DTYPES if getattr(xp, n, None) is not None]
         raise BackendError(
-            f"unknown dtype {dtype!r} for backend {backend_name!r}; "
-            f"use one of: {', '.join(_FLOAT_DTYPES)} (or an integer dtype for labels)"
+            f"unknown dtype {dtype!r} for backend {backend_name!r}: it has no such dtype; "
+            f"use one of: {', '.join(have)} (or an integer dtype for labels)"
         )
     return resolved
 
@@ -267,9 +276,10 @@ def _resolve_dtype(xp: Any, dtype: Any, backend_name: str) -> Any:
 def _float_dtype(xp: Any, dtype: Any, backend_name: str) -> Any:
     resolved = _resolve_dtype(xp, dtype, backend_name)
     if _dtype_name(xp, resolved) not in _FLOAT_DTYPES:
+        have = [n for n in _FLOAT_DTYPES if getattr(xp, n, None) is not None]
         raise BackendError(
             f"dtype {dtype!r} is not a floating dtype; a backend's dtype must be one of "
-            f"{', '.join(_FLOAT_DTYPES)} (set XPROP_DTYPE or pass dtype=...)"
+            f"{', '.join(have)} (set XPROP_DTYPE or pass dtype=...)"
         )
     return resolved
 
@@ -296,6 +306,11 @@ def _load(name: str) -> tuple[ArrayLibrary, Any]:
         raise BackendError(
             f"backend {name!r} is not installed ({exc.__class__.__name__}: {exc}){hint}"
         ) from exc
+    if xp is None or not hasattr(xp, "asarray"):
+        raise BackendError(
+            f"{type(lib).__name__}.load() returned {xp!r}, not an array namespace; it must "
+            "return the library's array-API namespace (a module with asarray, zeros, ...)"
+        )
     lib.check(xp)
     return lib, xp
 
@@ -334,9 +349,22 @@ def get_backend(
             device=name.device if device is None else device,
             dtype=name.dtype if dtype is None else dtype,
         )
-    defaults = _current_defaults()
+    return _build(name, device, dtype, _current_defaults())
+
+
+def _build(name: str | None, device: Any, dtype: Any, defaults: dict[str, Any]) -> Backend:
+    """:func:`get_backend` against the given program defaults (then env, then built-ins)."""
+    sources = {"name": "", "device": "", "dtype": ""}  # where a value came from, for errors
     if name is None:
-        name = defaults.get("name") or os.environ.get(ENV_BACKEND) or "numpy"
+        name = defaults.get("name")
+        if name is None and os.environ.get(ENV_BACKEND):
+            name, sources["name"] = os.environ[ENV_BACKEND], ENV_BACKEND
+        name = name or "numpy"
+    if not isinstance(name, str):
+        raise BackendError(
+            f"a backend is chosen by its name, a string such as 'numpy' or 'torch', got "
+            f"{type(name).__name__} {name!r}; see xprop.available_backends()"
+        )
     name = name.strip()
     if device is None:
         # A default device belongs to the default library; another library has its own.
@@ -344,25 +372,58 @@ def get_backend(
             device = defaults.get("device")
         elif defaults.get("name") is None and os.environ.get(ENV_BACKEND, name).strip() == name:
             device = os.environ.get(ENV_DEVICE) or None
+            sources["device"] = ENV_DEVICE if device is not None else ""
     if dtype is None:
-        dtype = defaults.get("dtype") or os.environ.get(ENV_DTYPE) or "float32"
+        dtype = defaults.get("dtype")
+        if dtype is None and os.environ.get(ENV_DTYPE):
+            dtype, sources["dtype"] = os.environ[ENV_DTYPE], ENV_DTYPE
+        dtype = dtype or "float32"
+    try:
+        return _make(name, device, dtype)
+    except BackendError as exc:
+        # Name the environment variable that supplied the bad value: the user never typed
+        # it in this program.
+        culprit = next((v for v in sources.values() if v and v in _blamed(exc, sources)), "")
+        if culprit:
+            raise BackendError(f"{culprit}={os.environ[culprit]!r}: {exc}") from exc
+        raise
+
+
+def _blamed(exc: BackendError, sources: dict[str, str]) -> list[str]:
+    """The environment variables the error is about (by the kind of error)."""
+    text = str(exc)
+    out = []
+    if sources["name"] and ("unknown backend" in text or "not installed" in text):
+        out.append(sources["name"])
+    if sources["device"] and "device" in text:
+        out.append(sources["device"])
+    if sources["dtype"] and "dtype" in text:
+        out.append(sources["dtype"])
+    return out
+
+
+def _make(name: str, device: Any, dtype: Any) -> Backend:
     if name == AUTO:
         from xprop.auto import auto_backend
 
         return auto_backend(dtype=_dtype_label(None, dtype))
-
     lib, xp = _load(name)
-    lib.prepare_dtype(_dtype_label(xp, dtype))
     float_dtype = _float_dtype(xp, dtype, name)
+    lib.prepare_dtype(_dtype_name(xp, float_dtype))
     dev = lib.default_device(xp) if device is None else lib.parse_device(xp, device)
     try:
-        xp.zeros(1, dtype=float_dtype, device=dev)
+        probe = xp.zeros(1, dtype=float_dtype, device=dev)
     except Exception as exc:  # the library says no: wrong device, or dtype not on it
         raise BackendError(
             f"backend {name!r} cannot create {_dtype_name(xp, float_dtype)} arrays on device "
             f"{dev!r} ({exc.__class__.__name__}: {exc}); choose another device "
             f"(XPROP_DEVICE) or dtype (XPROP_DTYPE=float32)"
         ) from exc
+    if probe.dtype != float_dtype:
+        raise BackendError(
+            f"backend {name!r} made {probe.dtype} arrays when asked for "
+            f"{_dtype_name(xp, float_dtype)}; choose another dtype (XPROP_DTYPE=float32)"
+        )
     return Backend(name=name, xp=xp, device=dev, dtype=float_dtype, library=lib)
 
 
@@ -381,7 +442,12 @@ def set_backend(
         if name is None and device is None and dtype is None:
             _process_default.clear()
             return get_backend()
-        backend = get_backend(name, device=device, dtype=dtype)
+        if isinstance(name, Backend):
+            backend = get_backend(name, device=device, dtype=dtype)
+        else:
+            # The process default is built from the arguments, the old process default,
+            # the environment: never from the use_backend block this call may sit in.
+            backend = _build(name, device, dtype, dict(_process_default))
         _process_default.clear()
         _process_default.update(name=backend.name, device=backend.device, dtype=backend.dtype_name)
         return backend

@@ -123,9 +123,13 @@ class ArrayLibrary:
     def prepare_dtype(self, dtype: str) -> None:
         """Make the library ready to create arrays of ``dtype`` (a name such as ``"float64"``)."""
 
-    def has_int64(self) -> bool:
-        """Whether the library can hold 64-bit integers right now."""
+    def supports_dtype(self, dtype: str) -> bool:
+        """Whether the library can make arrays of ``dtype`` (a name) right now."""
         return True
+
+    def dtype_hint(self, dtype: str) -> str:
+        """What to do when arrays of ``dtype`` cannot be made (the end of an error message)."""
+        return "use a backend of another dtype or another library"
 
     # -- host transfer and timing -----------------------------------------------------
 

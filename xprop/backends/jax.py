@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from xprop.backends._base import ArrayLibrary, BackendError
 
-__all__ = ["JaxLibrary", "JitStep"]
+__all__ = ["JaxLibrary", "JitStep", "X64Warning"]
+
+
+class X64Warning(UserWarning):
+    """xprop switched JAX's process-wide 64-bit mode on (for float64 arrays)."""
 
 
 class JaxLibrary(ArrayLibrary):
@@ -56,14 +61,30 @@ class JaxLibrary(ArrayLibrary):
     def prepare_dtype(self, dtype: str) -> None:
         import jax
 
-        # JAX silently truncates float64 to float32 unless x64 mode is on.
+        # JAX silently truncates float64 to float32 unless x64 mode is on.  The mode is
+        # process-wide (the user's own jnp.asarray(1.0) becomes float64 too): say so, once.
         if dtype == "float64" and not jax.config.read("jax_enable_x64"):
             jax.config.update("jax_enable_x64", True)
+            warnings.warn(
+                "xprop switched on JAX's 64-bit mode (jax_enable_x64) for float64 arrays; "
+                "it holds for the whole process, so JAX's default dtypes are now float64 "
+                "and int64 (set it yourself before importing xprop to silence this)",
+                X64Warning,
+                stacklevel=5,
+            )
 
-    def has_int64(self) -> bool:
+    def dtype_hint(self, dtype: str) -> str:
+        if dtype in ("float64", "int64", "uint64"):
+            return (
+                "JAX's 64-bit mode is off; get_backend('jax', dtype='float64') switches it on "
+                "(for the whole process), or jax.config.update('jax_enable_x64', True)"
+            )
+        return super().dtype_hint(dtype)
+
+    def supports_dtype(self, dtype: str) -> bool:
         import jax
 
-        return bool(jax.config.read("jax_enable_x64"))
+        return not dtype.endswith("64") or bool(jax.config.read("jax_enable_x64"))
 
     def synchronize(self, device: Any, arrays: Sequence[Any] = ()) -> None:
         import jax
