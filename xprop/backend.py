@@ -65,7 +65,7 @@ class Backend:
     ----------
     name : str
         Registered name, e.g. ``"numpy"``, ``"cupy"``, ``"torch"``.
-    xp : module
+    xp : namespace
         The array-API namespace (from ``array_api_compat`` where the library needs it).
     device : object
         The library's device object; every array this backend creates lives there.
