@@ -10,11 +10,18 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from xprop._constants import zero
-from xprop._namespace import namespace, require_float
+from xprop._constants import class_range, zero
+from xprop._namespace import (
+    check_count,
+    check_flag,
+    namespace,
+    require_array,
+    require_float,
+    resolve_dtype,
+)
+from xprop.backends import library_for
 
 __all__ = [
-    "check_labels",
     "cross_entropy_error",
     "log_softmax",
     "mean_squared_error",
@@ -22,6 +29,7 @@ __all__ = [
     "relu",
     "sigmoid",
     "softmax",
+    "validate_labels",
 ]
 
 
@@ -65,22 +73,36 @@ def log_softmax(x: Any) -> Any:
     return z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
 
 
-def check_labels(xp: Any, y: Any, t: Any, *, check_range: bool = True) -> bool:
-    """Validate labels ``t`` against scores ``y`` of shape ``(N, C)``; ``True`` if one-hot.
+def validate_labels(t: Any, num_classes: int) -> bool:
+    """Check a whole set of labels once; ``True`` if they are one-hot, ``False`` if indices.
 
-    Integer labels must have shape ``(N,)`` and (with ``check_range``) values in ``[0, C)``;
-    one-hot (floating) labels must have ``y``'s shape.  The shape checks are free; the range
-    check reads one boolean from the device.
+    Integer labels (any integer dtype) must have shape ``(N,)`` and values in
+    ``[0, num_classes)``; floating labels are one-hot rows of shape ``(N, num_classes)``.
+    Costs one device read.  Validate a data set with it once, then train with
+    ``check_labels=False``: no device read per step, and nothing for ``jax.jit`` to trip on.
 
     Raises
     ------
+    TypeError
+        Labels that are not an array, of another dtype (e.g. boolean), or a
+        ``num_classes`` that is not an integer.
     ValueError
-        Wrong shape, or a label outside ``[0, C)`` (the message gives the range found).
+        Wrong shape, ``num_classes < 1``, or a label outside ``[0, num_classes)`` (the
+        message gives the range found).
     """
+    xp = namespace(t)
+    require_array(t, "labels t")
+    c = check_count(num_classes, "num_classes")
     is_hot = labels_are_one_hot(xp, t)
-    check_label_shape(y.shape, t.shape, is_hot)
-    if check_range and not is_hot:
-        _check_range(xp, t, y.shape[1])
+    if is_hot and (t.ndim != 2 or t.shape[1] != c):
+        raise ValueError(
+            f"one-hot labels must have shape (N, {c}), got {tuple(t.shape)}"
+            + ("; class indices must be integers" if t.ndim == 1 else "")
+        )
+    if not is_hot:
+        if t.ndim != 1:
+            raise ValueError(f"integer labels must have shape (N,), got {tuple(t.shape)}")
+        check_label_range(xp, as_label_dtype(xp, t, label_dtype(xp, t, c)), c)
     return is_hot
 
 
@@ -92,28 +114,129 @@ def labels_are_one_hot(xp: Any, t: Any) -> bool:
     if xp.isdtype(t.dtype, "real floating"):
         return True
     if not xp.isdtype(t.dtype, "integral"):
-        raise TypeError(f"labels must be integers or one-hot floats, got dtype {t.dtype}")
+        raise TypeError(
+            f"labels must be integer class indices or one-hot floats, got dtype {t.dtype}"
+        )
     return False
 
 
-def check_label_shape(y_shape: tuple[int, ...], t_shape: tuple[int, ...], is_hot: bool) -> None:
-    """Raise ``ValueError`` unless labels of shape ``t_shape`` fit scores of shape ``(N, C)``."""
-    n, c = y_shape
-    if is_hot:
-        if tuple(t_shape) != (n, c):
-            raise ValueError(
-                f"one-hot labels must have the scores' shape {(n, c)}, got {tuple(t_shape)}"
-            )
-    elif tuple(t_shape) != (n,):
+def check_scores_shape(shape: tuple[int, ...], what: str = "scores") -> None:
+    """Raise ``ValueError`` unless ``shape`` is ``(N, C)`` or ``(C,)`` with ``C >= 1``."""
+    if len(shape) not in (1, 2):
         raise ValueError(
-            f"integer labels must have shape ({n},) to match {n} score rows, got "
-            f"{tuple(t_shape)}; pass class indices, or one-hot labels of shape {(n, c)}"
+            f"{what} must have shape (N, C) for a batch or (C,) for one sample, got shape "
+            f"{shape}"
+            + (
+                "; flatten the leading axes first, e.g. xp.reshape(y, (-1, C))"
+                if len(shape) > 2
+                else "; a single number has no classes to choose from"
+            )
+        )
+    if shape[-1] == 0:
+        raise ValueError(f"{what} of shape {shape} have no classes (C = 0)")
+
+
+def check_label_shape(
+    y_shape: tuple[int, ...], t_shape: tuple[int, ...], is_hot: bool, what: str = "scores"
+) -> None:
+    """Raise ``ValueError`` unless labels of ``t_shape`` fit scores of ``y_shape``.
+
+    Scores are ``(N, C)`` with ``N >= 1`` (the mean over no samples is undefined), or
+    ``(C,)`` for one sample, whose label is a class index of shape ``()`` or ``(1,)``, or a
+    one-hot row ``(C,)`` (the book treats one sample as a batch of one).  Integer labels of
+    a batch are ``(N,)``; one-hot labels have the scores' shape.  Host values only: no
+    device read.  The messages name the shapes found and expected.
+    """
+    check_scores_shape(y_shape, what)
+    if len(y_shape) == 1:
+        (c,) = y_shape
+        if is_hot and t_shape != (c,):
+            raise ValueError(
+                f"one-hot labels for one sample ({what} of shape ({c},)) must have shape "
+                f"({c},), got {t_shape}"
+            )
+        if not is_hot and t_shape not in ((), (1,)):
+            raise ValueError(
+                f"the integer label of one sample ({what} of shape ({c},)) must be one class "
+                f"index of shape () or (1,), got shape {t_shape}; for a batch pass {what} of "
+                f"shape (N, {c})"
+            )
+        return
+    n, c = y_shape
+    if n == 0:
+        raise ValueError(
+            f"empty batch: {what} of shape {y_shape}; the mean over no samples is undefined, "
+            "pass at least one sample"
+        )
+    if is_hot:
+        if t_shape != (n, c):
+            hint = (
+                "; floating labels are read as one-hot rows: pass class indices as integers "
+                "(e.g. backend.asarray(labels) of an integer NumPy array)"
+                if len(t_shape) == 1
+                else ""
+            )
+            raise ValueError(
+                f"one-hot labels must have the {what}' shape {(n, c)}, got {t_shape}" + hint
+            )
+    elif t_shape != (n,):
+        raise ValueError(
+            f"integer labels must have shape ({n},) to match {n} rows of {what}, got "
+            f"{t_shape}; pass class indices, or one-hot labels of shape {(n, c)}"
         )
 
 
-def _check_range(xp: Any, t: Any, c: int) -> None:
-    """Raise ``ValueError`` unless every integer label is in ``[0, c)`` (one device read)."""
-    if t.shape[0] and bool(xp.any((t < 0) | (t >= c))):
+def batch_labels(xp: Any, y: Any, t: Any, is_hot: bool, what: str = "scores") -> tuple[Any, Any]:
+    """Scores ``y`` and labels ``t`` as a batch ``(N, C)``, after :func:`check_label_shape`.
+
+    One sample (scores ``(C,)``) becomes a batch of one.
+    """
+    check_label_shape(tuple(y.shape), tuple(t.shape), is_hot, what)
+    if y.ndim == 1:
+        c = y.shape[0]
+        return xp.reshape(y, (1, c)), xp.reshape(t, (1, c) if is_hot else (1,))
+    return y, t
+
+
+def label_dtype(xp: Any, t: Any, num_classes: int) -> Any:
+    """The integer dtype in which labels ``t`` are compared with ``arange(num_classes)``.
+
+    ``t``'s own dtype when it is signed and holds ``num_classes - 1`` (no cast: the usual
+    case, int64 or int32 labels), else the namespace's default integer dtype on ``t``'s
+    device (int64; int32 on JAX without 64-bit mode).  ``arange(300)`` in uint8 would wrap
+    around and match two classes; unsigned labels are always compared as signed ones, which
+    every library supports (PyTorch has no ``arange`` or ``<`` for uint16 to uint64), and a
+    huge unsigned label that wraps around in the cast becomes negative: still out of range.
+
+    Raises ``ValueError`` when no integer dtype there holds ``num_classes - 1``.
+    """
+    top = num_classes - 1
+    info = xp.iinfo(t.dtype)
+    if info.min < 0 and info.max >= top:
+        return t.dtype
+    wide = xp.__array_namespace_info__().default_dtypes(device=_device(t))["integral"]
+    if xp.iinfo(wide).max >= top:
+        return wide
+    raise ValueError(
+        f"{num_classes} classes: class indices up to {top} do not fit the widest integer "
+        f"dtype here ({wide}); use fewer classes"
+    )
+
+
+def as_label_dtype(xp: Any, t: Any, dtype: Any) -> Any:
+    """``t`` in integer ``dtype`` (:func:`label_dtype`), cast only when it differs."""
+    return t if t.dtype == dtype else xp.astype(t, dtype)
+
+
+def check_label_range(xp: Any, t: Any, c: int) -> None:
+    """Raise ``ValueError`` unless every integer label is in ``[0, c)`` (one device read).
+
+    ``t`` must be in a dtype that holds ``c - 1`` (:func:`label_dtype`).
+    """
+    if not t.shape[0]:
+        return
+    # t > c - 1 rather than t >= c: c itself may not fit t's dtype (uint8 labels, c = 256).
+    if read_labels(xp, xp.any((t < 0) | (t > c - 1)), t):
         lo, hi = int(xp.min(t)), int(xp.max(t))
         raise ValueError(
             f"labels out of range: found values in [{lo}, {hi}] but there are {c} classes "
@@ -121,36 +244,64 @@ def _check_range(xp: Any, t: Any, c: int) -> None:
         )
 
 
-def one_hot(t: Any, num_classes: int, dtype: Any = None, *, check: bool = True) -> Any:
+def read_labels(xp: Any, value: Any, t: Any) -> int:
+    """``int(value)``: the one device read of a label check, with a clear error if traced.
+
+    Inside ``jax.jit`` (or a CUDA-graph capture) nothing can be read from the device; the
+    library's own error (a ``ConcretizationTypeError`` on JAX) does not say what to do.
+    """
+    try:
+        return int(value)
+    except Exception as exc:
+        if not library_for(xp).is_tracing(t):
+            raise
+        raise TypeError(
+            "the label range check reads the labels from the device, which a traced or "
+            "compiled program (jax.jit, a CUDA graph) cannot do; pass check_labels=False "
+            "(and validate the labels once before training with "
+            "xprop.validate_labels(t, num_classes)), or train with net.compile_step(lr)"
+        ) from exc
+
+
+def one_hot(t: Any, num_classes: int, dtype: Any = None, *, check_labels: bool = True) -> Any:
     """One-hot encode integer labels ``t`` of shape ``(N,)`` into ``(N, num_classes)``.
 
-    ``dtype`` defaults to the namespace's default floating dtype.  With ``check`` (default),
-    labels outside ``[0, num_classes)`` raise ``ValueError`` (one device read); without it
-    they give all-zero rows.
+    ``t`` may have any integer dtype (uint8 labels and 300 classes work).  ``dtype`` is a
+    dtype of ``t``'s library or its name (``"float64"``); default: the namespace's default
+    floating dtype.  With ``check_labels`` (default), labels outside ``[0, num_classes)``
+    raise ``ValueError`` (one device read); without it they give all-zero rows.
+
+    Raises
+    ------
+    TypeError
+        ``t`` not of an integer dtype (floating labels are already one-hot), ``num_classes``
+        not an integer, or an unknown ``dtype``.
+    ValueError
+        ``t`` not 1-D, ``num_classes < 1``, or (checked) a label out of range.
     """
     xp = namespace(t)
+    require_array(t, "labels t")
+    c = check_count(num_classes, "num_classes")
+    check_flag(check_labels, "check_labels")
+    if not xp.isdtype(t.dtype, "integral"):
+        raise TypeError(
+            f"one_hot takes integer class indices, got dtype {t.dtype}; convert the labels "
+            "to integers (floating labels of shape (N, C) are already one-hot)"
+        )
     if t.ndim != 1:
         raise ValueError(f"labels must be 1-D class indices, got shape {tuple(t.shape)}")
-    if check:
-        _check_range(xp, t, num_classes)
-    classes = xp.arange(num_classes, dtype=t.dtype, device=_device(t))
-    hot = t[:, None] == classes[None, :]
     if dtype is None:
         dtype = xp.__array_namespace_info__().default_dtypes(device=_device(t))["real floating"]
-    return xp.astype(hot, dtype)
+    else:
+        dtype = resolve_dtype(xp, dtype, "one_hot")
+    compare = label_dtype(xp, t, c)
+    t = as_label_dtype(xp, t, compare)
+    if check_labels:
+        check_label_range(xp, t, c)
+    return xp.astype(t[:, None] == class_range(xp, t, c, compare)[None, :], dtype)
 
 
-def _as_batch(y: Any, t: Any, xp: Any) -> tuple[Any, Any]:
-    """The book treats a single sample (1-D scores) as a batch of one."""
-    if y.ndim != 1:
-        return y, t
-    y = xp.reshape(y, (1, -1))
-    # One-hot labels of one sample become (1, C); a 0-d class index becomes (1,).
-    t = xp.reshape(t, (1, -1)) if t.ndim == 1 else xp.reshape(t, (1,))
-    return y, t
-
-
-def cross_entropy_error(y: Any, t: Any, *, check: bool = True) -> Any:
+def cross_entropy_error(y: Any, t: Any, *, check_labels: bool = True) -> Any:
     """Mean cross-entropy ``-sum(t * log(y)) / N`` of probabilities ``y`` against labels ``t``.
 
     Parameters
@@ -161,21 +312,37 @@ def cross_entropy_error(y: Any, t: Any, *, check: bool = True) -> Any:
         the dtype's smallest normal number): no warning, and no ``+1e-7`` bias on every
         other probability.
     t : array
-        Integer class indices of shape ``(N,)``, or one-hot labels of shape ``(N, C)``.
-    check : bool
-        Validate label shape and range (one device read for integer labels).
+        Integer class indices of shape ``(N,)`` (any integer dtype), or one-hot labels of
+        shape ``(N, C)`` (any floating dtype; cast to ``y``'s).  For one sample (``y`` of
+        shape ``(C,)``): a class index of shape ``()`` or ``(1,)``, or one-hot ``(C,)``.
+    check_labels : bool
+        Also check that integer labels lie in ``[0, C)`` (one device read).  Shapes are
+        always checked.
 
     Returns
     -------
     array
         0-d, of ``y``'s library and dtype.  For logits use :func:`log_softmax` or
         :class:`xprop.layers.SoftmaxWithLoss`, which never take ``log(0)``.
+
+    Raises
+    ------
+    TypeError
+        Non-floating ``y``, labels of a non-numeric dtype, non-arrays.
+    ValueError
+        Wrong shapes, an empty batch, or (checked) a label out of range.
     """
     xp = namespace(y, t)
+    require_array(y, "probabilities y")
+    require_array(t, "labels t")
     require_float(xp, y, "probabilities y")
-    y, t = _as_batch(y, t, xp)
-    is_hot = check_labels(xp, y, t) if check else xp.isdtype(t.dtype, "real floating")
-    target = t if is_hot else one_hot(t, y.shape[1], y.dtype, check=False)
+    check_flag(check_labels, "check_labels")
+    is_hot = labels_are_one_hot(xp, t)
+    y, t = batch_labels(xp, y, t, is_hot, "probabilities")
+    if is_hot:
+        target = t if t.dtype == y.dtype else xp.astype(t, y.dtype)
+    else:
+        target = one_hot(t, y.shape[1], y.dtype, check_labels=check_labels)
     tiny = xp.finfo(y.dtype).smallest_normal
     return -xp.sum(target * xp.log(xp.maximum(y, tiny))) / y.shape[0]
 
@@ -185,7 +352,8 @@ def mean_squared_error(y: Any, t: Any) -> Any:
 
     For a single sample (1-D ``y``) ``N`` is 1, which is the book's ``mean_squared_error``
     exactly; for a batch ``(N, ...)`` it is averaged over the ``N`` samples.  Derivative
-    with respect to ``y``: ``(y - t) / N``.  Returns a 0-d array.
+    with respect to ``y``: ``(y - t) / N``.  Returns a 0-d array.  ``t`` must have ``y``'s
+    shape (its dtype follows ``y``'s); an empty ``y`` raises ``ValueError``.
     """
     return squared_error_parts(y, t)[0]
 
@@ -193,14 +361,24 @@ def mean_squared_error(y: Any, t: Any) -> Any:
 def squared_error_parts(y: Any, t: Any) -> tuple[Any, Any, int]:
     """``(loss, y - t, N)`` of :func:`mean_squared_error`: what its backward pass needs too.
 
-    Raises ``TypeError`` for non-floating ``y`` and ``ValueError`` when the shapes differ.
+    Targets of another dtype are cast to ``y``'s.  Raises ``TypeError`` for non-floating
+    ``y`` and ``ValueError`` when the shapes differ or are empty.
     """
     xp = namespace(y, t)
+    require_array(y, "predictions y")
+    require_array(t, "targets t")
     require_float(xp, y, "predictions y")
     if tuple(y.shape) != tuple(t.shape):
         raise ValueError(
             f"targets must have the predictions' shape {tuple(y.shape)}, got {tuple(t.shape)}"
         )
+    if 0 in tuple(y.shape):
+        raise ValueError(
+            f"empty predictions of shape {tuple(y.shape)}: the mean squared error of no "
+            "values is undefined; pass at least one sample"
+        )
+    if t.dtype != y.dtype:
+        t = xp.astype(t, y.dtype)  # targets follow the predictions' dtype, like labels
     n = y.shape[0] if y.ndim > 1 else 1
     diff = y - t
     # xp.asarray: NumPy reductions give a NumPy scalar; callers get a 0-d array everywhere.
