@@ -15,6 +15,15 @@ from typing import Any
 from array_api_compat import device as _device
 
 from xprop._constants import class_range, zero
+from xprop._labels import (
+    as_label_dtype,
+    batch_labels,
+    check_label_range,
+    check_scores_shape,
+    label_dtype,
+    labels_are_one_hot,
+    read_labels,
+)
 from xprop._namespace import (
     check_flag,
     dtype_name,
@@ -24,17 +33,7 @@ from xprop._namespace import (
     require_same_float,
 )
 from xprop._sums import column_sums, row_sums
-from xprop.functions import (
-    as_label_dtype,
-    batch_labels,
-    check_label_range,
-    check_scores_shape,
-    label_dtype,
-    labels_are_one_hot,
-    read_labels,
-    sigmoid,
-    squared_error_parts,
-)
+from xprop.functions import sigmoid, squared_error_parts
 
 __all__ = [
     "AddLayer",

@@ -7,15 +7,15 @@ import numbers
 from collections import OrderedDict
 from typing import Any
 
-from xprop._namespace import check_count, namespace, require_array
-from xprop.backend import Backend, get_backend
-from xprop.functions import (
+from xprop._labels import (
     as_label_dtype,
     check_label_range,
     check_label_shape,
     label_dtype,
     labels_are_one_hot,
 )
+from xprop._namespace import check_count, namespace, require_array
+from xprop.backend import Backend, get_backend
 from xprop.gradient import numerical_gradient as _numerical_gradient
 from xprop.layers import Affine, Relu, SoftmaxWithLoss
 from xprop.training import TrainStep, check_learning_rate
