@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import xprop
-from xprop import Affine, Relu, SoftmaxWithLoss, TwoLayerNet
+from xprop import AddLayer, Affine, MulLayer, Relu, SoftmaxWithLoss, TwoLayerNet
 from xprop import functions as F
 
 SIZES = (6, 4, 3)
@@ -46,6 +46,8 @@ def test_python_lists_name_the_fix(backend: xprop.Backend) -> None:
         lambda: F.softmax([1.0, 2.0]),
         lambda: F.one_hot([0, 1], 3),
         lambda: F.cross_entropy_error([[0.5, 0.5]], [0]),
+        lambda: MulLayer().forward([1.0, 2.0], 3),  # would repeat the list three times
+        lambda: AddLayer().forward([1.0], [2.0]),  # would join the lists
     ):
         with pytest.raises(TypeError, match=match):
             call()

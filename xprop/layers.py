@@ -73,6 +73,12 @@ def _check_dout(dout: Any, shape: Any, layer: object) -> None:
         )
 
 
+def _no_host_sequences(x: Any, y: Any) -> None:
+    """``[1, 2] * 3`` repeats a list and ``[1] + [2]`` joins two: never what a node means."""
+    if isinstance(x, (list, tuple)) or isinstance(y, (list, tuple)):
+        namespace(x, y)  # raises the TypeError that names backend.asarray
+
+
 def _sum_to(grad: Any, like: Any) -> Any:
     """The gradient ``grad`` flowing to input ``like``, in ``like``'s shape.
 
@@ -113,7 +119,8 @@ class MulLayer:
     too) and on arrays of any backend, using only the ``*`` operator.  Inputs may broadcast
     (``x (3, 2) * y (2,)``): each gradient is summed back to its input's shape.
 
-    Raises ``RuntimeError`` when ``backward`` comes before ``forward``.
+    Raises ``TypeError`` for a Python list or tuple (``[1, 2] * 3`` would repeat the list),
+    ``RuntimeError`` when ``backward`` comes before ``forward``.
     """
 
     def __init__(self) -> None:
@@ -121,6 +128,7 @@ class MulLayer:
         self.y: Any = None
 
     def forward(self, x: Any, y: Any) -> Any:
+        _no_host_sequences(x, y)
         self.x = x
         self.y = y
         return x * y
@@ -139,7 +147,7 @@ class AddLayer:
 
     Unlike the book's, it keeps its inputs: with broadcasting (``x (3, 2) + y (2,)``) each
     gradient is summed back to its input's shape.  Python numbers work as in
-    :class:`MulLayer`.  Raises ``RuntimeError`` when ``backward`` comes before ``forward``.
+    :class:`MulLayer`, and so do the errors.
     """
 
     def __init__(self) -> None:
@@ -147,6 +155,7 @@ class AddLayer:
         self.y: Any = None
 
     def forward(self, x: Any, y: Any) -> Any:
+        _no_host_sequences(x, y)
         self.x = x
         self.y = y
         return x + y
