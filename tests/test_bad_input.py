@@ -169,10 +169,12 @@ def test_train_step_rejects_bad_learning_rates(
         ({"check_labels": "yes"}, TypeError, "check_labels must be True or False"),
     ],
 )
-def test_constructor_rejects(kwargs: dict, error: type, match: str) -> None:
+def test_constructor_rejects(
+    backend32: xprop.Backend, kwargs: dict, error: type, match: str
+) -> None:
     args = {"input_size": 6, "hidden_size": 4, "output_size": 3, **kwargs}
     with pytest.raises(error, match=match):
-        TwoLayerNet(**args, backend="numpy")
+        TwoLayerNet(**args, backend=backend32)
 
 
 def test_numpy_numbers_are_sizes_and_scales(backend32: xprop.Backend) -> None:
