@@ -10,30 +10,59 @@ Differences around 1e-10 or below mean the backward pass is right.  Central diff
 need two forward passes per weight (about 80000 here), so this takes a while.
 
     python examples/gradient_check.py [--backend torch] [--seed 0] [--hidden 50]
+
+A bad flag (``--hidden 0``), a backend that cannot run here or MNIST files that cannot be
+found print one line saying why and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 import xprop
-from xprop.datasets import load_mnist
+from xprop.datasets import DatasetError, load_mnist
+from xprop.two_layer_net import PARAM_KEYS
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in "invalid integer value"
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", help="array library (default: $XPROP_BACKEND or numpy)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights (0)")
     parser.add_argument(
-        "--hidden", type=int, default=50, help="hidden units (50, the book's; fewer is faster)"
+        "--seed", type=at_least(0), default=0, help="seed of the initial weights (0)"
+    )
+    parser.add_argument(
+        "--hidden",
+        type=at_least(1),
+        default=50,
+        help="hidden units (50, the book's; fewer is faster)",
     )
     parser.add_argument("--data-dir", help="folder with the MNIST files ($XPROP_DATA_DIR)")
     args = parser.parse_args(argv)
 
-    # float64: in float32 the difference quotient keeps only about 3 significant digits.
-    backend = xprop.get_backend(args.backend, dtype="float64")
-    (x_train, t_train), _ = load_mnist(one_hot_label=True, data_dir=args.data_dir, backend=backend)
+    try:
+        # float64: in float32 the difference quotient keeps only about 3 significant digits.
+        backend = xprop.get_backend(args.backend, dtype="float64")
+        (x_train, t_train), _ = load_mnist(
+            one_hot_label=True, data_dir=args.data_dir, backend=backend
+        )
+    except (xprop.BackendError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     net = xprop.TwoLayerNet(784, args.hidden, 10, backend=backend, seed=args.seed)
     x_batch, t_batch = x_train[:3, ...], t_train[:3, ...]
 
@@ -41,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     grad_backprop = net.gradient(x_batch, t_batch)
 
     xp = backend.xp
-    for key in ("W1", "b1", "W2", "b2"):
+    for key in PARAM_KEYS:
         diff = float(xp.mean(xp.abs(grad_backprop[key] - grad_numerical[key])))
         print(f"{key}:{diff:.2g}")
     return 0

@@ -20,6 +20,8 @@ The script then shows three things at the initial weights:
    them for two weights (w6 and w7), a slip one tutorial made.
 
     python examples/two_by_two_sigmoid.py [--backend torch]
+
+A backend that cannot run here prints one line saying why and exits with status 2.
 """
 
 from __future__ import annotations
@@ -134,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", help="array library (default: $XPROP_BACKEND or numpy)")
     args = parser.parse_args(argv)
     # float64: the loss ends near 2e-7, and gradient checks need the precision.
-    backend = xprop.get_backend(args.backend, dtype="float64")
+    try:
+        backend = xprop.get_backend(args.backend, dtype="float64")
+    except xprop.BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     xp = backend.xp
 
     def array(values: Any, like: Any = None) -> Any:

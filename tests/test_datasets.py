@@ -198,6 +198,28 @@ def test_data_dir_that_is_a_file_is_rejected(tmp_path):
         load(MNIST_LIKE, not_a_folder)
 
 
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_empty_data_dir_means_not_set_like_an_empty_env_var(cache_root, monkeypatch, blank):
+    """--data-dir "" and XPROP_DATA_DIR="" both mean: the cache folder, not the current one."""
+    write_files(cache_root / "tiny")
+    monkeypatch.chdir(cache_root.parent)  # an empty path must not mean "here"
+    (x, _), _ = load(MNIST_LIKE, blank)
+    assert tuple(x.shape) == (6, 6)
+    monkeypatch.setenv("XPROP_DATA_DIR", blank)
+    (x, _), _ = load(MNIST_LIKE)
+    assert tuple(x.shape) == (6, 6)
+    assert datasets._resolve_dir(MNIST_LIKE, blank) == datasets._resolve_dir(MNIST_LIKE, None)
+
+
+def test_failed_download_leaves_no_new_folder(tmp_path):
+    pytest.importorskip("pooch", reason="downloads need the optional dependency pooch")
+    missing = tmp_path / "typo" / "in" / "path"
+    with pytest.raises(DatasetError, match="could not download"):
+        load(MNIST_LIKE, missing)  # the only mirror is a closed port
+    assert not (tmp_path / "typo").exists()
+    assert tmp_path.exists()  # what existed before stays
+
+
 def test_each_file_is_hashed_once_per_process(tiny_dir, monkeypatch):
     calls = []
     real = datasets._sha256

@@ -74,6 +74,61 @@ def test_two_by_two_sigmoid():
     assert "2 of 8 elements differ" in out
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--backends", "numpy,nope"), "unknown backend(s) nope"),
+        (("--backends", ","), "unknown backend(s) (none given)"),
+        (("--tol", "nan"), "--tol: must be a finite number > 0, got 'nan'"),
+        (("--tol", "0"), "--tol: must be a finite number > 0"),
+        (("--tol=-1e-12",), "--tol: must be a finite number > 0"),
+        (("--seed", "-1"), "--seed: must be an integer >= 0"),
+    ],
+)
+def test_backend_agreement_rejects_bad_flags(args, message):
+    result = run_example("backend_agreement.py", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "ok:" not in result.stdout
+
+
+def test_backend_agreement_fails_when_a_named_backend_cannot_run():
+    import xprop
+
+    if "cupy" in xprop.available_backends():
+        pytest.skip("cupy runs here: this test needs a backend that cannot run")
+    result = run_example("backend_agreement.py", "--backends", "numpy,cupy")
+    assert result.returncode == 1
+    assert "unavailable" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("FAIL")
+
+
+@pytest.mark.parametrize(
+    ("example", "args", "message"),
+    [
+        ("two_by_two_sigmoid.py", ("--backend", "nope"), "error: unknown backend 'nope'"),
+        ("gradient_check.py", ("--backend", "nope"), "error: unknown backend 'nope'"),
+        ("gradient_check.py", ("--hidden", "0"), "--hidden: must be an integer >= 1, got '0'"),
+        ("gradient_check.py", ("--hidden", "x"), "--hidden: invalid integer value: 'x'"),
+        ("gradient_check.py", ("--seed", "-1"), "--seed: must be an integer >= 0"),
+    ],
+)
+def test_examples_report_bad_flags_without_a_traceback(example, args, message):
+    result = run_example(example, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gradient_check_reports_a_data_dir_that_is_a_file(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    result = run_example("gradient_check.py", "--data-dir", str(not_a_folder))
+    assert result.returncode == 2
+    assert "is not a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # --------------------------------------------------------------------------------------
 # MNIST examples
 # --------------------------------------------------------------------------------------

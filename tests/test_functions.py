@@ -91,7 +91,9 @@ def test_label_errors(backend: xprop.Backend) -> None:
         F.one_hot(backend.asarray([-1, 1]), 4)
     with pytest.raises(ValueError, match=r"integer labels must have shape \(3,\)"):
         F.cross_entropy_error(y, backend.asarray([0, 1]))
-    with pytest.raises(ValueError, match=r"one-hot labels must have the scores' shape \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"one-hot labels must have the probabilities' shape \(3, 4\)"
+    ):
         F.cross_entropy_error(y, backend.asarray(np.ones((3, 5))))
     with pytest.raises(ValueError, match="targets must have the predictions' shape"):
         F.mean_squared_error(y, backend.asarray(np.ones((3, 5))))

@@ -252,7 +252,7 @@ def test_softmax_with_loss_label_errors(backend: xprop.Backend) -> None:
         layer.forward(x, backend.asarray([2, -1, 1]))
     with pytest.raises(ValueError, match=r"labels out of range: found values in \[0, 4\].*0\.\.3"):
         layer.forward(x, backend.asarray([0, 4, 1]))
-    with pytest.raises(ValueError, match=r"one-hot labels must have the scores' shape \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"one-hot labels must have the logits' shape \(3, 4\)"):
         layer.forward(x, backend.asarray(np.eye(3)))
 
 

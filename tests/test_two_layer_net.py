@@ -118,7 +118,7 @@ def test_accuracy(backend: xprop.Backend) -> None:
 
 
 def test_constructor_errors() -> None:
-    with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
+    with pytest.raises(ValueError, match="hidden_size must be an integer of at least 1, got 0"):
         TwoLayerNet(4, 0, 2)
     with pytest.raises(ValueError, match="unknown weight_init_std 'lecun'"):
         TwoLayerNet(4, 3, 2, weight_init_std="lecun")

@@ -23,6 +23,7 @@ from xprop.functions import (
     relu,
     sigmoid,
     softmax,
+    validate_labels,
 )
 from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
 from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
@@ -62,4 +63,5 @@ __all__ = [
     "sigmoid",
     "softmax",
     "use_backend",
+    "validate_labels",
 ]

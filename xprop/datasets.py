@@ -108,7 +108,9 @@ def load_mnist(
         indices (int64, or int32 on JAX without 64-bit mode).
     data_dir : path, optional
         Folder holding the four ``.gz`` files; default ``$XPROP_DATA_DIR``, else a per-user
-        cache folder (``~/.cache/xprop/mnist`` on Linux).  Missing files are downloaded there.
+        cache folder (``~/.cache/xprop/mnist`` on Linux).  Missing files are downloaded there
+        (a folder created for a download that fails is removed again).  An empty string,
+        here or in ``$XPROP_DATA_DIR``, means not set.
     backend : str or Backend, optional
         Where the arrays live (see :func:`xprop.get_backend`); they are copied there once.
     dtype : str or dtype, optional
@@ -209,9 +211,15 @@ def _cache_root() -> Path:
 
 
 def _resolve_dir(spec: _IdxDataset, data_dir: Any) -> tuple[Path, bool]:
-    """The data folder and whether xprop owns it (may delete bad files there)."""
-    chosen = data_dir if data_dir is not None else os.environ.get(ENV_DATA_DIR) or None
-    if chosen is None:
+    """The data folder and whether xprop owns it (may delete bad files there).
+
+    An empty ``data_dir`` (``--data-dir ""``) means the same as an empty
+    ``$XPROP_DATA_DIR``: not set, so the per-user cache folder; never the current folder.
+    """
+    if isinstance(data_dir, str) and not data_dir.strip():
+        data_dir = None
+    chosen = data_dir if data_dir is not None else os.environ.get(ENV_DATA_DIR, "").strip()
+    if not chosen:
         return _cache_root() / spec.name, True
     folder = Path(chosen).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -244,6 +252,9 @@ def _download(spec: _IdxDataset, name: str, folder: Path) -> None:
             f"pip install 'xprop[data]'.  {offline_fix}."
         ) from None
 
+    # Folders made here are removed again if every mirror fails: a failed download leaves
+    # no empty folder behind (a mistyped --data-dir must not become a new folder).
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     failures = []
     for mirror in spec.mirrors:
@@ -261,6 +272,11 @@ def _download(spec: _IdxDataset, name: str, folder: Path) -> None:
             return
         except Exception as exc:  # network, HTTP or hash errors: try the next mirror
             failures.append(f"  {url}: {exc.__class__.__name__}: {exc}")
+    for made in created:  # innermost first; stops at the first folder that is not empty
+        try:
+            made.rmdir()
+        except OSError:
+            break
     raise DatasetError(
         f"could not download {spec.name} file {name} into {folder}; every mirror failed:\n"
         + "\n".join(failures)

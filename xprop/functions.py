@@ -10,11 +10,24 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from xprop._constants import zero
-from xprop._namespace import namespace, require_float
+from xprop._constants import class_range, zero
+from xprop._labels import (
+    as_label_dtype,
+    batch_labels,
+    check_label_range,
+    label_dtype,
+    labels_are_one_hot,
+)
+from xprop._namespace import (
+    check_count,
+    check_flag,
+    namespace,
+    require_array,
+    require_float,
+    resolve_dtype,
+)
 
 __all__ = [
-    "check_labels",
     "cross_entropy_error",
     "log_softmax",
     "mean_squared_error",
@@ -22,6 +35,7 @@ __all__ = [
     "relu",
     "sigmoid",
     "softmax",
+    "validate_labels",
 ]
 
 
@@ -65,92 +79,78 @@ def log_softmax(x: Any) -> Any:
     return z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
 
 
-def check_labels(xp: Any, y: Any, t: Any, *, check_range: bool = True) -> bool:
-    """Validate labels ``t`` against scores ``y`` of shape ``(N, C)``; ``True`` if one-hot.
+def validate_labels(t: Any, num_classes: int) -> bool:
+    """Check a whole set of labels once; ``True`` if they are one-hot, ``False`` if indices.
 
-    Integer labels must have shape ``(N,)`` and (with ``check_range``) values in ``[0, C)``;
-    one-hot (floating) labels must have ``y``'s shape.  The shape checks are free; the range
-    check reads one boolean from the device.
+    Integer labels (any integer dtype) must have shape ``(N,)`` and values in
+    ``[0, num_classes)``; floating labels are one-hot rows of shape ``(N, num_classes)``.
+    Costs one device read.  Validate a data set with it once, then train with
+    ``check_labels=False``: no device read per step, and nothing for ``jax.jit`` to trip on.
 
     Raises
     ------
+    TypeError
+        Labels that are not an array, of another dtype (e.g. boolean), or a
+        ``num_classes`` that is not an integer.
     ValueError
-        Wrong shape, or a label outside ``[0, C)`` (the message gives the range found).
+        Wrong shape, ``num_classes < 1``, or a label outside ``[0, num_classes)`` (the
+        message gives the range found).
     """
+    xp = namespace(t)
+    require_array(t, "labels t")
+    c = check_count(num_classes, "num_classes")
     is_hot = labels_are_one_hot(xp, t)
-    check_label_shape(y.shape, t.shape, is_hot)
-    if check_range and not is_hot:
-        _check_range(xp, t, y.shape[1])
+    if is_hot and (t.ndim != 2 or t.shape[1] != c):
+        raise ValueError(
+            f"one-hot labels must have shape (N, {c}), got {tuple(t.shape)}"
+            + ("; class indices must be integers" if t.ndim == 1 else "")
+        )
+    if not is_hot:
+        if t.ndim != 1:
+            raise ValueError(f"integer labels must have shape (N,), got {tuple(t.shape)}")
+        check_label_range(xp, as_label_dtype(xp, t, label_dtype(xp, t, c)), c)
     return is_hot
 
 
-def labels_are_one_hot(xp: Any, t: Any) -> bool:
-    """``True`` for floating (one-hot) labels, ``False`` for integer class indices.
-
-    Raises ``TypeError`` for any other dtype (e.g. boolean).
-    """
-    if xp.isdtype(t.dtype, "real floating"):
-        return True
-    if not xp.isdtype(t.dtype, "integral"):
-        raise TypeError(f"labels must be integers or one-hot floats, got dtype {t.dtype}")
-    return False
-
-
-def check_label_shape(y_shape: tuple[int, ...], t_shape: tuple[int, ...], is_hot: bool) -> None:
-    """Raise ``ValueError`` unless labels of shape ``t_shape`` fit scores of shape ``(N, C)``."""
-    n, c = y_shape
-    if is_hot:
-        if tuple(t_shape) != (n, c):
-            raise ValueError(
-                f"one-hot labels must have the scores' shape {(n, c)}, got {tuple(t_shape)}"
-            )
-    elif tuple(t_shape) != (n,):
-        raise ValueError(
-            f"integer labels must have shape ({n},) to match {n} score rows, got "
-            f"{tuple(t_shape)}; pass class indices, or one-hot labels of shape {(n, c)}"
-        )
-
-
-def _check_range(xp: Any, t: Any, c: int) -> None:
-    """Raise ``ValueError`` unless every integer label is in ``[0, c)`` (one device read)."""
-    if t.shape[0] and bool(xp.any((t < 0) | (t >= c))):
-        lo, hi = int(xp.min(t)), int(xp.max(t))
-        raise ValueError(
-            f"labels out of range: found values in [{lo}, {hi}] but there are {c} classes "
-            f"(valid labels are 0..{c - 1})"
-        )
-
-
-def one_hot(t: Any, num_classes: int, dtype: Any = None, *, check: bool = True) -> Any:
+def one_hot(t: Any, num_classes: int, dtype: Any = None, *, check_labels: bool = True) -> Any:
     """One-hot encode integer labels ``t`` of shape ``(N,)`` into ``(N, num_classes)``.
 
-    ``dtype`` defaults to the namespace's default floating dtype.  With ``check`` (default),
-    labels outside ``[0, num_classes)`` raise ``ValueError`` (one device read); without it
-    they give all-zero rows.
+    ``t`` may have any integer dtype (uint8 labels and 300 classes work).  ``dtype`` is a
+    dtype of ``t``'s library or its name (``"float64"``); default: the namespace's default
+    floating dtype.  With ``check_labels`` (default), labels outside ``[0, num_classes)``
+    raise ``ValueError`` (one device read); without it they give all-zero rows.
+
+    Raises
+    ------
+    TypeError
+        ``t`` not of an integer dtype (floating labels are already one-hot), ``num_classes``
+        not an integer, or an unknown ``dtype``.
+    ValueError
+        ``t`` not 1-D, ``num_classes < 1``, or (checked) a label out of range.
     """
     xp = namespace(t)
+    require_array(t, "labels t")
+    c = check_count(num_classes, "num_classes")
+    check_flag(check_labels, "check_labels")
+    if not xp.isdtype(t.dtype, "integral"):
+        raise TypeError(
+            f"one_hot takes integer class indices, got dtype {t.dtype}; convert the labels "
+            "to integers (floating labels of shape (N, C) are already one-hot)"
+        )
     if t.ndim != 1:
         raise ValueError(f"labels must be 1-D class indices, got shape {tuple(t.shape)}")
-    if check:
-        _check_range(xp, t, num_classes)
-    classes = xp.arange(num_classes, dtype=t.dtype, device=_device(t))
-    hot = t[:, None] == classes[None, :]
     if dtype is None:
         dtype = xp.__array_namespace_info__().default_dtypes(device=_device(t))["real floating"]
-    return xp.astype(hot, dtype)
+    else:
+        dtype = resolve_dtype(xp, dtype, "one_hot")
+    compare = label_dtype(xp, t, c)
+    t = as_label_dtype(xp, t, compare)
+    if check_labels:
+        check_label_range(xp, t, c)
+    return xp.astype(t[:, None] == class_range(xp, t, c, compare)[None, :], dtype)
 
 
-def _as_batch(y: Any, t: Any, xp: Any) -> tuple[Any, Any]:
-    """The book treats a single sample (1-D scores) as a batch of one."""
-    if y.ndim != 1:
-        return y, t
-    y = xp.reshape(y, (1, -1))
-    # One-hot labels of one sample become (1, C); a 0-d class index becomes (1,).
-    t = xp.reshape(t, (1, -1)) if t.ndim == 1 else xp.reshape(t, (1,))
-    return y, t
-
-
-def cross_entropy_error(y: Any, t: Any, *, check: bool = True) -> Any:
+def cross_entropy_error(y: Any, t: Any, *, check_labels: bool = True) -> Any:
     """Mean cross-entropy ``-sum(t * log(y)) / N`` of probabilities ``y`` against labels ``t``.
 
     Parameters
@@ -161,21 +161,37 @@ def cross_entropy_error(y: Any, t: Any, *, check: bool = True) -> Any:
         the dtype's smallest normal number): no warning, and no ``+1e-7`` bias on every
         other probability.
     t : array
-        Integer class indices of shape ``(N,)``, or one-hot labels of shape ``(N, C)``.
-    check : bool
-        Validate label shape and range (one device read for integer labels).
+        Integer class indices of shape ``(N,)`` (any integer dtype), or one-hot labels of
+        shape ``(N, C)`` (any floating dtype; cast to ``y``'s).  For one sample (``y`` of
+        shape ``(C,)``): a class index of shape ``()`` or ``(1,)``, or one-hot ``(C,)``.
+    check_labels : bool
+        Also check that integer labels lie in ``[0, C)`` (one device read).  Shapes are
+        always checked.
 
     Returns
     -------
     array
         0-d, of ``y``'s library and dtype.  For logits use :func:`log_softmax` or
         :class:`xprop.layers.SoftmaxWithLoss`, which never take ``log(0)``.
+
+    Raises
+    ------
+    TypeError
+        Non-floating ``y``, labels of a non-numeric dtype, non-arrays.
+    ValueError
+        Wrong shapes, an empty batch, or (checked) a label out of range.
     """
     xp = namespace(y, t)
+    require_array(y, "probabilities y")
+    require_array(t, "labels t")
     require_float(xp, y, "probabilities y")
-    y, t = _as_batch(y, t, xp)
-    is_hot = check_labels(xp, y, t) if check else xp.isdtype(t.dtype, "real floating")
-    target = t if is_hot else one_hot(t, y.shape[1], y.dtype, check=False)
+    check_flag(check_labels, "check_labels")
+    is_hot = labels_are_one_hot(xp, t)
+    y, t = batch_labels(xp, y, t, is_hot, "probabilities")
+    if is_hot:
+        target = t if t.dtype == y.dtype else xp.astype(t, y.dtype)
+    else:
+        target = one_hot(t, y.shape[1], y.dtype, check_labels=check_labels)
     tiny = xp.finfo(y.dtype).smallest_normal
     return -xp.sum(target * xp.log(xp.maximum(y, tiny))) / y.shape[0]
 
@@ -185,7 +201,8 @@ def mean_squared_error(y: Any, t: Any) -> Any:
 
     For a single sample (1-D ``y``) ``N`` is 1, which is the book's ``mean_squared_error``
     exactly; for a batch ``(N, ...)`` it is averaged over the ``N`` samples.  Derivative
-    with respect to ``y``: ``(y - t) / N``.  Returns a 0-d array.
+    with respect to ``y``: ``(y - t) / N``.  Returns a 0-d array.  ``t`` must have ``y``'s
+    shape (its dtype follows ``y``'s); an empty ``y`` raises ``ValueError``.
     """
     return squared_error_parts(y, t)[0]
 
@@ -193,14 +210,24 @@ def mean_squared_error(y: Any, t: Any) -> Any:
 def squared_error_parts(y: Any, t: Any) -> tuple[Any, Any, int]:
     """``(loss, y - t, N)`` of :func:`mean_squared_error`: what its backward pass needs too.
 
-    Raises ``TypeError`` for non-floating ``y`` and ``ValueError`` when the shapes differ.
+    Targets of another dtype are cast to ``y``'s.  Raises ``TypeError`` for non-floating
+    ``y`` and ``ValueError`` when the shapes differ or are empty.
     """
     xp = namespace(y, t)
+    require_array(y, "predictions y")
+    require_array(t, "targets t")
     require_float(xp, y, "predictions y")
     if tuple(y.shape) != tuple(t.shape):
         raise ValueError(
             f"targets must have the predictions' shape {tuple(y.shape)}, got {tuple(t.shape)}"
         )
+    if 0 in tuple(y.shape):
+        raise ValueError(
+            f"empty predictions of shape {tuple(y.shape)}: the mean squared error of no "
+            "values is undefined; pass at least one sample"
+        )
+    if t.dtype != y.dtype:
+        t = xp.astype(t, y.dtype)  # targets follow the predictions' dtype, like labels
     n = y.shape[0] if y.ndim > 1 else 1
     diff = y - t
     # xp.asarray: NumPy reductions give a NumPy scalar; callers get a 0-d array everywhere.

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
 from typing import Any
 
-from xprop._namespace import namespace
+from xprop._labels import (
+    as_label_dtype,
+    check_label_range,
+    check_label_shape,
+    label_dtype,
+    labels_are_one_hot,
+)
+from xprop._namespace import check_count, namespace, require_array
 from xprop.backend import Backend, get_backend
 from xprop.gradient import numerical_gradient as _numerical_gradient
 from xprop.layers import Affine, Relu, SoftmaxWithLoss
 from xprop.training import TrainStep, check_learning_rate
 
-__all__ = ["TwoLayerNet"]
+__all__ = ["PARAM_KEYS", "TwoLayerNet"]
 
+#: The names of the network's parameters, in the book's order: the keys of ``params`` and
+#: of the dicts ``gradient`` and ``numerical_gradient`` return.
 PARAM_KEYS = ("W1", "b1", "W2", "b2")
 
 
@@ -23,19 +33,29 @@ class TwoLayerNet:
     Parameters
     ----------
     input_size, hidden_size, output_size : int
-        784, 50 and 10 for the book's MNIST network.
+        784, 50 and 10 for the book's MNIST network.  Any integer of at least 1, NumPy's
+        included (``numbers.Integral``); not ``bool``, not a float such as ``5.0``.
     weight_init_std : float or {"he", "xavier"}
-        Standard deviation of the normal initial weights (the book's 0.01), or a scheme:
-        ``"he"`` uses ``sqrt(2 / fan_in)`` (suits ReLU), ``"xavier"`` ``sqrt(1 / fan_in)``.
-        Biases start at zero.
+        Standard deviation of the normal initial weights (the book's 0.01), a finite
+        positive number, or a scheme: ``"he"`` uses ``sqrt(2 / fan_in)`` (suits ReLU),
+        ``"xavier"`` ``sqrt(1 / fan_in)``.  Biases start at zero.
     backend : str or Backend, optional
         Where the parameters live; default: the selected backend (:func:`xprop.get_backend`).
     seed : int, optional
         Seed of the host generator that draws the weights: the same seed gives bit-identical
         initial weights on every backend.
     check_labels : bool
-        Validate labels in the loss (one device read per call); see
-        :class:`~xprop.layers.SoftmaxWithLoss`.
+        Range-check integer labels in :meth:`loss` and :meth:`accuracy` (one device read
+        per call); see :class:`~xprop.layers.SoftmaxWithLoss`.  Shapes are always checked.
+
+    Raises
+    ------
+    TypeError
+        A size that is not an integer, a ``weight_init_std`` that is neither a number nor
+        a scheme name.
+    ValueError
+        A size below 1, a ``weight_init_std`` that is not finite and positive, an unknown
+        scheme.
 
     Attributes
     ----------
@@ -61,13 +81,9 @@ class TwoLayerNet:
         seed: int | None = None,
         check_labels: bool = True,
     ) -> None:
-        for name, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("output_size", output_size),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        input_size = check_count(input_size, "input_size")
+        hidden_size = check_count(hidden_size, "hidden_size")
+        output_size = check_count(output_size, "output_size")
         self.backend = get_backend(backend)
         rng = self.backend.rng(seed)
         std1 = _init_std(weight_init_std, input_size)
@@ -93,21 +109,41 @@ class TwoLayerNet:
     def accuracy(self, x: Any, t: Any, *, batch_size: int = 10000) -> float:
         """Fraction of samples whose arg-max score is the label (a Python float).
 
-        ``t`` holds integer labels ``(N,)`` or one-hot labels ``(N, C)``.  The data are
+        ``t`` holds integer labels ``(N,)`` or one-hot labels ``(N, C)``, validated as
+        :meth:`loss` validates them: shapes always, the range of integer labels when the
+        network checks labels (``check_labels``, one more device read).  The data are
         scored in chunks of ``batch_size`` rows to bound memory; one device read at the end.
+
+        Raises ``ValueError`` for an empty batch, labels of the wrong shape or width, or
+        (checked) out of range; ``TypeError``/``ValueError`` for a ``batch_size`` that is
+        not an integer of at least 1.
         """
+        batch_size = check_count(batch_size, "batch_size")
         xp = namespace(x, t)
-        n = x.shape[0]
+        require_array(x, "inputs x")
+        require_array(t, "labels t")
+        if x.ndim < 2:
+            raise ValueError(
+                f"accuracy needs a batch of inputs (N, ...), got shape {tuple(x.shape)}"
+            )
+        n, c = x.shape[0], self.params["W2"].shape[1]
         if n == 0:
             raise ValueError("accuracy of an empty batch is undefined; pass at least one sample")
-        if t.shape[0] != n:
-            raise ValueError(f"{n} samples but {t.shape[0]} labels; they must match")
-        labels = xp.argmax(t, axis=1) if t.ndim == 2 else t
+        is_hot = labels_are_one_hot(xp, t)
+        # The labels against the scores the network will produce, (N, C): as loss does.
+        check_label_shape((n, c), tuple(t.shape), is_hot, "scores")
+        if is_hot:
+            labels = xp.argmax(t, axis=1)
+        else:
+            labels = as_label_dtype(xp, t, label_dtype(xp, t, c))
+            if self.last_layer.check_labels:
+                check_label_range(xp, labels, c)
         correct = None
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             y = xp.argmax(self.predict(x[start:stop, ...]), axis=1)
-            hits = xp.count_nonzero(y == xp.astype(labels[start:stop], y.dtype, copy=False))
+            # In the labels' dtype, which holds every class index: no wrap-around.
+            hits = xp.count_nonzero(xp.astype(y, labels.dtype, copy=False) == labels[start:stop])
             correct = hits if correct is None else correct + hits
         return float(correct) / n
 
@@ -146,7 +182,12 @@ class TwoLayerNet:
         backpropagation yields ``lr * grad`` directly, and the update is in place where the
         library allows it.  The loss (before the update) stays on the device: a loop need
         not wait for it.  For many steps, :meth:`compile_step` is faster still.
+
+        Raises ``ValueError`` or ``TypeError`` unless ``lr`` is a finite positive Python
+        number (a NaN learning rate would turn every weight into NaN); a host check, no
+        device read.
         """
+        lr = check_learning_rate(lr)
         return _sgd_step(self.layers, self.last_layer, self.params, x, t, lr)
 
     def pure_step(
@@ -237,6 +278,12 @@ def _init_std(weight_init_std: float | str, fan_in: int) -> float:
         raise ValueError(
             f"unknown weight_init_std {weight_init_std!r}; use a number, 'he' or 'xavier'"
         )
-    if not weight_init_std > 0:
-        raise ValueError(f"weight_init_std must be positive, got {weight_init_std!r}")
-    return float(weight_init_std)
+    if isinstance(weight_init_std, bool) or not isinstance(weight_init_std, numbers.Real):
+        raise TypeError(
+            f"weight_init_std must be a number (the book's 0.01) or 'he'/'xavier', got "
+            f"{type(weight_init_std).__name__} {weight_init_std!r}"
+        )
+    std = float(weight_init_std)
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"weight_init_std must be finite and positive, got {std!r}")
+    return std
