@@ -16,6 +16,7 @@ Every step object has the same two calls, so a training loop is written once.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Protocol
 
 from xprop._namespace import namespace
@@ -62,12 +63,13 @@ class EagerStep:
 
 
 def check_learning_rate(lr: Any) -> float:
-    """``lr`` as a float, or ``ValueError``/``TypeError`` unless it is a finite positive number."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+    """``lr`` as a Python float; ``TypeError``/``ValueError`` unless a finite positive number."""
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(
-            f"the learning rate must be a Python number, got {type(lr).__name__} {lr!r}; "
+            f"the learning rate must be a real number, got {type(lr).__name__} {lr!r}; "
             "pass e.g. lr=0.1"
         )
+    lr = float(lr)  # a NumPy float too, but never a 0-d array mixed into the maths
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"the learning rate must be finite and positive, got {lr!r}")
     return float(lr)
