@@ -491,7 +491,7 @@ def available_backends() -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-def to_host(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
     """A NumPy copy of an array of any library, on the host."""
     import array_api_compat as compat
 

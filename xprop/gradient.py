@@ -200,7 +200,7 @@ def check_backward(
         A ``target`` without ``forward``/``backward``, a ``params`` or ``wrt`` of the wrong
         type, inputs that are not arrays.
     """
-    from xprop.backend import ensure_float64, normal_like, to_host
+    from xprop.backend import ensure_float64, normal_like, to_numpy
 
     eps = _positive(eps, "eps")
     atol = _positive(atol, "atol", zero_ok=True)
@@ -230,7 +230,7 @@ def check_backward(
     if float64:
         ensure_float64(xp)
     try:
-        args, param_values, xp = _to_float64(xp, args, saved, float64, to_host)
+        args, param_values, xp = _to_float64(xp, args, saved, float64, to_numpy)
         for name, value in param_values.items():
             setattr(target, name, value)
 
