@@ -25,11 +25,15 @@ from xprop.functions import (
 )
 from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
 from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from xprop.two_layer_net import TwoLayerNet
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SGD",
+    "AdaGrad",
+    "Adam",
     "AddLayer",
     "Affine",
     "Backend",
@@ -37,7 +41,10 @@ __all__ = [
     "DatasetError",
     "GradientCheckResult",
     "MSELoss",
+    "Momentum",
     "MulLayer",
+    "Nesterov",
+    "RMSprop",
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
