@@ -13,7 +13,9 @@ from xprop.backend import (
     set_backend,
     use_backend,
 )
+from xprop.batch_norm import BatchNormalization
 from xprop.datasets import DatasetError, load_mnist
+from xprop.dropout import Dropout
 from xprop.functions import (
     cross_entropy_error,
     log_softmax,
@@ -38,7 +40,9 @@ __all__ = [
     "Affine",
     "Backend",
     "BackendError",
+    "BatchNormalization",
     "DatasetError",
+    "Dropout",
     "GradientCheckResult",
     "MSELoss",
     "Momentum",
