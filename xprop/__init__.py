@@ -27,6 +27,7 @@ from xprop.functions import (
 )
 from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
 from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from xprop.two_layer_net import TwoLayerNet
 
@@ -47,6 +48,8 @@ __all__ = [
     "MSELoss",
     "Momentum",
     "MulLayer",
+    "MultiLayerNet",
+    "MultiLayerNetExtend",
     "Nesterov",
     "RMSprop",
     "Relu",
