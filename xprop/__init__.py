@@ -14,6 +14,7 @@ from xprop.backend import (
     use_backend,
 )
 from xprop.batch_norm import BatchNormalization
+from xprop.checkpoint import CheckpointError
 from xprop.datasets import DatasetError, load_mnist
 from xprop.dropout import Dropout
 from xprop.functions import (
@@ -42,6 +43,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BatchNormalization",
+    "CheckpointError",
     "DatasetError",
     "Dropout",
     "GradientCheckResult",

@@ -20,6 +20,7 @@ from typing import Any
 from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
 from xprop.batch_norm import BatchNormalization
+from xprop.checkpoint import Checkpointable
 from xprop.dropout import Dropout
 from xprop.gradient import numerical_gradient as _numerical_gradient
 from xprop.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
@@ -30,7 +31,7 @@ _ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 _INIT_SCHEMES = {"relu": 2.0, "he": 2.0, "sigmoid": 1.0, "xavier": 1.0}
 
 
-class MultiLayerNet:
+class MultiLayerNet(Checkpointable):
     """A fully connected network with any number of hidden layers and L2 weight decay.
 
     Parameters
@@ -327,6 +328,28 @@ class MultiLayerNet:
             if bn is not None:
                 bn.running_mean = stats[f"running_mean{idx}"]
                 bn.running_var = stats[f"running_var{idx}"]
+
+    # -- checkpoints (see xprop.checkpoint) ------------------------------------------------
+
+    def _checkpoint_config(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "hidden_size_list": self.hidden_size_list,
+            "output_size": self.output_size,
+            "activation": self.activation,
+            "use_dropout": self.use_dropout,
+            "dropout_ratio": self.dropout_ratio if self.use_dropout else None,
+            "use_batchnorm": self.use_batchnorm,
+        }
+
+    def _checkpoint_info(self) -> dict[str, Any]:
+        return {"weight_decay_lambda": self.weight_decay_lambda, "seed": self.seed}
+
+    def _checkpoint_buffers(self) -> dict[str, Any]:
+        return self.running_stats()
+
+    def _load_checkpoint_buffers(self, buffers: dict[str, Any]) -> None:
+        self.set_running_stats(buffers)
 
 
 class MultiLayerNetExtend(MultiLayerNet):

@@ -8,6 +8,7 @@ from typing import Any
 
 from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
+from xprop.checkpoint import Checkpointable
 from xprop.gradient import numerical_gradient as _numerical_gradient
 from xprop.layers import Affine, Relu, SoftmaxWithLoss
 
@@ -16,7 +17,7 @@ __all__ = ["TwoLayerNet"]
 PARAM_KEYS = ("W1", "b1", "W2", "b2")
 
 
-class TwoLayerNet:
+class TwoLayerNet(Checkpointable):
     """A fully connected ``input - hidden (ReLU) - output (softmax)`` network.
 
     Parameters
