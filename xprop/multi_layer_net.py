@@ -212,7 +212,8 @@ class MultiLayerNet(Checkpointable):
             for idx in range(1, self.hidden_layer_num + 2):
                 W = self.params[f"W{idx}"]
                 weight_decay = weight_decay + 0.5 * lam * xp.sum(W**2)
-            loss = loss + weight_decay
+            # xp.asarray: NumPy turns 0-d sums into scalars; callers get a 0-d array.
+            loss = xp.asarray(loss + weight_decay)
         self.last_loss = loss
         return loss
 
