@@ -30,6 +30,7 @@ from xprop.gradient import GradientCheckResult, check_backward, numerical_gradie
 from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from xprop.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from xprop.trainer import Trainer
 from xprop.two_layer_net import TwoLayerNet
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
+    "Trainer",
     "TwoLayerNet",
     "__version__",
     "available_backends",
