@@ -255,6 +255,17 @@ def test_mismatched_grads_and_changed_params(numpy_backend) -> None:
         opt.update({**params, "W": np.ones((3, 3))}, {**grads, "W": np.ones((3, 3))})
 
 
+def test_one_sgd_serves_two_networks(numpy_backend) -> None:
+    """Stateless SGD is not tied to one set of parameters (the book's batch_norm_test.py)."""
+    opt = SGD(lr=0.5)
+    a = {"W": np.ones((2, 2))}
+    b = {"W": np.ones(3), "gamma": np.ones(3)}
+    opt.update(a, {"W": np.ones((2, 2))})
+    opt.update(b, {"W": np.ones(3), "gamma": np.ones(3)})
+    np.testing.assert_array_equal(a["W"], 0.5)
+    np.testing.assert_array_equal(b["gamma"], 0.5)
+
+
 def test_get_optimizer() -> None:
     assert isinstance(get_optimizer("adam", {"lr": 0.1}), Adam)
     assert get_optimizer("RMSprop").decay_rate == 0.99

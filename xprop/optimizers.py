@@ -108,6 +108,11 @@ class Optimizer:
                 f"{type(self).__name__}.update: grads must have the keys of params; "
                 f"missing from grads: {missing}, not in params: {extra}"
             )
+        _check_grads(type(self).__name__, params, grads)
+        if not type(self).SLOTS:
+            # Stateless (SGD): one optimizer may serve several networks, as in the book's
+            # batch_norm_test.py.
+            return
         if self._state is None:
             self._init_state(params)
         elif params.keys() != self._shapes.keys():
@@ -117,19 +122,12 @@ class Optimizer:
                 "optimizer for a different set of parameters"
             )
         for key, p in params.items():
-            g = grads[key]
             shape, dtype = self._shapes[key]
             if p.shape != shape or p.dtype != dtype:
                 raise ValueError(
                     f"{type(self).__name__}.update: params[{key!r}] is now "
                     f"{tuple(p.shape)} {p.dtype}, but the optimizer's state was made for "
                     f"{shape} {dtype}; create a new optimizer for a different model"
-                )
-            if g.shape != p.shape or g.dtype != p.dtype:
-                raise ValueError(
-                    f"{type(self).__name__}.update: grads[{key!r}] is {tuple(g.shape)} "
-                    f"{g.dtype} but params[{key!r}] is {tuple(p.shape)} {p.dtype}; "
-                    "gradients must have their parameter's shape and dtype"
                 )
 
     def _init_state(self, params: Mapping[str, Any]) -> None:
@@ -391,6 +389,18 @@ def get_optimizer(optimizer: str | Optimizer, params: Mapping[str, float] | None
             f"{', '.join(cls.HYPER)}"
         )
     return cls(**dict(params or {}))
+
+
+def _check_grads(owner: str, params: Mapping[str, Any], grads: Mapping[str, Any]) -> None:
+    for key, p in params.items():
+        g = grads[key]
+        # A wrong shape could broadcast silently; a wrong dtype would cast or promote.
+        if g.shape != p.shape or g.dtype != p.dtype:
+            raise ValueError(
+                f"{owner}.update: grads[{key!r}] is {tuple(g.shape)} {g.dtype} but "
+                f"params[{key!r}] is {tuple(p.shape)} {p.dtype}; gradients must have their "
+                "parameter's shape and dtype"
+            )
 
 
 def _check_hyper(owner: str, name: str, value: Any, allowed: str) -> float:
