@@ -207,6 +207,8 @@ def test_errors(numpy_backend) -> None:
         layer.forward(be.asarray(np.ones((2, 3), dtype=np.int64)))
     with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\], got 1.5"):
         _layer(be, 3, momentum=1.5)
+    with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\], got 'x'"):
+        _layer(be, 3, momentum="x")
     odd = _layer(be, 3, running_mean=be.zeros(2))
     with pytest.raises(ValueError, match=r"running_mean has shape \(2,\) but the input has 3"):
         odd.forward(be.zeros((2, 3)))

@@ -117,6 +117,13 @@ def test_bad_ratio(ratio) -> None:
         Dropout(ratio)
 
 
+def test_numpy_scalar_ratio(numpy_backend) -> None:
+    layer = Dropout(np.float32(0.25), seed=0)
+    assert type(layer.dropout_ratio) is float
+    x = numpy_backend.asarray(np.ones((2, 2)))
+    np.testing.assert_array_equal(layer.forward(x, train_flg=False), 0.75)
+
+
 def test_bad_input_and_generator(numpy_backend) -> None:
     with pytest.raises(TypeError, match="Dropout input x must have a floating dtype"):
         Dropout(0.5, seed=0).forward(numpy_backend.asarray(np.ones((2, 2), dtype=np.int64)))

@@ -7,6 +7,7 @@ inference.  Written against the array API: it runs unchanged on every backend.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -73,7 +74,9 @@ class BatchNormalization:
     def _init(
         self, store: MutableMapping[str, Any], keys: tuple[str, str], momentum: float
     ) -> None:
-        if isinstance(momentum, bool) or not 0.0 <= float(momentum) <= 1.0:
+        if isinstance(momentum, bool) or not (
+            isinstance(momentum, numbers.Real) and 0.0 <= momentum <= 1.0
+        ):
             raise ValueError(
                 f"BatchNormalization momentum must be a number in [0, 1], got {momentum!r}"
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,7 +67,7 @@ class Dropout:
         device_masks: bool = False,
     ) -> None:
         if isinstance(dropout_ratio, bool) or not (
-            isinstance(dropout_ratio, (int, float)) and 0.0 <= dropout_ratio < 1.0
+            isinstance(dropout_ratio, numbers.Real) and 0.0 <= dropout_ratio < 1.0
         ):
             raise ValueError(
                 f"dropout_ratio must be a number in [0, 1) (the probability of dropping a "
