@@ -2,6 +2,8 @@
 
 The same layer code runs on NumPy, CuPy, PyTorch, JAX and array-api-strict: compute code
 infers its namespace from its inputs; :mod:`xprop.backend` decides where new arrays live.
+The book's chapter-6 toolkit — optimizers, BatchNormalization, Dropout, the multi-layer
+networks, the Trainer — and portable safetensors checkpoints come with it.
 """
 
 from xprop.backend import (
