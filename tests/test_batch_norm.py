@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import xprop
@@ -76,8 +76,12 @@ class BookBatchNorm:
 @SETTINGS
 @given(n=st.integers(2, 6), d=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_backward_in_training(backend: xprop.Backend, n: int, d: int, seed: int) -> None:
+    host = np.random.default_rng(seed).standard_normal((n, d)) * 2.0
+    # A feature whose batch variance is far below eps = 1e-6 (two near-equal samples) is
+    # normalized by a function so curved that central differences see a kink there.
+    assume(host.var(axis=0).min() > 0.01)
     layer = _layer(backend, d, seed + 1)
-    x = _normal(backend, (n, d), seed, scale=2.0)
+    x = backend.asarray(host)
     result = check_backward(layer, x, params=("gamma", "beta"))
     assert set(result.max_abs_error) == {"x0", "gamma", "beta"}
 
