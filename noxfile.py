@@ -117,6 +117,20 @@ def examples(session: nox.Session) -> None:
             session.run(
                 "python", "examples/train_mnist.py", "--iters", "300", "--book-loop", env=env
             )
+            # Chapter 6, short settings; the plots go to the session's temporary folder.
+            plots = session.create_tmp()
+            for script, *args in (
+                ("optimizer_compare_mnist.py", "--iters", "100"),
+                ("batch_norm_test.py", "--epochs", "2", "--scales", "2"),
+                ("overfit_weight_decay.py", "--epochs", "5"),
+                ("overfit_dropout.py", "--epochs", "5"),
+            ):
+                plot = os.path.join(plots, f"{backend}-{script[:-3]}.png")
+                session.run("python", f"examples/{script}", *args, "--plot", plot, env=env)
+            session.run(
+                "python", "examples/train_save_reload.py", "--epochs", "1", "--train-size",
+                "5000", "--to", "numpy" if backend != "numpy" else "array_api_strict", env=env,
+            )  # fmt: skip
         else:
             session.log("XPROP_DATA_DIR is not set: skipping the MNIST examples here")
     if os.environ.get("XPROP_DATA_DIR"):  # auto times every backend installed here

@@ -345,3 +345,85 @@ def test_train_mnist_book_protocol_reaches_the_book_accuracy(data_dir, tmp_path)
     assert record["iters"] == 10000
     assert len(record["test_acc_list"]) == 17  # evaluations at i = 0, 600, ..., 9600
     assert record["test_acc"] >= 0.965
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 6 examples (short settings; the session's backend)
+# --------------------------------------------------------------------------------------
+
+
+def test_optimizer_compare_mnist(data_dir, tmp_path):
+    plot = tmp_path / "optimizers.png"
+    out = ok(run_example("optimizer_compare_mnist.py", "--iters", "30", "--plot", str(plot)))
+    assert out[0] == "=========== iteration:0 ==========="
+    summary = out[out.index("mean loss over the last 15 iterations:") + 1 :]
+    names = [line.split()[0] for line in summary[:6]]
+    assert names == ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+    losses = {line.split()[0]: float(line.split()[1]) for line in summary[:6]}
+    assert all(0 < v < 2.5 for v in losses.values())
+    assert losses["Adam"] < losses["SGD"]  # SGD at lr 0.01 barely moves in 30 steps
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_batch_norm_test(data_dir, tmp_path):
+    plot = tmp_path / "bn.png"
+    args = ("--epochs", "2", "--scales", "2", "--train-size", "200", "--plot", str(plot))
+    out = ok(run_example("batch_norm_test.py", *args))
+    epochs = [line for line in out if line.startswith("epoch:")]
+    assert len(epochs) == 4  # 2 scales x 2 epochs
+    assert re.fullmatch(r"epoch:1 \| 0\.\d{4} - 0\.\d{4}", epochs[-1])
+    assert out[0] == "============== 1/2: weight std 1 =============="
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_overfit_weight_decay(data_dir, tmp_path):
+    plot = tmp_path / "wd.png"
+    out = ok(run_example("overfit_weight_decay.py", "--epochs", "3", "--plot", str(plot)))
+    assert [line.split(",")[0] for line in out[:3]] == ["epoch:0", "epoch:1", "epoch:2"]
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_overfit_dropout(data_dir, tmp_path):
+    plot = tmp_path / "dropout.png"
+    out = ok(run_example("overfit_dropout.py", "--epochs", "3", "--plot", str(plot)))
+    assert out[0].startswith("=== epoch:1, train loss:")
+    assert out[3] == "=============== Final Test Accuracy ==============="
+    assert re.fullmatch(r"test acc:0\.\d{4}", out[4])
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_train_save_reload(data_dir, tmp_path):
+    pytest.importorskip("array_api_strict", reason="reloads on array_api_strict")
+    path = tmp_path / "net.safetensors"
+    args = ("--epochs", "1", "--train-size", "2000", "--to", "array_api_strict")
+    out = ok(run_example("train_save_reload.py", *args, "--path", str(path)))
+    assert "parameters identical: True" in out
+    assert any(line.startswith("saved net.safetensors: MultiLayerNetExtend") for line in out)
+    accuracy = next(line for line in out if line.startswith("test accuracy:"))
+    first, second = re.findall(r"0\.\d{4}", accuracy)
+    assert first == second
+    assert float(first) > 0.8
+    assert path.stat().st_size > 0
+
+
+def test_ch6_examples_refuse_a_missing_plot_folder(tmp_path):
+    missing = tmp_path / "no" / "such" / "plot.png"
+    result = run_example("overfit_dropout.py", "--plot", str(missing))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert "epoch" not in result.stdout  # refused before any training
+
+
+def test_smooth_curve_keeps_length_and_constants():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from _ch6 import smooth_curve
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    import numpy as np
+
+    assert smooth_curve([1.0] * 50).tolist() == pytest.approx([1.0] * 50)
+    steps = smooth_curve([0.0] * 20 + [1.0] * 20)
+    assert len(steps) == 40
+    assert 0 < steps[19] < steps[20] < 1  # the jump is smoothed
+    assert np.all(np.diff(steps) >= 0)

@@ -2,6 +2,8 @@
 
 The same layer code runs on NumPy, CuPy, PyTorch, JAX and array-api-strict: compute code
 infers its namespace from its inputs; :mod:`xprop.backend` decides where new arrays live.
+The book's chapter-6 toolkit — optimizers, BatchNormalization, Dropout, the multi-layer
+networks, the Trainer — and portable safetensors checkpoints come with it.
 """
 
 from xprop.backend import (
@@ -14,7 +16,10 @@ from xprop.backend import (
     set_backend,
     use_backend,
 )
+from xprop.batch_norm import BatchNormalization
+from xprop.checkpoint import CheckpointError
 from xprop.datasets import DatasetError, load_mnist
+from xprop.dropout import Dropout
 from xprop.functions import (
     cross_entropy_error,
     log_softmax,
@@ -27,25 +32,40 @@ from xprop.functions import (
 )
 from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
 from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
+from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from xprop.trainer import Trainer
 from xprop.training import TrainStep
 from xprop.two_layer_net import TwoLayerNet
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SGD",
+    "AdaGrad",
+    "Adam",
     "AddLayer",
     "Affine",
     "ArrayLibrary",
     "Backend",
     "BackendError",
+    "BatchNormalization",
+    "CheckpointError",
     "DatasetError",
+    "Dropout",
     "GradientCheckResult",
     "MSELoss",
+    "Momentum",
     "MulLayer",
+    "MultiLayerNet",
+    "MultiLayerNetExtend",
+    "Nesterov",
+    "RMSprop",
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
     "TrainStep",
+    "Trainer",
     "TwoLayerNet",
     "__version__",
     "available_backends",

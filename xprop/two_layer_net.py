@@ -16,6 +16,7 @@ from xprop._labels import (
 )
 from xprop._namespace import check_count, namespace, require_array
 from xprop.backend import Backend, get_backend
+from xprop.checkpoint import Checkpointable
 from xprop.gradient import numerical_gradient as _numerical_gradient
 from xprop.layers import Affine, Relu, SoftmaxWithLoss
 from xprop.training import TrainStep, check_learning_rate
@@ -27,7 +28,7 @@ __all__ = ["PARAM_KEYS", "TwoLayerNet"]
 PARAM_KEYS = ("W1", "b1", "W2", "b2")
 
 
-class TwoLayerNet:
+class TwoLayerNet(Checkpointable):
     """A fully connected ``input - hidden (ReLU) - output (softmax)`` network.
 
     Parameters

@@ -1,0 +1,338 @@
+"""Checkpoints: saved on one backend, loaded on every other with the same predictions; every
+load error leaves the network untouched; an interrupted save keeps the old checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xprop
+from xprop import Adam, CheckpointError, MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
+from xprop.checkpoint import read_metadata
+
+SIZES = (6, [5, 4], 3)
+OPTIONS = {"use_batchnorm": True, "use_dropout": True, "dropout_ratio": 0.2}
+TARGETS = [
+    ("numpy", None),
+    ("array_api_strict", None),
+    ("array_api_strict", "device1"),
+    ("torch", None),
+    ("jax", None),
+    ("cupy", None),
+]
+
+
+def _available(dtype: str) -> list[xprop.Backend]:
+    found = []
+    for name, device in TARGETS:
+        try:
+            found.append(xprop.get_backend(name, device=device, dtype=dtype))
+        except xprop.BackendError:
+            continue
+    return found
+
+
+def _trained(be: xprop.Backend, seed: int = 0, **options) -> tuple:
+    """A network with trained parameters and running statistics, and its optimizer."""
+    net = MultiLayerNetExtend(*SIZES, **{**OPTIONS, **options}, backend=be, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = be.asarray(rng.standard_normal((16, SIZES[0])))
+    t = be.asarray(rng.integers(0, 3, 16))
+    opt = Adam(lr=0.05)
+    for _ in range(4):
+        opt.update(net.params, net.gradient(x, t))
+    return net, opt, x, t
+
+
+def _snapshot(be: xprop.Backend, net) -> dict:
+    arrays = {**net.params, **net.running_stats()}
+    return {k: (v, be.to_numpy(v).copy()) for k, v in arrays.items()}
+
+
+def _assert_unchanged(be: xprop.Backend, net, snapshot: dict) -> None:
+    now = {**net.params, **net.running_stats()}
+    assert set(now) == set(snapshot)
+    for key, (obj, values) in snapshot.items():
+        assert now[key] is obj, f"{key} was replaced"
+        np.testing.assert_array_equal(be.to_numpy(now[key]), values, err_msg=key)
+
+
+def test_save_on_one_backend_load_on_every_other(backend: xprop.Backend, tmp_path) -> None:
+    source, _, x, _ = _trained(backend)
+    path = tmp_path / "net.safetensors"
+    source.save_params(path)
+    x_host = backend.to_numpy(x).copy()  # writable (JAX gives read-only views)
+    want = backend.to_numpy(source.predict(x))
+    saved = {
+        k: backend.to_numpy(v) for k, v in {**source.params, **source.running_stats()}.items()
+    }
+    for target in _available("float64"):
+        net = MultiLayerNetExtend(*SIZES, **OPTIONS, backend=target, seed=99)
+        net.load_params(path)
+        for key, value in {**net.params, **net.running_stats()}.items():
+            np.testing.assert_array_equal(target.to_numpy(value), saved[key], err_msg=key)
+            assert value.dtype == target.dtype
+        got = target.to_numpy(net.predict(target.asarray(x_host)))
+        # Same numbers in, same maths: equal up to the libraries' matmul rounding.
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=target.name)
+        if target.name == backend.name and target.device == backend.device:
+            np.testing.assert_array_equal(got, want)
+
+
+def test_float32_round_trip_and_metadata(backend32: xprop.Backend, tmp_path) -> None:
+    net, _, x, _ = _trained(backend32, seed=1)
+    path = tmp_path / "net.safetensors"
+    net.save_params(path)
+    meta = read_metadata(path)
+    assert meta["class"] == "MultiLayerNetExtend"
+    assert meta["config"] == {
+        "input_size": 6,
+        "hidden_size_list": [5, 4],
+        "output_size": 3,
+        "activation": "relu",
+        "use_batchnorm": True,
+        "use_dropout": True,
+        "dropout_ratio": 0.2,
+    }
+    assert meta["dtype"] == "float32"
+    assert meta["backend"] == backend32.name
+    assert meta["xprop_version"] == xprop.__version__
+    other = MultiLayerNetExtend(*SIZES, **OPTIONS, backend="numpy", seed=5)
+    other.load_params(path)
+    np.testing.assert_allclose(
+        other.predict(backend32.to_numpy(x)), backend32.to_numpy(net.predict(x)), rtol=1e-5
+    )
+
+
+def test_loaded_arrays_can_be_trained_in_place(tmp_path) -> None:
+    net, _, x, t = _trained(xprop.get_backend("numpy", dtype="float64"))
+    net.save_params(tmp_path / "a.safetensors")
+    net.load_params(tmp_path / "a.safetensors")
+    assert all(v.flags.writeable for v in net.params.values())
+    Adam().update(net.params, net.gradient(x, t))  # in place: needs writable arrays
+
+
+def test_two_layer_net(backend: xprop.Backend, tmp_path) -> None:
+    net = TwoLayerNet(6, 5, 3, backend=backend, seed=0)
+    path = tmp_path / "two.safetensors"
+    net.save_params(path)
+    assert read_metadata(path)["config"] == {"sizes": [6, 5, 3]}
+    target = TwoLayerNet(6, 5, 3, backend=xprop.get_backend("numpy", dtype="float64"), seed=1)
+    target.load_params(path)
+    for key in net.params:
+        np.testing.assert_array_equal(target.params[key], backend.to_numpy(net.params[key]))
+    wrong = TwoLayerNet(6, 4, 3, backend=xprop.get_backend("numpy", dtype="float64"))
+    with pytest.raises(CheckpointError, match=r"sizes is \[6, 5, 3\] in the file but \[6, 4, 3\]"):
+        wrong.load_params(path)
+
+
+def test_optimizer_state_resumes_exactly(tmp_path) -> None:
+    be = xprop.get_backend("numpy", dtype="float64")
+    a, opt_a, x, t = _trained(be, use_dropout=False)
+    path = tmp_path / "resume.safetensors"
+    a.save_params(path, optimizer=opt_a)
+    b = MultiLayerNetExtend(*SIZES, use_batchnorm=True, backend=be, seed=7)
+    opt_b = Adam(lr=0.5)
+    b.load_params(path, optimizer=opt_b)
+    assert (opt_b.lr, opt_b.iter) == (0.05, 4)
+    for _ in range(3):
+        opt_a.update(a.params, a.gradient(x, t))
+        opt_b.update(b.params, b.gradient(x, t))
+    for key in a.params:
+        np.testing.assert_array_equal(a.params[key], b.params[key])
+    for key, value in a.running_stats().items():
+        np.testing.assert_array_equal(value, b.running_stats()[key])
+
+
+# -- load errors: each names the problem, and changes nothing --------------------------------
+
+
+def _rewrite(path: Path, edit) -> None:
+    """Rewrite a checkpoint with ``edit(tensors, metadata)`` applied (digest recomputed)."""
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    from xprop.checkpoint import _digest
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    edit(tensors, meta)
+    meta["sha256"] = _digest(tensors)
+    path.write_bytes(save(tensors, metadata=meta))
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _pop(key):
+    return lambda tensors, meta: tensors.pop(key)
+
+
+def _add(key):
+    return lambda tensors, meta: tensors.__setitem__(key, np.zeros(3))
+
+
+def _reshape(key):
+    return lambda tensors, meta: tensors.__setitem__(key, np.zeros((2, 2)))
+
+
+def _retype(key):
+    return lambda tensors, meta: tensors.__setitem__(key, tensors[key].astype(np.float32))
+
+
+def _meta(field, value):
+    return lambda tensors, meta: meta.__setitem__(field, value)
+
+
+def _config(**changes):
+    def edit(tensors, meta):
+        meta["config"] = json.dumps({**json.loads(meta["config"]), **changes})
+
+    return edit
+
+
+ERRORS = {
+    "missing key": (_pop("W2"), r"lacks network key 'W2'"),
+    "missing running statistic": (_pop("running_var1"), r"lacks network key 'running_var1'"),
+    "extra key": (_add("W9"), r"has extra network key 'W9'"),
+    "shape": (_reshape("b1"), r"'b1' has shape \(2, 2\) in the file but \(5,\) in the network"),
+    "dtype": (_retype("gamma2"), r"'gamma2' has dtype float32 in the file but float64 in the"),
+    "class": (_meta("class", "MultiLayerNet"), r"holds a MultiLayerNet, not a MultiLayerNetExt"),
+    "config": (_config(activation="sigmoid"), r"activation is 'sigmoid' in the file but 'relu'"),
+    "sizes": (_config(hidden_size_list=[5, 5]), r"hidden_size_list is \[5, 5\] in the file but"),
+    "foreign": (_meta("format", "other"), r"is a safetensors file but not an xprop checkpoint"),
+    "version": (_meta("format_version", "2"), r"has format version '2'; this xprop"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_load_errors_leave_the_network_untouched(backend: xprop.Backend, tmp_path, case) -> None:
+    be64 = xprop.get_backend("numpy", dtype="float64")
+    source, _, _, _ = _trained(be64, seed=2)
+    path = tmp_path / "bad.safetensors"
+    source.save_params(path)
+    edit, message = ERRORS[case]
+    _rewrite(path, edit)
+    net, _, _, _ = _trained(backend, seed=3)
+    before = _snapshot(backend, net)
+    with pytest.raises(CheckpointError, match=message):
+        net.load_params(path)
+    _assert_unchanged(backend, net, before)
+    assert isinstance(CheckpointError("x"), ValueError)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (_flip_last_byte, r"is corrupt: its arrays do not match the SHA-256 digest"),
+        (lambda p: p.write_bytes(p.read_bytes()[:-7]), r"is corrupt or not a safetensors file"),
+        (lambda p: p.write_bytes(b"not a checkpoint at all"), r"corrupt or not a safetensors"),
+        (lambda p: p.write_bytes(b""), r"is corrupt or not a safetensors file"),
+        (
+            lambda p: p.write_bytes(struct.pack("<Q", 2) + b"{}"),
+            r"not an xprop checkpoint",
+        ),
+    ],
+    ids=["flipped bit", "truncated", "garbage", "empty", "bare safetensors"],
+)
+def test_corrupt_files(tmp_path, corrupt, message) -> None:
+    be = xprop.get_backend("numpy", dtype="float64")
+    net, _, _, _ = _trained(be)
+    path = tmp_path / "c.safetensors"
+    net.save_params(path)
+    corrupt(path)
+    before = _snapshot(be, net)
+    with pytest.raises(CheckpointError, match=message):
+        net.load_params(path)
+    _assert_unchanged(be, net, before)
+
+
+def test_optimizer_errors_leave_everything_untouched(tmp_path) -> None:
+    be = xprop.get_backend("numpy", dtype="float64")
+    net, opt, _, _ = _trained(be)
+    plain, with_opt = tmp_path / "plain.safetensors", tmp_path / "opt.safetensors"
+    net.save_params(plain)
+    net.save_params(with_opt, optimizer=opt)
+    target, target_opt, _, _ = _trained(be, seed=4)
+    before, opt_before = _snapshot(be, target), target_opt.state_dict()
+    with pytest.raises(CheckpointError, match="holds no optimizer state"):
+        target.load_params(plain, optimizer=target_opt)
+    with pytest.raises(CheckpointError, match="holds Adam state, not Momentum"):
+        target.load_params(with_opt, optimizer=xprop.Momentum())
+    _rewrite(with_opt, _pop("optimizer/v/W1"))
+    with pytest.raises(CheckpointError, match=r"bad optimizer state .*v.* has keys"):
+        target.load_params(with_opt, optimizer=target_opt)
+    _assert_unchanged(be, target, before)
+    assert target_opt.iter == opt_before["iter"]
+    assert target_opt.state["m"]["W1"] is opt_before["slots"]["m"]["W1"]
+    # Without optimizer=, the optimizer entries are ignored.
+    target.load_params(plain)
+
+
+def test_missing_files_and_folders(tmp_path) -> None:
+    net = MultiLayerNet(4, [3], 2, backend="numpy")
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*nope\.safetensors"):
+        net.load_params(tmp_path / "nope.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"folder .*missing does not exist"):
+        net.save_params(tmp_path / "missing" / "a.safetensors")
+
+
+# -- atomic save ------------------------------------------------------------------------------
+
+
+def test_interrupted_save_keeps_the_old_checkpoint(tmp_path, monkeypatch) -> None:
+    be = xprop.get_backend("numpy", dtype="float64")
+    old, _, x, _ = _trained(be, seed=0)
+    path = tmp_path / "ckpt.safetensors"
+    old.save_params(path)
+    old_bytes = path.read_bytes()
+
+    new, _, _, _ = _trained(be, seed=1)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut")  # in the middle: data written, not yet renamed
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        new.save_params(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == old_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]  # no leftovers
+    fresh = MultiLayerNetExtend(*SIZES, **OPTIONS, backend=be, seed=5)
+    fresh.load_params(path)
+    np.testing.assert_array_equal(fresh.predict(x), old.predict(x))
+
+
+def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch) -> None:
+    be = xprop.get_backend("numpy", dtype="float64")
+    net, _, _, _ = _trained(be)
+    path = tmp_path / "ckpt.safetensors"
+    net.save_params(path)
+    old_bytes = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        net.save_params(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == old_bytes
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path) -> None:
+    path = tmp_path / "p.safetensors"
+    MultiLayerNet(4, [3], 2, backend="numpy").save_params(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -1,0 +1,302 @@
+"""Optimizers against a NumPy transcription of the book's ``common/optimizer.py``, on every
+backend, over several steps; in-place updates; state on the parameters' device; errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from array_api_compat import device
+
+import xprop
+from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
+
+SHAPES = {"W1": (4, 3), "b1": (3,), "W2": (3, 2), "b2": (2,)}
+STEPS = 6
+
+
+# -- the book's formulas, transcribed with NumPy (out of place, as the book writes them) ----
+
+
+def book_sgd(lr=0.01):
+    def update(params, grads, state):
+        for key in params:
+            params[key] = params[key] - lr * grads[key]
+
+    return update
+
+
+def book_momentum(lr=0.01, momentum=0.9):
+    def update(params, grads, state):
+        v = state.setdefault("v", {k: np.zeros_like(p) for k, p in params.items()})
+        for key in params:
+            v[key] = momentum * v[key] - lr * grads[key]
+            params[key] = params[key] + v[key]
+
+    return update
+
+
+def book_nesterov(lr=0.01, momentum=0.9):
+    def update(params, grads, state):
+        v = state.setdefault("v", {k: np.zeros_like(p) for k, p in params.items()})
+        for key in params:
+            params[key] = params[key] + momentum * momentum * v[key]
+            params[key] = params[key] - (1 + momentum) * lr * grads[key]
+            v[key] = v[key] * momentum
+            v[key] = v[key] - lr * grads[key]
+
+    return update
+
+
+def book_adagrad(lr=0.01):
+    def update(params, grads, state):
+        h = state.setdefault("h", {k: np.zeros_like(p) for k, p in params.items()})
+        for key in params:
+            h[key] = h[key] + grads[key] * grads[key]
+            params[key] = params[key] - lr * grads[key] / (np.sqrt(h[key]) + 1e-7)
+
+    return update
+
+
+def book_rmsprop(lr=0.01, decay_rate=0.99):
+    def update(params, grads, state):
+        h = state.setdefault("h", {k: np.zeros_like(p) for k, p in params.items()})
+        for key in params:
+            h[key] = h[key] * decay_rate
+            h[key] = h[key] + (1 - decay_rate) * grads[key] * grads[key]
+            params[key] = params[key] - lr * grads[key] / (np.sqrt(h[key]) + 1e-7)
+
+    return update
+
+
+def book_adam(lr=0.001, beta1=0.9, beta2=0.999):
+    def update(params, grads, state):
+        m = state.setdefault("m", {k: np.zeros_like(p) for k, p in params.items()})
+        v = state.setdefault("v", {k: np.zeros_like(p) for k, p in params.items()})
+        state["iter"] = state.get("iter", 0) + 1
+        t = state["iter"]
+        lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+        for key in params:
+            m[key] = m[key] + (1 - beta1) * (grads[key] - m[key])
+            v[key] = v[key] + (1 - beta2) * (grads[key] ** 2 - v[key])
+            params[key] = params[key] - lr_t * m[key] / (np.sqrt(v[key]) + 1e-7)
+
+    return update
+
+
+CASES = [
+    (SGD, book_sgd, {"lr": 0.1}),
+    (Momentum, book_momentum, {"lr": 0.05, "momentum": 0.8}),
+    (Nesterov, book_nesterov, {"lr": 0.05, "momentum": 0.7}),
+    (AdaGrad, book_adagrad, {"lr": 0.3}),
+    (RMSprop, book_rmsprop, {"lr": 0.02, "decay_rate": 0.9}),
+    (Adam, book_adam, {"lr": 0.01, "beta1": 0.8, "beta2": 0.95}),
+]
+IDS = [c[0].__name__ for c in CASES]
+
+
+def _host_problem(seed: int = 0) -> tuple[dict, list[dict]]:
+    """Initial parameters and one gradient dict per step (drawn up front)."""
+    rng = np.random.default_rng(seed)
+    params = {k: rng.standard_normal(s) for k, s in SHAPES.items()}
+    grads = [{k: rng.standard_normal(s) for k, s in SHAPES.items()} for _ in range(STEPS)]
+    return params, grads
+
+
+@pytest.mark.parametrize(("cls", "book", "hyper"), CASES, ids=IDS)
+def test_matches_the_book_over_several_steps(backend: xprop.Backend, cls, book, hyper) -> None:
+    host_params, host_grads = _host_problem()
+    # Copies: on NumPy asarray does not copy, and the update is in place.
+    params = {k: backend.asarray(v.copy()) for k, v in host_params.items()}
+    opt = cls(**hyper)
+    ref, ref_state = {k: v.copy() for k, v in host_params.items()}, {}
+    ref_update = book(**hyper)
+    for step, g in enumerate(host_grads, start=1):
+        opt.update(params, {k: backend.asarray(v) for k, v in g.items()})
+        ref_update(ref, g, ref_state)
+        for key in SHAPES:
+            got = backend.to_numpy(params[key])
+            # Same formulas, same operation order: equal to rounding (bit-equal on NumPy).
+            np.testing.assert_allclose(
+                got, ref[key], rtol=1e-13, atol=1e-15, err_msg=f"{key} at step {step}"
+            )
+            assert not np.allclose(got, host_params[key])  # it did move
+    assert opt.iter == STEPS
+
+
+@pytest.mark.parametrize(("cls", "book", "hyper"), CASES, ids=IDS)
+def test_numpy_is_bit_identical_to_the_book(numpy_backend, cls, book, hyper) -> None:
+    host_params, host_grads = _host_problem(3)
+    params = {k: v.copy() for k, v in host_params.items()}
+    opt, ref_update, ref_state = cls(**hyper), book(**hyper), {}
+    for g in host_grads:
+        opt.update(params, g)
+        ref_update(host_params, g, ref_state)
+    for key in SHAPES:
+        np.testing.assert_array_equal(params[key], host_params[key])
+
+
+@pytest.mark.parametrize(("cls", "book", "hyper"), CASES, ids=IDS)
+def test_updates_in_place_and_keeps_state_on_the_device(
+    backend32: xprop.Backend, cls, book, hyper
+) -> None:
+    host_params, host_grads = _host_problem(1)
+    params = {k: backend32.asarray(v) for k, v in host_params.items()}
+    before = dict(params)
+    opt = cls(**hyper)
+    for g in host_grads[:2]:
+        opt.update(params, {k: backend32.asarray(v) for k, v in g.items()})
+    for key, p in params.items():
+        assert p.dtype == backend32.dtype  # float32 stays float32 (no promotion)
+        if backend32.name != "jax":  # JAX arrays are immutable: there the entry is rebound
+            assert p is before[key], f"{key}: a new parameter array was made"
+    for slot in cls.SLOTS:
+        for key, s in opt.state[slot].items():
+            assert s.dtype == params[key].dtype
+            assert tuple(s.shape) == SHAPES[key]
+            assert device(s) == device(params[key]), f"{slot}[{key!r}] is on another device"
+
+
+def test_layers_see_the_update(backend32: xprop.Backend) -> None:
+    """An optimizer trains a network whose layers read params live, on every backend."""
+    rng = np.random.default_rng(0)
+    x = backend32.asarray(rng.standard_normal((30, 5)))
+    t = backend32.asarray(rng.integers(0, 3, 30))
+    net = xprop.TwoLayerNet(5, 8, 3, weight_init_std=0.3, backend=backend32, seed=0)
+    first = float(net.loss(x, t))
+    opt = Adam(lr=0.05)
+    for _ in range(60):
+        opt.update(net.params, net.gradient(x, t))
+    assert float(net.loss(x, t)) < 0.3 * first
+
+
+def test_numpy_scalar_hyperparameters_never_promote_float32(backend32: xprop.Backend) -> None:
+    params = {"W": backend32.asarray(np.ones((2, 2)))}
+    grads = {"W": backend32.asarray(np.full((2, 2), 0.5))}
+    opt = Adam(lr=np.float64(0.1), beta1=np.float64(0.9))
+    assert type(opt.lr) is float
+    opt.update(params, grads)
+    assert params["W"].dtype == backend32.dtype
+
+
+def test_state_dict_resumes_exactly(backend: xprop.Backend) -> None:
+    host_params, host_grads = _host_problem(2)
+    a = {k: backend.asarray(v) for k, v in host_params.items()}
+    opt_a = Adam(lr=0.02)
+    for g in host_grads[:3]:
+        opt_a.update(a, {k: backend.asarray(v) for k, v in g.items()})
+    b = {k: backend.asarray(backend.to_numpy(v)) for k, v in a.items()}
+    state = opt_a.state_dict()
+    copied = {s: {k: backend.asarray(backend.to_numpy(v)) for k, v in d.items()}
+              for s, d in state["slots"].items()}  # fmt: skip
+    opt_b = Adam()
+    opt_b.load_state_dict({**state, "slots": copied})
+    assert opt_b.lr == 0.02
+    assert opt_b.iter == 3
+    for g in host_grads[3:]:
+        opt_a.update(a, {k: backend.asarray(v) for k, v in g.items()})
+        opt_b.update(b, {k: backend.asarray(v) for k, v in g.items()})
+    for key in a:
+        np.testing.assert_array_equal(backend.to_numpy(a[key]), backend.to_numpy(b[key]))
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: SGD(lr=0), ValueError, r"SGD: lr must be a finite number > 0, got 0"),
+        (lambda: SGD(lr=-0.1), ValueError, "lr must be a finite number > 0"),
+        (lambda: SGD(lr=math.nan), ValueError, "lr must be a finite number > 0, got nan"),
+        (lambda: Adam(lr=math.inf), ValueError, "lr must be a finite number > 0, got inf"),
+        (lambda: SGD(lr="0.1"), TypeError, "lr must be a real number, got str '0.1'"),
+        (lambda: SGD(lr=True), TypeError, "lr must be a real number, got bool"),
+        (lambda: Momentum(momentum=1.0), ValueError, r"momentum must be in \[0, 1\), got 1.0"),
+        (lambda: Nesterov(momentum=-0.1), ValueError, r"momentum must be in \[0, 1\)"),
+        (lambda: RMSprop(decay_rate=1), ValueError, r"decay_rate must be in \[0, 1\)"),
+        (lambda: Adam(beta2=1.5), ValueError, r"Adam: beta2 must be in \[0, 1\), got 1.5"),
+    ],
+)
+def test_bad_hyperparameters(make, error, message) -> None:
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_hyperparameters_are_checked_when_changed_later() -> None:
+    opt = Momentum()
+    opt.lr = 0.5  # a schedule may change it
+    assert opt.lr == 0.5
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got -1"):
+        opt.lr = -1
+    assert repr(opt) == "Momentum(lr=0.5, momentum=0.9)"
+
+
+def test_mismatched_grads_and_changed_params(numpy_backend) -> None:
+    params = {"W": np.ones((2, 3)), "b": np.zeros(3)}
+    grads = {"W": np.ones((2, 3)), "b": np.ones(3)}
+    opt = Momentum()
+    with pytest.raises(ValueError, match=r"missing from grads: \['b'\], not in params: \[\]"):
+        opt.update(params, {"W": grads["W"]})
+    with pytest.raises(ValueError, match=r"not in params: \['c'\]"):
+        opt.update(params, {**grads, "c": np.ones(1)})
+    with pytest.raises(ValueError, match=r"grads\['b'\] is \(2, 3\) float64 but params\['b'\]"):
+        opt.update(params, {**grads, "b": np.ones((2, 3))})  # would broadcast silently
+    with pytest.raises(ValueError, match=r"grads\['b'\] is \(3,\) float32"):
+        opt.update(params, {**grads, "b": np.ones(3, dtype=np.float32)})
+    before = {k: v.copy() for k, v in params.items()}
+    for k in params:  # nothing was changed by the failed calls
+        np.testing.assert_array_equal(params[k], before[k])
+    opt.update(params, grads)
+    with pytest.raises(ValueError, match=r"params now has keys \['W', 'b', 'c'\]"):
+        opt.update({**params, "c": np.ones(1)}, {**grads, "c": np.ones(1)})
+    with pytest.raises(ValueError, match=r"params\['W'\] is now \(3, 3\) float64.*\(2, 3\)"):
+        opt.update({**params, "W": np.ones((3, 3))}, {**grads, "W": np.ones((3, 3))})
+
+
+def test_one_sgd_serves_two_networks(numpy_backend) -> None:
+    """Stateless SGD is not tied to one set of parameters (the book's batch_norm_test.py)."""
+    opt = SGD(lr=0.5)
+    a = {"W": np.ones((2, 2))}
+    b = {"W": np.ones(3), "gamma": np.ones(3)}
+    opt.update(a, {"W": np.ones((2, 2))})
+    opt.update(b, {"W": np.ones(3), "gamma": np.ones(3)})
+    np.testing.assert_array_equal(a["W"], 0.5)
+    np.testing.assert_array_equal(b["gamma"], 0.5)
+
+
+def test_get_optimizer() -> None:
+    assert isinstance(get_optimizer("adam", {"lr": 0.1}), Adam)
+    assert get_optimizer("RMSprop").decay_rate == 0.99
+    assert get_optimizer("NESTEROV", {"momentum": 0.5}).momentum == 0.5
+    opt = SGD()
+    assert get_optimizer(opt) is opt
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'; choose one of: SGD, "):
+        get_optimizer("adamw")
+    with pytest.raises(TypeError, match="SGD has no hyperparameter momentum; it takes lr"):
+        get_optimizer("sgd", {"momentum": 0.9})
+    with pytest.raises(ValueError, match="set them on the object instead"):
+        get_optimizer(opt, {"lr": 0.1})
+    with pytest.raises(TypeError, match="optimizer must be a name or an object with update"):
+        get_optimizer(42)
+
+
+def test_load_state_dict_errors(numpy_backend) -> None:
+    opt = Adam()
+    params = {"W": np.ones((2, 2))}
+    opt.update(params, {"W": np.ones((2, 2))})
+    state = opt.state_dict()
+    fresh = Adam()
+    with pytest.raises(ValueError, match="optimizer state is for 'Adam', not 'Momentum'"):
+        Momentum().load_state_dict(state)
+    with pytest.raises(ValueError, match=r"must have slots \['m', 'v'\], got \['m'\]"):
+        fresh.load_state_dict({**state, "slots": {"m": state["slots"]["m"]}})
+    with pytest.raises(ValueError, match=r"v\['W'\] is \(3,\) float64 but m\['W'\] is \(2, 2\)"):
+        fresh.load_state_dict(
+            {**state, "slots": {"m": state["slots"]["m"], "v": {"W": np.ones(3)}}}
+        )
+    with pytest.raises(ValueError, match="iter must be an integer >= 0, got -1"):
+        fresh.load_state_dict({**state, "iter": -1})
+    assert fresh.iter == 0
+    assert fresh.state == {}

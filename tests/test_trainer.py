@@ -1,0 +1,178 @@
+"""Trainer: the book's loop and evaluation schedule, the same run on every backend for one
+seed, one device read per epoch, progress lines, divergence and argument errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xprop
+from xprop import Adam, MultiLayerNetExtend, Trainer, TwoLayerNet
+
+
+def _data(be: xprop.Backend, n_train: int = 300, n_test: int = 100, seed: int = 0) -> tuple:
+    """Three Gaussian clusters in 10 dimensions (easy, but not trivially separable)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((3, 10)) * 1.5
+    labels = rng.integers(0, 3, n_train + n_test)
+    x = centers[labels] + rng.standard_normal((n_train + n_test, 10))
+    return (
+        be.asarray(x[:n_train]),
+        be.asarray(labels[:n_train]),
+        be.asarray(x[n_train:]),
+        be.asarray(labels[n_train:]),
+    )
+
+
+def _net(be: xprop.Backend, **options) -> MultiLayerNetExtend:
+    return MultiLayerNetExtend(10, [16, 16], 3, **options, backend=be, seed=0)
+
+
+def test_trains_on_every_backend(backend32: xprop.Backend) -> None:
+    data = _data(backend32)
+    net = _net(backend32, use_batchnorm=True, use_dropout=True, dropout_ratio=0.1)
+    trainer = Trainer(
+        net, *data, epochs=5, mini_batch_size=50, optimizer="Adam",
+        optimizer_param={"lr": 0.01}, verbose=False, seed=1,
+    )  # fmt: skip
+    test_acc = trainer.train()
+    assert trainer.max_iter == 30  # 5 epochs of 300 / 50 = 6 steps
+    assert len(trainer.train_loss_list) == 30
+    assert all(isinstance(v, float) for v in trainer.train_loss_list)
+    assert len(trainer.train_acc_list) == len(trainer.test_acc_list) == 5
+    assert np.mean(trainer.train_loss_list[-6:]) < 0.5 * np.mean(trainer.train_loss_list[:6])
+    assert test_acc == trainer.test_acc > 0.85
+    assert isinstance(trainer.optimizer, Adam)
+
+
+def test_same_seed_same_run_on_every_backend(backend: xprop.Backend, numpy_backend) -> None:
+    """Host-drawn batches and masks: float64 losses agree with NumPy's to rounding."""
+    options = {"use_batchnorm": True, "use_dropout": True, "weight_decay_lambda": 0.01}
+    runs = []
+    for be in (backend, numpy_backend):
+        trainer = Trainer(
+            _net(be, **options), *_data(be), epochs=2, mini_batch_size=30,
+            optimizer="momentum", verbose=False, seed=5,
+        )  # fmt: skip
+        trainer.train()
+        runs.append(trainer)
+    np.testing.assert_allclose(
+        runs[0].train_loss_list, runs[1].train_loss_list, rtol=1e-10, atol=1e-12
+    )
+    assert runs[0].test_acc_list == runs[1].test_acc_list
+
+
+def test_evaluation_schedule_is_the_books(numpy_backend) -> None:
+    # 300 samples, batches of 100: 3 steps an epoch, evaluations at steps 0, 3 and 6.
+    trainer = Trainer(_net(numpy_backend), *_data(numpy_backend), epochs=3, verbose=False)
+    trainer.train()
+    assert (trainer.max_iter, len(trainer.train_acc_list), trainer.current_epoch) == (9, 3, 3)
+    # 250 samples: 2.5 steps an epoch; the book's `i % 2.5 == 0` would only fire at 0.
+    x, t, xt, tt = _data(numpy_backend, n_train=250)
+    trainer = Trainer(_net(numpy_backend), x, t, xt, tt, epochs=4, verbose=False)
+    trainer.train()
+    assert (trainer.max_iter, len(trainer.test_acc_list)) == (10, 4)  # at 0, 3, 5, 8
+
+
+class _Recorder:
+    """A network that records what it is asked (for the schedule and sample tests)."""
+
+    def __init__(self, be: xprop.Backend) -> None:
+        self.net = _net(be)
+        self.params = self.net.params
+        self.backend = be
+        self.accuracy_sizes: list[int] = []
+        self.loss_calls = 0
+
+    def gradient(self, x, t):
+        return self.net.gradient(x, t)
+
+    def loss(self, x, t):
+        self.loss_calls += 1
+        return self.net.loss(x, t)
+
+    def accuracy(self, x, t):
+        self.accuracy_sizes.append(x.shape[0])
+        return self.net.accuracy(x, t)
+
+
+def test_evaluates_on_a_sample_and_reuses_the_gradient_loss(numpy_backend) -> None:
+    recorder = _Recorder(numpy_backend)
+    trainer = Trainer(
+        recorder, *_data(numpy_backend), epochs=2, evaluate_sample_num_per_epoch=40,
+        verbose=False,
+    )  # fmt: skip
+    trainer.train()
+    assert recorder.accuracy_sizes == [40, 40, 40, 40, 100]  # 2 epochs x (train, test), final
+    # No last_loss on this network: the book's loss after each update.
+    assert recorder.loss_calls == trainer.max_iter == 6
+
+
+def test_works_with_two_layer_net(backend32: xprop.Backend) -> None:
+    net = TwoLayerNet(10, 8, 3, weight_init_std=0.1, backend=backend32, seed=0)
+    trainer = Trainer(
+        net, *_data(backend32), epochs=8, optimizer="sgd", optimizer_param={"lr": 0.2},
+        verbose=False, seed=0,
+    )  # fmt: skip
+    assert trainer.train() > 0.8
+    assert len(trainer.train_loss_list) == trainer.max_iter
+
+
+def test_one_device_read_per_epoch(backend32: xprop.Backend, monkeypatch) -> None:
+    reads = []
+    original = xprop.Backend.to_numpy
+
+    def counting(self, x):
+        reads.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(xprop.Backend, "to_numpy", counting)
+    trainer = Trainer(
+        _net(backend32), *_data(backend32), epochs=3, mini_batch_size=25, verbose=False
+    )
+    trainer.train()
+    # The losses of each epoch in one read (12 a time), at evaluations and at the end.
+    assert reads == [(1,), (12,), (12,), (11,)]
+
+
+def test_progress_lines(numpy_backend, capsys) -> None:
+    Trainer(_net(numpy_backend), *_data(numpy_backend), epochs=2, seed=0).train()
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4
+    assert out[0].startswith("=== epoch:1, train loss:")
+    assert "train acc:" in out[1]
+    assert out[1].endswith(" ===")
+    assert out[2] == "=============== Final Test Accuracy ==============="
+    assert out[3].startswith("test acc:0.")
+    Trainer(_net(numpy_backend), *_data(numpy_backend), epochs=2, verbose=False).train()
+    assert capsys.readouterr().out == ""
+
+
+def test_divergence_is_reported(numpy_backend) -> None:
+    trainer = Trainer(
+        _net(numpy_backend), *_data(numpy_backend), epochs=3, optimizer="sgd",
+        optimizer_param={"lr": 1e30}, verbose=False,
+    )  # fmt: skip
+    with (
+        np.errstate(all="ignore"),
+        pytest.raises(FloatingPointError, match=r"training diverged: lower the learning rate"),
+    ):
+        trainer.train()
+
+
+def test_errors(numpy_backend) -> None:
+    data = _data(numpy_backend)
+    net = _net(numpy_backend)
+    with pytest.raises(TypeError, match="network must have params, gradient, loss and accuracy"):
+        Trainer(object(), *data)
+    with pytest.raises(ValueError, match="the training data have 300 samples but 299 labels"):
+        Trainer(net, data[0], data[1][:299], *data[2:])
+    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+        Trainer(net, *data, epochs=0)
+    with pytest.raises(ValueError, match="mini_batch_size must be a positive integer"):
+        Trainer(net, *data, mini_batch_size=2.5)
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        Trainer(net, *data, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="set them on the object instead"):
+        Trainer(net, *data, optimizer=Adam(), optimizer_param={"lr": 0.1})
+    assert Trainer(net, *data, optimizer="adam").optimizer.lr == 0.01  # the book's default

@@ -1,0 +1,212 @@
+"""Batch normalization (ch. 6.3, Ioffe and Szegedy, arXiv:1502.03167), the book's layer.
+
+Training: each feature is normalized with the statistics of the batch and then scaled and
+shifted by learnt ``gamma`` and ``beta``; running averages of the statistics are kept for
+inference.  Written against the array API: it runs unchanged on every backend.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import MutableMapping
+from typing import Any
+
+from array_api_compat import device
+
+from xprop._namespace import namespace, require_float
+
+__all__ = ["BatchNormalization"]
+
+# The book's epsilon under the square root (10e-7 = 1e-6), kept for identical numbers.
+EPS = 10e-7
+
+
+class BatchNormalization:
+    """``out = gamma * (x - mean) / sqrt(var + 10e-7) + beta``, feature by feature.
+
+    Parameters
+    ----------
+    gamma, beta : array
+        Scale and shift of shape ``(D,)``, floating (the book starts them at 1 and 0).
+    momentum : float
+        Weight of the old value in the running statistics, in ``[0, 1]`` (the book's 0.9):
+        ``running = momentum * running + (1 - momentum) * batch``.
+    running_mean, running_var : array, optional
+        Running statistics of shape ``(D,)``; default: zeros created on the first forward
+        pass in the input's dtype and device (the book's choice, variance included).
+
+    Notes
+    -----
+    ``forward(x, train_flg=True)`` takes ``x`` of shape ``(N, D)``, or ``(N, C, H, W)`` (any
+    ``(N, d1, ...)``) which is flattened to ``(N, C*H*W)`` as the book does: each of the
+    ``C*H*W`` features has its own statistics and ``gamma``/``beta`` entry.  In training
+    (``train_flg=True``) it uses the batch mean ``mu`` and biased variance ``var`` (divided
+    by ``N``) and updates the running statistics; in inference it uses the running ones.
+
+    ``backward(dout)`` sets ``dgamma = sum(dout * xn, axis=0)`` and
+    ``dbeta = sum(dout, axis=0)`` (``xn`` the normalized input) and returns, after a
+    training forward pass,
+
+    ``dx = gamma / (N * std) * (N * dout - dbeta - xn * dgamma)``,
+
+    the book's staged backward collapsed into one expression (derivation in the docs,
+    "Training techniques"); after an inference forward pass the statistics are constants
+    and ``dx = gamma * dout / std``.
+
+    ``gamma`` and ``beta`` may live in an outside dict (:meth:`bound`), read at every call,
+    so optimizers that update the dict (in place, or by rebinding on JAX) train the layer.
+    The running statistics are *not* parameters: they are attributes of the layer, rebound
+    (never written in place) at each training step, so arrays passed in are never modified.
+    """
+
+    def __init__(
+        self,
+        gamma: Any,
+        beta: Any,
+        momentum: float = 0.9,
+        running_mean: Any = None,
+        running_var: Any = None,
+    ) -> None:
+        self._init({"gamma": gamma, "beta": beta}, ("gamma", "beta"), momentum)
+        self.running_mean = running_mean
+        self.running_var = running_var
+
+    def _init(
+        self, store: MutableMapping[str, Any], keys: tuple[str, str], momentum: float
+    ) -> None:
+        if isinstance(momentum, bool) or not (
+            isinstance(momentum, numbers.Real) and 0.0 <= momentum <= 1.0
+        ):
+            raise ValueError(
+                f"BatchNormalization momentum must be a number in [0, 1], got {momentum!r}"
+            )
+        self._store = store
+        self._keys = keys
+        self.momentum = float(momentum)
+        self.running_mean: Any = None
+        self.running_var: Any = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.batch_size: int | None = None
+        self.train_flg = True  # the mode of the last forward pass, for backward
+        self.xn: Any = None
+        self.std: Any = None
+        self.dgamma: Any = None
+        self.dbeta: Any = None
+        self._xp: Any = None
+        self._signature: tuple[Any, ...] | None = None
+
+    @classmethod
+    def bound(
+        cls,
+        params: MutableMapping[str, Any],
+        gamma_key: str,
+        beta_key: str,
+        momentum: float = 0.9,
+        running_mean: Any = None,
+        running_var: Any = None,
+    ) -> BatchNormalization:
+        """A layer whose ``gamma`` and ``beta`` are ``params[gamma_key]`` and
+        ``params[beta_key]``, read at every call."""
+        layer = cls.__new__(cls)
+        layer._init(params, (gamma_key, beta_key), momentum)
+        layer.running_mean = running_mean
+        layer.running_var = running_var
+        return layer
+
+    @property
+    def gamma(self) -> Any:
+        return self._store[self._keys[0]]
+
+    @gamma.setter
+    def gamma(self, value: Any) -> None:
+        self._store[self._keys[0]] = value
+
+    @property
+    def beta(self) -> Any:
+        return self._store[self._keys[1]]
+
+    @beta.setter
+    def beta(self, value: Any) -> None:
+        self._store[self._keys[1]] = value
+
+    def forward(self, x: Any, train_flg: bool = True) -> Any:
+        """Normalize ``x`` (``(N, D)`` or ``(N, d1, ...)``); returns an array of its shape."""
+        gamma, beta = self.gamma, self.beta
+        signature = (type(x), x.dtype, x.shape[1:], type(gamma), gamma.shape, beta.shape)
+        if signature != self._signature:
+            self._xp = self._validate(x, gamma, beta)
+            self._signature = signature
+        xp = self._xp
+        self.input_shape = tuple(x.shape)
+        if x.ndim != 2:
+            x = xp.reshape(x, (x.shape[0], -1))
+        if self.running_mean is None:
+            self.running_mean = xp.zeros(x.shape[1:], dtype=x.dtype, device=device(x))
+        if self.running_var is None:
+            self.running_var = xp.zeros(x.shape[1:], dtype=x.dtype, device=device(x))
+        self._check_running(x)
+
+        self.train_flg = bool(train_flg)
+        if self.train_flg:
+            mu = xp.mean(x, axis=0)
+            xc = x - mu
+            var = xp.mean(xc**2, axis=0)  # biased (divided by N), as the book and the paper
+            std = xp.sqrt(var + EPS)
+            self.batch_size = x.shape[0]
+            m = self.momentum
+            # Rebound, not written in place: running arrays passed in stay untouched.
+            self.running_mean = m * self.running_mean + (1 - m) * mu
+            self.running_var = m * self.running_var + (1 - m) * var
+        else:
+            xc = x - self.running_mean
+            std = xp.sqrt(self.running_var + EPS)
+        xn = xc / std
+        self.xn, self.std = xn, std
+        out = gamma * xn + beta
+        return out if len(self.input_shape) == 2 else xp.reshape(out, self.input_shape)
+
+    def _validate(self, x: Any, gamma: Any, beta: Any) -> Any:
+        xp = namespace(x, gamma, beta)
+        require_float(xp, x, "BatchNormalization input x")
+        if x.ndim < 2:
+            raise ValueError(
+                f"BatchNormalization input must be a batch of shape (N, D) or (N, C, H, W), "
+                f"got shape {tuple(x.shape)}; add a batch axis, e.g. xp.reshape(x, (1, -1))"
+            )
+        features = 1
+        for s in x.shape[1:]:
+            features *= s
+        for name, p in (("gamma", gamma), ("beta", beta)):
+            if tuple(p.shape) != (features,):
+                raise ValueError(
+                    f"BatchNormalization {name} has shape {tuple(p.shape)} but the input "
+                    f"(shape {tuple(x.shape)}) has {features} features per sample; build "
+                    f"{name} with shape ({features},)"
+                )
+        return xp
+
+    def _check_running(self, x: Any) -> None:
+        for name in ("running_mean", "running_var"):
+            r = getattr(self, name)
+            if tuple(r.shape) != tuple(x.shape[1:]):
+                raise ValueError(
+                    f"BatchNormalization {name} has shape {tuple(r.shape)} but the input has "
+                    f"{x.shape[1]} features; pass running statistics of shape ({x.shape[1]},)"
+                )
+
+    def backward(self, dout: Any) -> Any:
+        """``dx`` of the input's shape; sets ``dgamma`` and ``dbeta`` (shape ``(D,)``)."""
+        xp = self._xp
+        if dout.ndim != 2:
+            dout = xp.reshape(dout, (dout.shape[0], -1))
+        xn, std, gamma = self.xn, self.std, self.gamma
+        self.dbeta = xp.sum(dout, axis=0)
+        self.dgamma = xp.sum(xn * dout, axis=0)
+        if self.train_flg:
+            n = self.batch_size
+            # The book's chain dxn -> dxc, dstd -> dvar -> dxc, dmu -> dx in one line:
+            # dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std, dxn = gamma * dout.
+            dx = (gamma / (n * std)) * (n * dout - self.dbeta - xn * self.dgamma)
+        else:
+            dx = (gamma / std) * dout  # fixed statistics: an elementwise affine map
+        return dx if len(self.input_shape) == 2 else xp.reshape(dx, self.input_shape)

@@ -1,0 +1,417 @@
+"""The book's optimizers (ch. 6.1): SGD, Momentum, Nesterov, AdaGrad, RMSprop and Adam.
+
+Each optimizer has the book's ``update(params, grads)``, which changes the ``params`` dict
+with the formulas of the book's ``common/optimizer.py``, operation for operation (so a NumPy
+transcription of the book gives the same numbers).  The code is array-API clean and works
+in place: on NumPy, CuPy, PyTorch and array-api-strict ``params[key] -= step`` writes into
+the existing parameter array (no new parameter array per step), and the optimizer's state
+arrays are updated in place too; where arrays are immutable (JAX) the same statements rebind
+the dict entries, and layers that read the dict live (:meth:`xprop.layers.Affine.bound`)
+train all the same.
+
+State (velocities, squared-gradient sums, moments) is keyed by parameter name, created on
+the first update with ``zeros_like`` of each parameter (same library, device and dtype),
+and checked at every update: a change in the set of keys, a shape or a dtype raises a
+``ValueError`` that names the key.  Hyperparameters are validated and stored as Python
+floats, so a NumPy scalar never promotes float32 maths to float64.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, MutableMapping
+from typing import Any, ClassVar
+
+from xprop._namespace import namespace
+
+__all__ = [
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSprop",
+    "get_optimizer",
+]
+
+# The book's guard against division by zero in AdaGrad, RMSprop and Adam.
+EPS = 1e-7
+
+
+class Optimizer:
+    """Base class: hyperparameter validation, lazy state and the per-update checks.
+
+    Subclasses list their hyperparameters in ``HYPER`` (name -> allowed range) and their
+    state slots in ``SLOTS`` (e.g. ``("v",)``), and implement :meth:`_step`.
+    """
+
+    HYPER: ClassVar[dict[str, str]] = {}
+    SLOTS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **hyper: float) -> None:
+        self._state: dict[str, dict[str, Any]] | None = None
+        self._shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
+        self._xp: Any = None  # the parameters' namespace, found when the state is made
+        self.iter = 0  # number of updates done (the book's Adam.iter)
+        for name, value in hyper.items():
+            setattr(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Hyperparameters are validated whenever they are set, also later (lr schedules).
+        if name in type(self).HYPER:
+            value = _check_hyper(type(self).__name__, name, value, type(self).HYPER[name])
+        super().__setattr__(name, value)
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={getattr(self, k)!r}" for k in type(self).HYPER)
+        return f"{type(self).__name__}({hyper})"
+
+    # -- the book's API -------------------------------------------------------------------
+
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        """Update every entry of ``params`` from ``grads`` (same keys, shapes and dtypes).
+
+        In place where the library allows it; on JAX the dict entries are rebound.
+
+        Raises
+        ------
+        ValueError
+            ``grads`` lacks a key of ``params`` or has one more, a gradient's shape or
+            dtype differs from its parameter's, or ``params`` changed keys, shapes or dtypes
+            since the optimizer's state was created (use a new optimizer for a new model).
+        """
+        self._check(params, grads)
+        self.iter += 1
+        self._step(params, grads)
+
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, dict[str, Any]]:
+        """The state slots (e.g. ``{"v": {"W1": array, ...}}``); empty before the first update."""
+        return {} if self._state is None else self._state
+
+    def hyperparameters(self) -> dict[str, float]:
+        """The hyperparameters as plain floats, e.g. ``{"lr": 0.01, "momentum": 0.9}``."""
+        return {name: getattr(self, name) for name in type(self).HYPER}
+
+    def _check(self, params: Mapping[str, Any], grads: Mapping[str, Any]) -> None:
+        if params.keys() != grads.keys():
+            missing = sorted(set(params) - set(grads))
+            extra = sorted(set(grads) - set(params))
+            raise ValueError(
+                f"{type(self).__name__}.update: grads must have the keys of params; "
+                f"missing from grads: {missing}, not in params: {extra}"
+            )
+        _check_grads(type(self).__name__, params, grads)
+        if not type(self).SLOTS:
+            # Stateless (SGD): one optimizer may serve several networks, as in the book's
+            # batch_norm_test.py.
+            return
+        if self._state is None:
+            self._init_state(params)
+        elif params.keys() != self._shapes.keys():
+            raise ValueError(
+                f"{type(self).__name__}.update: params now has keys {sorted(params)} but the "
+                f"optimizer's state was made for {sorted(self._shapes)}; create a new "
+                "optimizer for a different set of parameters"
+            )
+        for key, p in params.items():
+            shape, dtype = self._shapes[key]
+            if p.shape != shape or p.dtype != dtype:
+                raise ValueError(
+                    f"{type(self).__name__}.update: params[{key!r}] is now "
+                    f"{tuple(p.shape)} {p.dtype}, but the optimizer's state was made for "
+                    f"{shape} {dtype}; create a new optimizer for a different model"
+                )
+
+    def _init_state(self, params: Mapping[str, Any]) -> None:
+        xp = namespace(*params.values())
+        self._shapes = {key: (tuple(p.shape), p.dtype) for key, p in params.items()}
+        # zeros_like keeps each parameter's library, device and dtype.
+        self._state = {
+            slot: {key: xp.zeros_like(p) for key, p in params.items()} for slot in type(self).SLOTS
+        }
+        self._xp = xp
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: ``{"class", "hyper", "iter", "slots"}``.
+
+        ``slots`` maps each slot name to ``{param key: array}`` (the live arrays, not
+        copies); it is empty before the first update.
+        """
+        return {
+            "class": type(self).__name__,
+            "hyper": self.hyperparameters(),
+            "iter": self.iter,
+            "slots": {slot: dict(arrays) for slot, arrays in self.state.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (hyperparameters, count and slots).
+
+        The slot arrays are used as given (convert them to the parameters' backend first).
+        Everything is checked (:meth:`check_state_dict`) before anything changes.
+        """
+        hyper, iteration, slots = self.check_state_dict(state)
+        for k, v in hyper.items():
+            setattr(self, k, v)
+        self.iter = iteration
+        if slots:
+            first = next(iter(slots.values()))
+            self._shapes = {key: (tuple(a.shape), a.dtype) for key, a in first.items()}
+            self._xp = namespace(*first.values()) if first else None
+            self._state = slots
+        else:
+            self._shapes, self._state, self._xp = {}, None, None
+
+    def check_state_dict(
+        self, state: Mapping[str, Any]
+    ) -> tuple[dict[str, float], int, dict[str, dict[str, Any]]]:
+        """Validate a :meth:`state_dict`-like mapping without changing anything.
+
+        Returns the hyperparameters (as floats), the update count and the slots.
+
+        Raises
+        ------
+        ValueError
+            Another optimizer class, unknown or missing hyperparameters or slots, a bad
+            value, or slot arrays whose keys, shapes or dtypes disagree.
+        """
+        name = type(self).__name__
+        if state.get("class") != name:
+            raise ValueError(
+                f"optimizer state is for {state.get('class')!r}, not {name!r}; load it into "
+                f"a {state.get('class')} optimizer"
+            )
+        hyper = dict(state.get("hyper", {}))
+        if set(hyper) != set(type(self).HYPER):
+            raise ValueError(
+                f"{name} state has hyperparameters {sorted(hyper)}, expected "
+                f"{sorted(type(self).HYPER)}"
+            )
+        checked = {k: _check_hyper(name, k, v, type(self).HYPER[k]) for k, v in hyper.items()}
+        iteration = state.get("iter")
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+            raise ValueError(f"{name} state: iter must be an integer >= 0, got {iteration!r}")
+        slots = {slot: dict(arrays) for slot, arrays in state.get("slots", {}).items()}
+        # Slots exist once the first update has made them (none for SGD).
+        expected = set(type(self).SLOTS) if iteration else set()
+        if set(slots) != expected:
+            raise ValueError(
+                f"{name} state after {iteration} updates must have slots {sorted(expected)}, "
+                f"got {sorted(slots)}"
+            )
+        if slots:
+            first = slots[type(self).SLOTS[0]]
+            for slot, arrays in slots.items():
+                if arrays.keys() != first.keys():
+                    raise ValueError(
+                        f"{name} state: slot {slot!r} has keys {sorted(arrays)} but slot "
+                        f"{type(self).SLOTS[0]!r} has {sorted(first)}"
+                    )
+                for key, a in arrays.items():
+                    if a.shape != first[key].shape or a.dtype != first[key].dtype:
+                        raise ValueError(
+                            f"{name} state: {slot}[{key!r}] is {tuple(a.shape)} {a.dtype} but "
+                            f"{type(self).SLOTS[0]}[{key!r}] is {tuple(first[key].shape)} "
+                            f"{first[key].dtype}"
+                        )
+        return checked, iteration, slots
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent: ``W <- W - lr * dL/dW``."""
+
+    HYPER: ClassVar[dict[str, str]] = {"lr": "positive"}
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+class Momentum(Optimizer):
+    """Momentum SGD: ``v <- momentum * v - lr * dL/dW``; ``W <- W + v`` (``v`` starts at 0)."""
+
+    HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "momentum": "[0, 1)"}
+    SLOTS = ("v",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        super().__init__(lr=lr, momentum=momentum)
+
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        v = self.state["v"]
+        for key in params:
+            # The book's v = momentum*v - lr*g, in place: the same two roundings.
+            v[key] *= self.momentum
+            v[key] -= self.lr * grads[key]
+            params[key] += v[key]
+
+
+class Nesterov(Optimizer):
+    """Nesterov's accelerated gradient in the book's form (arXiv:1212.0901).
+
+    ``W <- W + momentum**2 * v - (1 + momentum) * lr * g``; then
+    ``v <- momentum * v - lr * g``.
+    """
+
+    HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "momentum": "[0, 1)"}
+    SLOTS = ("v",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        super().__init__(lr=lr, momentum=momentum)
+
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        v, m = self.state["v"], self.momentum
+        for key in params:
+            g = grads[key]
+            params[key] += m * m * v[key]
+            params[key] -= (1 + m) * self.lr * g
+            v[key] *= m
+            v[key] -= self.lr * g
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad: ``h <- h + g * g``; ``W <- W - lr * g / (sqrt(h) + 1e-7)``."""
+
+    HYPER: ClassVar[dict[str, str]] = {"lr": "positive"}
+    SLOTS = ("h",)
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        h = self.state["h"]
+        for key in params:
+            g = grads[key]
+            h[key] += g * g
+            params[key] -= self.lr * g / (self._xp.sqrt(h[key]) + EPS)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``h <- decay_rate * h + (1 - decay_rate) * g * g``; AdaGrad's step with it."""
+
+    HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "decay_rate": "[0, 1)"}
+    SLOTS = ("h",)
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
+        super().__init__(lr=lr, decay_rate=decay_rate)
+
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        h, d = self.state["h"], self.decay_rate
+        for key in params:
+            g = grads[key]
+            h[key] *= d
+            h[key] += (1 - d) * g * g
+            params[key] -= self.lr * g / (self._xp.sqrt(h[key]) + EPS)
+
+
+class Adam(Optimizer):
+    """Adam (arXiv:1412.6980v8) in the book's form, the bias correction folded into the rate.
+
+    At update ``t`` (from 1): ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``;
+    ``m <- m + (1 - beta1) * (g - m)``; ``v <- v + (1 - beta2) * (g**2 - v)``;
+    ``W <- W - lr_t * m / (sqrt(v) + 1e-7)``.  ``iter`` counts the updates.
+    """
+
+    HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "beta1": "[0, 1)", "beta2": "[0, 1)"}
+    SLOTS = ("m", "v")
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
+        super().__init__(lr=lr, beta1=beta1, beta2=beta2)
+
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        m, v = self.state["m"], self.state["v"]
+        b1, b2, t = self.beta1, self.beta2, self.iter
+        # A Python float (math.sqrt, not np.sqrt): it never promotes float32 arrays.
+        lr_t = self.lr * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        for key in params:
+            g = grads[key]
+            m[key] += (1 - b1) * (g - m[key])
+            v[key] += (1 - b2) * (g**2 - v[key])
+            params[key] -= lr_t * m[key] / (self._xp.sqrt(v[key]) + EPS)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+
+def get_optimizer(optimizer: str | Optimizer, params: Mapping[str, float] | None = None) -> Any:
+    """An optimizer from its name (``"SGD"``, ``"adam"``, any case) and hyperparameters.
+
+    An :class:`Optimizer` object is returned as is (``params`` must then be ``None``).
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the known ones), or hyperparameters given with an
+        optimizer object.
+    TypeError
+        A hyperparameter the optimizer does not have.
+    """
+    if not isinstance(optimizer, str):
+        if params:
+            raise ValueError(
+                f"hyperparameters {dict(params)} were given together with an optimizer object "
+                f"{optimizer!r}; set them on the object instead"
+            )
+        if not callable(getattr(optimizer, "update", None)):
+            raise TypeError(
+                f"optimizer must be a name or an object with update(params, grads), got "
+                f"{type(optimizer).__name__}"
+            )
+        return optimizer
+    try:
+        cls = OPTIMIZERS[optimizer.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown optimizer {optimizer!r}; choose one of: "
+            f"{', '.join(c.__name__ for c in OPTIMIZERS.values())}"
+        ) from None
+    unknown = set(params or {}) - set(cls.HYPER)
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__} has no hyperparameter {', '.join(sorted(unknown))}; it takes "
+            f"{', '.join(cls.HYPER)}"
+        )
+    return cls(**dict(params or {}))
+
+
+def _check_grads(owner: str, params: Mapping[str, Any], grads: Mapping[str, Any]) -> None:
+    for key, p in params.items():
+        g = grads[key]
+        # A wrong shape could broadcast silently; a wrong dtype would cast or promote.
+        if g.shape != p.shape or g.dtype != p.dtype:
+            raise ValueError(
+                f"{owner}.update: grads[{key!r}] is {tuple(g.shape)} {g.dtype} but "
+                f"params[{key!r}] is {tuple(p.shape)} {p.dtype}; gradients must have their "
+                "parameter's shape and dtype"
+            )
+
+
+def _check_hyper(owner: str, name: str, value: Any, allowed: str) -> float:
+    # numbers.Real admits Python and NumPy scalars; they are stored as Python floats.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{owner}: {name} must be a real number, got {type(value).__name__} {value!r}"
+        )
+    number = float(value)
+    ok = math.isfinite(number) and (number > 0 if allowed == "positive" else 0 <= number < 1)
+    if not ok:
+        need = "a finite number > 0" if allowed == "positive" else "in [0, 1)"
+        raise ValueError(f"{owner}: {name} must be {need}, got {value!r}")
+    return number

@@ -1,0 +1,234 @@
+"""The book's ``Trainer`` (ch. 6, ``common/trainer.py``): minibatch training with evaluation.
+
+The loop is the book's — random minibatches drawn with replacement, ``network.gradient``,
+``optimizer.update(network.params, grads)``, accuracy on a sample (or all) of the training
+and test data once per epoch — with what research code on any backend needs: indices drawn
+on the host from a seeded generator (the same batches on every backend) and gathered with
+``xp.take``; losses kept on the device and read once per epoch (no host sync per step); a
+tqdm bar on a terminal and plain lines otherwise; a clear error when the loss diverges.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from xprop._namespace import namespace
+from xprop.backend import Backend, get_backend
+from xprop.optimizers import get_optimizer
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Train ``network`` on ``(x_train, t_train)``, evaluating once per epoch.
+
+    Parameters
+    ----------
+    network : object
+        Any network with ``params``, ``gradient(x, t)``, ``loss(x, t)`` and
+        ``accuracy(x, t)`` (:class:`~xprop.MultiLayerNetExtend`, :class:`~xprop.TwoLayerNet`).
+    x_train, t_train, x_test, t_test : array
+        Data and labels (integer or one-hot) on the network's backend and device.
+    epochs : int
+        Length of training: ``int(epochs * iter_per_epoch)`` steps, where
+        ``iter_per_epoch = max(len(x_train) / mini_batch_size, 1)``.
+    mini_batch_size : int
+        Samples per step, drawn at random with replacement (the book's ``np.random.choice``).
+    optimizer : str or Optimizer
+        A name (``"SGD"``, ``"Momentum"``, ``"Nesterov"``, ``"AdaGrad"``, ``"RMSprop"``,
+        ``"Adam"``, any case) or an optimizer object.
+    optimizer_param : dict, optional
+        Hyperparameters for a named optimizer; default ``{"lr": 0.01}`` (the book's, for every
+        optimizer).  Not allowed with an optimizer object.
+    evaluate_sample_num_per_epoch : int, optional
+        Evaluate on the first this many training and test samples; ``None``: all of them.
+    verbose : bool
+        Report progress: a tqdm bar on a terminal (when tqdm is installed), else one line
+        per epoch; and the final test accuracy.
+    seed : int, optional
+        Seed of the host generator that draws the minibatch indices.
+    backend : Backend, optional
+        Where the indices go; default: ``network.backend``, else the selected backend.
+
+    Attributes
+    ----------
+    train_loss_list : list of float
+        The loss of every step.  It is the loss of the forward pass that computed the
+        gradient (before the update, in training mode) when the network keeps it in
+        ``last_loss`` (xprop's multi-layer networks), saving the book's extra forward pass;
+        otherwise ``network.loss(x_batch, t_batch)`` after the update, as the book.  Filled
+        once per epoch (and at the end of :meth:`train`): the losses wait on the device.
+    train_acc_list, test_acc_list : list of float
+        Accuracies of each evaluation.
+    test_acc : float or None
+        The accuracy on all test data after :meth:`train`.
+
+    Notes
+    -----
+    Evaluations happen at steps ``0, iter_per_epoch, 2 * iter_per_epoch, ...`` rounded up
+    (the book tests ``current_iter % iter_per_epoch == 0``, which misses every epoch after
+    the first when ``iter_per_epoch`` is not an integer).
+    """
+
+    def __init__(
+        self,
+        network: Any,
+        x_train: Any,
+        t_train: Any,
+        x_test: Any,
+        t_test: Any,
+        epochs: int = 20,
+        mini_batch_size: int = 100,
+        optimizer: Any = "SGD",
+        optimizer_param: Mapping[str, float] | None = None,
+        evaluate_sample_num_per_epoch: int | None = None,
+        verbose: bool = True,
+        *,
+        seed: int | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        for name in ("params", "gradient", "loss", "accuracy"):
+            if not hasattr(network, name):
+                raise TypeError(
+                    f"network must have params, gradient, loss and accuracy (like "
+                    f"xprop.MultiLayerNetExtend); {type(network).__name__} has no {name!r}"
+                )
+        _positive_int("epochs", epochs)
+        _positive_int("mini_batch_size", mini_batch_size)
+        if evaluate_sample_num_per_epoch is not None:
+            _positive_int("evaluate_sample_num_per_epoch", evaluate_sample_num_per_epoch)
+        for what, x, t in (("training", x_train, t_train), ("test", x_test, t_test)):
+            if x.shape[0] != t.shape[0]:
+                raise ValueError(
+                    f"the {what} data have {x.shape[0]} samples but {t.shape[0]} labels; "
+                    "they must match"
+                )
+            if x.shape[0] == 0:
+                raise ValueError(f"the {what} data are empty; pass at least one sample")
+        if isinstance(optimizer, str) and optimizer_param is None:
+            optimizer_param = {"lr": 0.01}  # the book's default, whatever the optimizer
+        self.network = network
+        self.verbose = verbose
+        self.x_train, self.t_train = x_train, t_train
+        self.x_test, self.t_test = x_test, t_test
+        self.epochs = epochs
+        self.batch_size = mini_batch_size
+        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
+        self.optimizer = get_optimizer(optimizer, optimizer_param)
+
+        self.backend = get_backend(backend or getattr(network, "backend", None))
+        self._xp = namespace(x_train, t_train)
+        self._rng = self.backend.rng(seed)
+        self.train_size = x_train.shape[0]
+        self.iter_per_epoch = max(self.train_size / mini_batch_size, 1)
+        self.max_iter = int(epochs * self.iter_per_epoch)
+        self.current_iter = 0
+        self.current_epoch = 0
+        self._next_eval = 0.0
+
+        self.train_loss_list: list[float] = []
+        self.train_acc_list: list[float] = []
+        self.test_acc_list: list[float] = []
+        self.test_acc: float | None = None
+        self._pending: list[Any] = []  # this epoch's losses, still on the device
+        self._bar: Any = None
+        self._uses_last_loss = hasattr(network, "last_loss")
+
+    def train_step(self) -> None:
+        """One minibatch step; evaluates when an epoch begins (the book's ``train_step``)."""
+        xp, net = self._xp, self.network
+        # Indices drawn on the host (same numbers on every backend), gathered on the device.
+        idx = self._rng.choice(self.train_size, self.batch_size)
+        x_batch = xp.take(self.x_train, idx, axis=0)
+        t_batch = xp.take(self.t_train, idx, axis=0)
+
+        grads = net.gradient(x_batch, t_batch)
+        self.optimizer.update(net.params, grads)
+        # The gradient pass's loss where the network keeps it: no extra forward pass.
+        loss = net.last_loss if self._uses_last_loss else net.loss(x_batch, t_batch)
+        self._pending.append(loss)
+
+        if self.current_iter >= self._next_eval:
+            self._next_eval += self.iter_per_epoch
+            self.current_epoch += 1
+            self._evaluate()
+        self.current_iter += 1
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def train(self) -> float:
+        """Run all ``max_iter`` steps, then return the accuracy on all the test data."""
+        self._bar = self._progress_bar()
+        try:
+            for _ in range(self.max_iter - self.current_iter):
+                self.train_step()
+            self._flush_losses()
+            self.test_acc = self.network.accuracy(self.x_test, self.t_test)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+        if self.verbose:
+            print("=============== Final Test Accuracy ===============")
+            print(f"test acc:{self.test_acc:.4f}")
+        return self.test_acc
+
+    def _evaluate(self) -> None:
+        mean_loss = self._flush_losses()
+        x_train, t_train, x_test, t_test = self.x_train, self.t_train, self.x_test, self.t_test
+        n = self.evaluate_sample_num_per_epoch
+        if n is not None:
+            x_train, t_train = x_train[:n, ...], t_train[:n, ...]
+            x_test, t_test = x_test[:n, ...], t_test[:n, ...]
+        train_acc = self.network.accuracy(x_train, t_train)
+        test_acc = self.network.accuracy(x_test, t_test)
+        self.train_acc_list.append(train_acc)
+        self.test_acc_list.append(test_acc)
+        if not self.verbose:
+            return
+        line = (
+            f"=== epoch:{self.current_epoch}, train loss:{mean_loss:.4f}, "
+            f"train acc:{train_acc:.4f}, test acc:{test_acc:.4f} ==="
+        )
+        if self._bar is not None:
+            self._bar.write(line)
+            self._bar.set_postfix(train_acc=f"{train_acc:.4f}", test_acc=f"{test_acc:.4f}")
+        else:
+            print(line, flush=True)
+
+    def _flush_losses(self) -> float:
+        """Read the pending losses from the device (one read); their mean, or NaN if none."""
+        if not self._pending:
+            return math.nan
+        pending = self._pending
+        self._pending = []
+        xp = self._xp
+        losses = self.backend.to_numpy(xp.stack([xp.asarray(v) for v in pending])).tolist()
+        start = len(self.train_loss_list)
+        self.train_loss_list.extend(losses)
+        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise FloatingPointError(
+                f"the training loss became {losses[bad]} at step {start + bad} "
+                f"({self.optimizer!r}); training diverged: lower the learning rate"
+            )
+        return sum(losses) / len(losses)
+
+    def _progress_bar(self) -> Any:
+        if not (self.verbose and sys.stdout.isatty()):
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        total = self.max_iter - self.current_iter
+        return tqdm(total=total, file=sys.stdout, unit="it", dynamic_ncols=True)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
