@@ -115,8 +115,21 @@ class CudaGraphStep:
         self.net, self.lr = net, lr
         self._torch = torch
         self._graphs: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._captured_params: tuple[int, ...] = ()
+
+    def _current(self) -> None:
+        """Forget every graph if ``net.params`` holds other tensors than those captured.
+
+        A graph writes into the tensors it was captured with; after ``load_params`` or a
+        user's ``net.params[k] = ...`` it must be captured anew around the new ones.
+        """
+        now = tuple(id(v) for v in self.net.params.values())
+        if now != self._captured_params:
+            self._graphs.clear()
+            self._captured_params = now
 
     def __call__(self, x: Any, t: Any) -> Any:
+        self._current()
         key = ("step", tuple(x.shape), x.dtype, tuple(t.shape), t.dtype)
         entry = self._graphs.get(key)
         if entry is None:
@@ -134,6 +147,7 @@ class CudaGraphStep:
         read where they lie (a new ``x`` or ``t`` captures a new graph).
         """
         torch = self._torch
+        self._current()
         key = ("run", x.data_ptr(), tuple(x.shape), t.data_ptr(), index_batches.shape[1])
         entry = self._graphs.get(key)
         if entry is None:
