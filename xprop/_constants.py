@@ -27,15 +27,12 @@ _MAX_ENTRIES = 256  # a few per network shape; cleared wholesale if a program ma
 
 def ones(xp: Any, like: Any, shape: tuple[int, ...]) -> Any:
     """``xp.ones(shape)`` in ``like``'s dtype, on ``like``'s device."""
-    dtype, dev = like.dtype, device_of(like)
-    return _constant(
-        ("ones", shape),
-        xp,
-        like,
-        dtype,
-        dev,
-        lambda: xp.ones(shape, dtype=dtype, device=dev),
-    )
+    dtype, dev = like.dtype, _device(like)
+    key = ("ones", shape, id(xp), dtype, dev)
+    found = _lookup(key)
+    if found is None:
+        found = _keep(key, xp, like, lambda: xp.ones(shape, dtype=dtype, device=dev))
+    return found
 
 
 def zero(xp: Any, like: Any) -> Any:
@@ -45,47 +42,54 @@ def zero(xp: Any, like: Any) -> Any:
     a Python scalar argument of a torch function into a new device tensor at every call,
     which on CUDA is a blocking host-to-device copy (and is illegal inside a CUDA graph).
     """
-    dtype, dev = like.dtype, device_of(like)
-    return _constant(
-        ("zero",),
-        xp,
-        like,
-        dtype,
-        dev,
-        lambda: xp.zeros((), dtype=dtype, device=dev),
-    )
+    dtype, dev = like.dtype, _device(like)
+    key = ("zero", id(xp), dtype, dev)
+    found = _lookup(key)
+    if found is None:
+        found = _keep(key, xp, like, lambda: xp.zeros((), dtype=dtype, device=dev))
+    return found
 
 
 def class_range(xp: Any, like: Any, num_classes: int, dtype: Any) -> Any:
     """``xp.arange(num_classes)`` of integer ``dtype`` on ``like``'s device."""
-    dev = device_of(like)
-    return _constant(
-        ("arange", num_classes),
-        xp,
-        like,
-        dtype,
-        dev,
-        lambda: xp.arange(num_classes, dtype=dtype, device=dev),
-    )
-
-
-def _constant(
-    what: tuple[Any, ...], xp: Any, like: Any, dtype: Any, dev: Any, make: Callable[[], Any]
-) -> Any:
-    if library_for(xp).is_tracing(like):
-        return make()
-    key = (*what, id(xp), dtype, _device_key(dev))
-    found = _CACHE.get(key)
+    dev = _device(like)
+    key = ("arange", num_classes, id(xp), dtype, dev)
+    found = _lookup(key)
     if found is None:
-        if len(_CACHE) >= _MAX_ENTRIES:
-            _CACHE.clear()
-        found = _CACHE[key] = make()
+        found = _keep(key, xp, like, lambda: xp.arange(num_classes, dtype=dtype, device=dev))
     return found
 
 
-def _device_key(dev: Any) -> Any:
+def _lookup(key: tuple[Any, ...]) -> Any:
+    # A hit needs no tracing check: an array made outside a trace may be used inside one
+    # (it becomes a constant of the compiled program).  This runs a few times per step.
     try:
-        hash(dev)
-    except TypeError:  # some libraries' devices define equality but no hash: use the repr
-        return ("repr", repr(dev))
-    return dev
+        return _CACHE.get(key)
+    except TypeError:  # a device that defines equality but no hash: key it by its repr
+        return _CACHE.get(_repr_key(key))
+
+
+def _keep(key: tuple[Any, ...], xp: Any, like: Any, make: Callable[[], Any]) -> Any:
+    """Make the constant; keep it unless ``like`` is being traced or captured."""
+    made = make()
+    if library_for(xp).is_tracing(like):
+        return made
+    if len(_CACHE) >= _MAX_ENTRIES:
+        _CACHE.clear()
+    try:
+        _CACHE[key] = made
+    except TypeError:
+        _CACHE[_repr_key(key)] = made
+    return made
+
+
+def _repr_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (*key[:-1], ("repr", repr(key[-1])))
+
+
+def _device(x: Any) -> Any:
+    # The attribute where the array has one (NumPy 2, torch, CuPy, JAX, array-api-strict):
+    # array_api_compat.device() answers the same, at several times the cost, and this runs
+    # a few times per training step.
+    dev = getattr(x, "device", None)
+    return device_of(x) if dev is None or callable(dev) else dev

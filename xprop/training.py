@@ -64,6 +64,8 @@ class EagerStep:
 
 def check_learning_rate(lr: Any) -> float:
     """``lr`` as a Python float; ``TypeError``/``ValueError`` unless a finite positive number."""
+    if type(lr) is float and 0.0 < lr < math.inf:
+        return lr  # the usual case, checked at every train_step: keep it cheap
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(
             f"the learning rate must be a real number, got {type(lr).__name__} {lr!r}; "
