@@ -33,7 +33,8 @@ class BackendChoice:
     backend : Backend
         The fastest backend (on its device, in the dtype asked for).
     seconds_per_step : dict
-        ``describe()`` of every backend timed -> median seconds per compiled step.
+        ``describe()`` of every backend timed -> seconds per compiled step (best of the
+        repeats).
     skipped : dict
         ``describe()`` or name of every candidate left out -> why.
     shape : str
@@ -75,7 +76,7 @@ def choose_backend(
     ``cuda:0`` and on ``cpu``).  For each, the network's compiled step
     (:meth:`~xprop.TwoLayerNet.compile_step`) runs once to compile and warm up, then
     ``repeats`` times ``steps`` steps on random data, waiting for the device at the end of
-    each; the median time per step counts.
+    each; the best of the repeats counts (other work on the machine only ever adds time).
 
     Parameters
     ----------
@@ -131,7 +132,8 @@ def choose_backend(
             except Exception as exc:  # one broken candidate must not stop the others
                 skipped[f"{name} ({device})"] = f"{type(exc).__name__}: {exc}"
                 continue
-            timings[label] = sorted(samples)[len(samples) // 2]
+            # The best of the repeats: other work on the machine only ever adds time.
+            timings[label] = min(samples)
             backends[label] = be
     if not timings:
         details = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "no backend available"
