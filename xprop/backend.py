@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from xprop._namespace import dtype_name as _dtype_name
 from xprop.backends import (  # noqa: F401  (ArrayLibrary, register_backend: re-exported)
     ArrayLibrary,
     BackendError,
@@ -219,27 +220,6 @@ class HostRNG:
 
 def _is_host(obj: Any) -> bool:
     return isinstance(obj, (np.ndarray, np.generic, list, tuple, int, float, bool))
-
-
-def _dtype_name(xp: Any, dtype: Any) -> str:
-    for name in (
-        "float16",
-        "float32",
-        "float64",
-        "bool",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-    ):
-        candidate = getattr(xp, name, None)
-        if candidate is not None and dtype == candidate:
-            return name
-    return str(dtype)
 
 
 def _host_to_xp_dtype(xp: Any, host: np.dtype) -> Any:

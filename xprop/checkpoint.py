@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from xprop._namespace import dtype_name
+
 __all__ = ["CheckpointError", "Checkpointable", "load_params", "read_metadata", "save_params"]
 
 FORMAT = "xprop.checkpoint"
@@ -239,9 +241,7 @@ def _host(backend: Any, x: Any) -> np.ndarray:
 
 
 def _dtype_of(backend: Any, x: Any) -> str:
-    from xprop.backend import _dtype_name
-
-    return _dtype_name(backend.xp, x.dtype)
+    return dtype_name(backend.xp, x.dtype)
 
 
 def _version() -> str:
