@@ -59,6 +59,32 @@ def test_buy_apple_orange():
     assert ok(run_example("buy_apple_orange.py")) == ["715", "110 2.2 3.3 165 650"]
 
 
+@pytest.mark.parametrize(
+    ("example", "printed"),
+    [
+        ("buy_apple.py", ["220", "2.2 110 200"]),
+        ("buy_apple_orange.py", ["715", "110 2.2 3.3 165 650"]),
+    ],
+)
+def test_buy_apple_draws_its_graph(example, printed, tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    plot = tmp_path / "graph.png"
+    assert ok(run_example(example, "--plot", str(plot))) == printed
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    assert [p.name for p in tmp_path.iterdir()] == ["graph.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("plot", "message"),
+    [("missing/graph.png", "folder"), ("graph.jpg", "end the name in .png")],
+)
+def test_buy_apple_refuses_a_plot_it_cannot_write(plot, message, tmp_path):
+    result = run_example("buy_apple.py", "--plot", str(tmp_path / plot))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""  # refused before computing anything
+
+
 def test_two_by_two_sigmoid():
     out = "\n".join(ok(run_example("two_by_two_sigmoid.py")))
     final = re.search(r"^ 1500\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.MULTILINE)
