@@ -453,3 +453,21 @@ def test_smooth_curve_keeps_length_and_constants():
     assert len(steps) == 40
     assert 0 < steps[19] < steps[20] < 1  # the jump is smoothed
     assert np.all(np.diff(steps) >= 0)
+
+
+def test_every_example_has_its_gallery_settings():
+    # The docs build runs each example with the arguments docs/_ext/xprop_gallery.py gives
+    # it; an example missing there would fail the docs build, one without a title too.
+    pytest.importorskip("sphinx", reason="the gallery settings import sphinx (.[docs])")
+    sys.path.insert(0, str(EXAMPLES.parent / "docs" / "_ext"))
+    try:
+        import xprop_gallery
+    finally:
+        sys.path.pop(0)
+    scripts = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+    assert sorted(xprop_gallery.SETTINGS) == scripts
+    for name in scripts:
+        title, underline = (EXAMPLES / name).read_text().split("\n")[:2]
+        assert title.startswith('"""'), name
+        assert len(title) > 3, name
+        assert underline == "=" * (len(title) - 3), f"{name}: the title needs a '=' underline"
