@@ -455,15 +455,21 @@ def test_smooth_curve_keeps_length_and_constants():
     assert np.all(np.diff(steps) >= 0)
 
 
-def test_every_example_has_its_gallery_settings():
-    # The docs build runs each example with the arguments docs/_ext/xprop_gallery.py gives
-    # it; an example missing there would fail the docs build, one without a title too.
+@pytest.fixture
+def xprop_gallery():
+    """docs/_ext/xprop_gallery.py: how the docs build runs the examples."""
     pytest.importorskip("sphinx", reason="the gallery settings import sphinx (.[docs])")
     sys.path.insert(0, str(EXAMPLES.parent / "docs" / "_ext"))
     try:
         import xprop_gallery
     finally:
         sys.path.pop(0)
+    return xprop_gallery
+
+
+def test_every_example_has_its_gallery_settings(xprop_gallery):
+    # The docs build runs each example with the arguments docs/_ext/xprop_gallery.py gives
+    # it; an example missing there would fail the docs build, one without a title too.
     scripts = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
     assert sorted(xprop_gallery.SETTINGS) == scripts
     for name in scripts:
@@ -471,3 +477,20 @@ def test_every_example_has_its_gallery_settings():
         assert title.startswith('"""'), name
         assert len(title) > 3, name
         assert underline == "=" * (len(title) - 3), f"{name}: the title needs a '=' underline"
+
+
+def test_gallery_runs_examples_as_scripts(xprop_gallery):
+    plot = xprop_gallery.reset_argv({}, {"src_file": str(EXAMPLES / "batch_norm_test.py")})
+    assert plot[:2] == ["--epochs", "10"]
+    assert plot[2] == "--plot"
+    assert plot[3].endswith("batch_norm_test.png")
+    # sys.exit(main()) inside a gallery run: 0 ends the script, another status fails it
+    real = sys.exit
+    xprop_gallery.run_as_script({}, "x.py", "before")
+    try:
+        assert sys.exit(0) is None
+        with pytest.raises(xprop_gallery.ExampleExit, match="exited with status 2"):
+            sys.exit(2)
+    finally:
+        xprop_gallery.run_as_script({}, "x.py", "after")
+    assert sys.exit is real
