@@ -4,7 +4,7 @@ What sphinx-gallery needs from xprop's examples, in one place (``conf.py`` names
 their qualified names, so the configuration stays picklable):
 
 * :func:`reset_argv` gives each script its command line: the settings of this build
-  (:data:`SETTINGS`, short for the long MNIST runs) and ``--plot`` into a scratch folder;
+  (:data:`SETTINGS`: the book's) and ``--plot`` into a scratch folder;
 * :func:`plot_files` is the image scraper: it moves the figure a script wrote with ``--plot``
   into the gallery (the scripts write files and close their figures, as on the command line);
 * :func:`run_as_script` lets a script end with ``sys.exit(main())``: status 0 ends it, any
@@ -12,7 +12,7 @@ their qualified names, so the configuration stays picklable):
   ``SystemExit`` would end the whole build);
 * :class:`ChapterOrder` sorts the gallery in the book's order;
 * the ``gallery-settings`` directive prints :data:`SETTINGS` as a table in the gallery's
-  header, with the full runs' results, and says when MNIST was not there to run with.
+  header, with the guide's pages on each example, and says when MNIST was not there.
 
 Examples that need MNIST run only when ``XPROP_DATA_DIR`` is set; without it the gallery
 shows their code and description, unexecuted (:func:`executed_pattern`).
@@ -36,42 +36,32 @@ from sphinx.util.docutils import SphinxDirective
 
 @dataclass(frozen=True)
 class Setting:
-    """How the docs build runs one example."""
+    """How the docs build runs one example, and where the guide discusses it."""
 
-    args: tuple[str, ...] = ()
+    see_also: str  # reST: the guide's page(s) about it
+    args: tuple[str, ...] = ()  # arguments besides --plot (a shorter run, say)
     plot: bool = False  # the script takes --plot FILE.png
     mnist: bool = False  # it reads MNIST (runs only when XPROP_DATA_DIR is set)
-    full: str = ""  # reST: the full run's command and results, where they are not the same
 
 
-#: Each example, in the book's order, with the arguments this build runs it with.
+#: Each example, in the book's order, with the arguments this build runs it with: the
+#: book's settings everywhere (all eleven take about a minute and a half on two cores).
 SETTINGS: dict[str, Setting] = {
-    "buy_apple.py": Setting(plot=True),
-    "buy_apple_orange.py": Setting(plot=True),
-    "two_by_two_sigmoid.py": Setting(),
-    "gradient_check.py": Setting(mnist=True),
-    "backend_agreement.py": Setting(),
+    "buy_apple.py": Setting(":doc:`/computational-graph`", plot=True),
+    "buy_apple_orange.py": Setting(":doc:`/computational-graph`", plot=True),
+    "two_by_two_sigmoid.py": Setting(":doc:`/gradient-check`"),
+    "gradient_check.py": Setting(":doc:`/gradient-check`", mnist=True),
+    "backend_agreement.py": Setting(":doc:`/backends`"),
     "train_mnist.py": Setting(
+        ":doc:`/training` (seeds 0-4, the book's runs), :doc:`/performance` (timings)",
         plot=True,
         mnist=True,
-        full="the same: the book's protocol (seeds 0-4 in :doc:`/training`, the timings in "
-        ":doc:`/performance`)",
     ),
-    "optimizer_compare_mnist.py": Setting(
-        ("--iters", "500"),
-        plot=True,
-        mnist=True,
-        full="2000 iterations: the book's figure 6-9, in :doc:`/training-techniques`",
-    ),
-    "batch_norm_test.py": Setting(
-        ("--epochs", "10"),
-        plot=True,
-        mnist=True,
-        full="20 epochs: the book's figure 6-19, in :doc:`/training-techniques`",
-    ),
-    "overfit_weight_decay.py": Setting(plot=True, mnist=True),
-    "overfit_dropout.py": Setting(plot=True, mnist=True),
-    "train_save_reload.py": Setting(mnist=True),
+    "optimizer_compare_mnist.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
+    "batch_norm_test.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
+    "overfit_weight_decay.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
+    "overfit_dropout.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
+    "train_save_reload.py": Setting(":doc:`/training-techniques`", mnist=True),
 }
 
 _PLOTS = tempfile.TemporaryDirectory(prefix="xprop-gallery-")  # removed when Sphinx exits
@@ -155,7 +145,7 @@ class GallerySettings(SphinxDirective):
             "",
             "   * - example",
             "     - run here as",
-            "     - the full run",
+            "     - in the guide",
         ]
         for name, setting in SETTINGS.items():
             plot = ["--plot", f"{Path(name).stem}.png"] if setting.plot else []
@@ -166,7 +156,7 @@ class GallerySettings(SphinxDirective):
             lines += [
                 f"   * - :doc:`{Path(name).stem}`",
                 f"     - {ran}",
-                f"     - {setting.full or 'the same'}",
+                f"     - {setting.see_also}",
             ]
         if not mnist_available():
             lines = [
