@@ -484,7 +484,8 @@ def test_gallery_runs_examples_as_scripts(xprop_gallery):
     assert args[0] == "--plot"
     assert args[1].endswith("batch_norm_test.png")
     assert xprop_gallery.reset_argv({}, {"src_file": str(EXAMPLES / "gradient_check.py")}) == []
-    # sys.exit(main()) inside a gallery run: 0 ends the script, another status fails it
+    # sys.exit(main()), the examples' last line, in a gallery run: 0 returns, another
+    # status fails the example
     real = sys.exit
     xprop_gallery.run_as_script({}, "x.py", "before")
     try:

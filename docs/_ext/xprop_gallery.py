@@ -7,9 +7,9 @@ their qualified names, so the configuration stays picklable):
   (:data:`SETTINGS`: the book's) and ``--plot`` into a scratch folder;
 * :func:`plot_files` is the image scraper: it moves the figure a script wrote with ``--plot``
   into the gallery (the scripts write files and close their figures, as on the command line);
-* :func:`run_as_script` lets a script end with ``sys.exit(main())``: status 0 ends it, any
-  other status fails the example (sphinx-gallery runs scripts in the Sphinx process, where
-  ``SystemExit`` would end the whole build);
+* :func:`run_as_script` lets a script end with ``sys.exit(main())``: status 0 simply returns
+  (every example calls it last), any other status fails the example (sphinx-gallery runs
+  scripts in the Sphinx process, where ``SystemExit`` would end the whole build);
 * :class:`ChapterOrder` sorts the gallery in the book's order;
 * the ``gallery-settings`` directive prints :data:`SETTINGS` as a table in the gallery's
   header, with the guide's pages on each example, and says when MNIST was not there.
