@@ -19,7 +19,7 @@ def parser(doc: str, plot: str | None) -> argparse.ArgumentParser:
     """A parser with ``--backend``, ``--dtype``, ``--seed``, ``--data-dir`` and, when a default
     file name is given, ``--plot``."""
     p = argparse.ArgumentParser(
-        description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc.partition("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--backend", help="array library (default: $XPROP_BACKEND or numpy)")
     p.add_argument("--dtype", help="float dtype (default: $XPROP_DTYPE or float32)")

@@ -1,10 +1,13 @@
-"""Same network, same seed, same batch: do all backends compute the same gradients?
+"""Do all backends compute the same gradients?
+===========================================
 
-Builds the book's TwoLayerNet (784-50-10) in float64 on every available backend from one
-seed, takes the gradient on one batch of 100 random images, and prints, per parameter,
-the worst relative difference from NumPy's gradient.  Exits 1 if any exceeds 1e-12, or if
-a backend named with ``--backends`` cannot run here; 2 for a bad flag (an unknown backend
-name, a tolerance that is not a finite positive number).
+Same network, same seed, same batch.  Builds the book's TwoLayerNet (784-50-10) in float64
+on every available backend from one seed, takes the gradient on one batch of 100 random
+images, and prints, per parameter, the worst relative difference from NumPy's gradient.
+Exits 1 if any exceeds 1e-12, or if a backend named with ``--backends`` cannot run here; 2
+for a bad flag (an unknown backend name, a tolerance that is not a finite positive number).
+
+Usage::
 
     python examples/backend_agreement.py [--backends numpy,torch] [--tol 1e-12]
 """
@@ -39,7 +42,7 @@ def seed(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--backends", help="comma-separated names (default: all available)")
     parser.add_argument(
         "--tol", type=positive_float, default=1e-12, help="relative tolerance (1e-12)"

@@ -1,11 +1,15 @@
-"""Training with and without Batch Normalization (book ch. 6.3.2, ``ch06/batch_norm_test.py``).
+"""Training with and without Batch Normalization (ch. 6.3.2)
+=========================================================
 
-For each of 16 standard deviations of the initial weights (``logspace(0, -4, 16)``) two
-six-layer networks (784-100-100-100-100-100-10, ReLU) — one with BatchNorm after every hidden
-Affine layer, one without — are trained side by side on the same minibatches of the first
-1000 MNIST training images with SGD (learning rate 0.01) for 20 epochs; their training
-accuracies are plotted per epoch, one panel per scale (the book's figure 6-19).  BatchNorm
-learns fast at almost every scale; the plain network only near a good one.
+The book's ``ch06/batch_norm_test.py``.  For each of 16 standard deviations of the initial
+weights (``logspace(0, -4, 16)``) two six-layer networks (784-100-100-100-100-100-10, ReLU)
+— one with BatchNorm after every hidden Affine layer, one without — are trained side by side
+on the same minibatches of the first 1000 MNIST training images with SGD (learning rate
+0.01) for 20 epochs; their training accuracies are plotted per epoch, one panel per scale
+(the book's figure 6-19).  BatchNorm learns fast at almost every scale; the plain network
+only near a good one.
+
+Usage::
 
     python examples/batch_norm_test.py                        # writes batch_norm_test.png
     python examples/batch_norm_test.py --epochs 2 --scales 2 --plot ''   # short

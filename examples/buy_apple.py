@@ -1,30 +1,42 @@
-"""Buying apples (book ch. 5.4.1): forward and backward through two multiplication layers.
+"""Buying apples (ch. 5.4.1)
+=========================
 
-2 apples at 100 each, with 10% consumption tax: the price is 220, and backpropagating
-``dprice = 1`` gives d price / d apple = 2.2, d price / d apple_num = 110 and
-d price / d tax = 200.  The output matches the book::
+Forward and backward through two multiplication layers.  2 apples at 100 each, with 10%
+consumption tax: the price is 220, and backpropagating ``dprice = 1`` gives d price / d
+apple = 2.2, d price / d apple_num = 110 and d price / d tax = 200.  The output matches the
+book::
 
     220
     2.2 110 200
 
 The values are 0-d arrays of the selected backend (``--backend``, default
 ``$XPROP_BACKEND`` or numpy); plain Python numbers work the same way.
+
+``--plot FILE.png`` draws the computational graph with these values on its edges; the
+documentation's figure comes from ``--plot docs/_static/graph_apple.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
+
+import _graph
 
 import xprop
 from xprop.layers import MulLayer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--backend", help="array library (default: $XPROP_BACKEND or numpy)")
+    parser.add_argument(
+        "--plot", type=Path, help="draw the computational graph with these values to this PNG"
+    )
     args = parser.parse_args(argv)
+    plot = _graph.check_plot(args.plot)
     backend = xprop.get_backend(args.backend)
 
     def value(v: float) -> Any:
@@ -50,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     # ':g' prints 220 rather than 220.00000000000003 (1.1 has no exact binary form).
     print(f"{float(price):g}")
     print(f"{float(dapple):g} {float(dapple_num):g} {float(dtax):g}")
+    if plot is not None:
+        # Each edge of the graph, labelled with the values computed above.
+        _graph.draw(
+            plot,
+            _graph.APPLE,
+            (apple, apple_num, apple_price, tax, price),
+            (dapple, dapple_num, dapple_price, dtax, dprice),
+        )
     return 0
 
 

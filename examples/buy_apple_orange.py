@@ -1,29 +1,41 @@
-"""Buying apples and oranges (book ch. 5.4.2): multiplication and addition layers together.
+"""Buying apples and oranges (ch. 5.4.2)
+=====================================
 
-2 apples at 100 and 3 oranges at 150, with 10% tax: the price is 715.  Backpropagating
-``dprice = 1`` gives the book's gradients (apple_num, apple, orange, orange_num, tax)::
+Multiplication and addition layers together.  2 apples at 100 and 3 oranges at 150, with 10%
+tax: the price is 715.  Backpropagating ``dprice = 1`` gives the book's gradients
+(apple_num, apple, orange, orange_num, tax)::
 
     715
     110 2.2 3.3 165 650
 
 The values are 0-d arrays of the selected backend (``--backend``, default
 ``$XPROP_BACKEND`` or numpy).
+
+``--plot FILE.png`` draws the computational graph with these values on its edges; the
+documentation's figure comes from ``--plot docs/_static/graph_apple_orange.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
+
+import _graph
 
 import xprop
 from xprop.layers import AddLayer, MulLayer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--backend", help="array library (default: $XPROP_BACKEND or numpy)")
+    parser.add_argument(
+        "--plot", type=Path, help="draw the computational graph with these values to this PNG"
+    )
     args = parser.parse_args(argv)
+    plot = _graph.check_plot(args.plot)
     backend = xprop.get_backend(args.backend)
 
     def value(v: float) -> Any:
@@ -57,6 +69,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{float(price):g}")
     grads = (dapple_num, dapple, dorange, dorange_num, dtax)
     print(" ".join(f"{float(g):g}" for g in grads))
+    if plot is not None:
+        # Each edge of the graph, labelled with the values computed above.
+        _graph.draw(
+            plot,
+            _graph.APPLE_ORANGE,
+            (
+                apple,
+                apple_num,
+                orange,
+                orange_num,
+                apple_price,
+                orange_price,
+                all_price,
+                tax,
+                price,
+            ),
+            (
+                dapple,
+                dapple_num,
+                dorange,
+                dorange_num,
+                dapple_price,
+                dorange_price,
+                dall_price,
+                dtax,
+                dprice,
+            ),
+        )
     return 0
 
 

@@ -1,13 +1,17 @@
-"""Gradient check (book ch. 5.7.3): backpropagation against numerical differentiation.
+"""Gradient check (ch. 5.7.3)
+==========================
 
-Builds the book's 784-50-10 network in float64, takes the first 3 MNIST training samples
-and prints, for each parameter, the mean absolute difference between the gradient from
-backpropagation and the one from central differences, like the book::
+Backpropagation against numerical differentiation.  Builds the book's 784-50-10 network in
+float64, takes the first 3 MNIST training samples and prints, for each parameter, the mean
+absolute difference between the gradient from backpropagation and the one from central
+differences, like the book::
 
     W1:2.6e-13  (the exact numbers depend on the random initial weights)
 
 Differences around 1e-10 or below mean the backward pass is right.  Central differences
 need two forward passes per weight (about 80000 here), so this takes a while.
+
+Usage::
 
     python examples/gradient_check.py [--backend torch] [--seed 0] [--hidden 50]
 
@@ -40,7 +44,7 @@ def at_least(minimum: int) -> Callable[[str], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--backend", help="array library (default: $XPROP_BACKEND or numpy)")
     parser.add_argument(
         "--seed", type=at_least(0), default=0, help="seed of the initial weights (0)"

@@ -1,10 +1,13 @@
-"""Compare the six optimizers on MNIST (book ch. 6.1.8, ``ch06/optimizer_compare_mnist.py``).
+"""Comparing the optimizers on MNIST (ch. 6.1.8)
+=============================================
 
-One five-layer network (784-100-100-100-100-10, ReLU, He initial weights) per optimizer, all
-starting from the same weights and trained on the same minibatches of 128 images for 2000
-iterations with the book's default hyperparameters; the smoothed training loss of each is
-plotted against the iterations (the book's figure 6-9).  Every 100 iterations the current
-losses are printed.
+The book's ``ch06/optimizer_compare_mnist.py``.  One five-layer network
+(784-100-100-100-100-10, ReLU, He initial weights) per optimizer, all starting from the same
+weights and trained on the same minibatches of 128 images for 2000 iterations with the
+book's default hyperparameters; the smoothed training loss of each is plotted against the
+iterations (the book's figure 6-9).  Every 100 iterations the current losses are printed.
+
+Usage::
 
     python examples/optimizer_compare_mnist.py                # writes optimizer_compare_mnist.png
     python examples/optimizer_compare_mnist.py --iters 200 --plot ''  # short, no plot

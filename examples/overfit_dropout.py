@@ -1,10 +1,14 @@
-"""Overfitting and Dropout (book ch. 6.4.3, ``ch06/overfit_dropout.py``).
+"""Overfitting and Dropout (ch. 6.4.3)
+===================================
 
-The overfitting setup of ``overfit_weight_decay.py`` (seven layers, the first 300 MNIST
-training images, SGD with learning rate 0.01, batches of 100), here with Dropout after every
-hidden activation (``--dropout-ratio``, the book's 0.2; 0 for none) and trained for 301 epochs
-by the book's :class:`~xprop.Trainer`.  Dropout narrows the gap between training and test
-accuracy; both are plotted per epoch (the book's figure 6-23).
+The book's ``ch06/overfit_dropout.py``.  The overfitting setup of
+``overfit_weight_decay.py`` (seven layers, the first 300 MNIST training images, SGD with
+learning rate 0.01, batches of 100), here with Dropout after every hidden activation
+(``--dropout-ratio``, the book's 0.2; 0 for none) and trained for 301 epochs by the book's
+:class:`~xprop.Trainer`.  Dropout narrows the gap between training and test accuracy; both
+are plotted per epoch (the book's figure 6-23).
+
+Usage::
 
     python examples/overfit_dropout.py                        # writes overfit_dropout.png
     python examples/overfit_dropout.py --dropout-ratio 0      # without Dropout

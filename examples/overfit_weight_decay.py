@@ -1,10 +1,14 @@
-"""Overfitting and weight decay (book ch. 6.4.1-6.4.2, ``ch06/overfit_weight_decay.py``).
+"""Overfitting and weight decay (ch. 6.4.1-6.4.2)
+==============================================
 
-A seven-layer network (784-100-100-100-100-100-100-10, ReLU, He initial weights) trained on
-only the first 300 MNIST training images with SGD (learning rate 0.01, batches of 100) for
-201 epochs overfits: training accuracy reaches 1 while test accuracy stays far below.  L2
-weight decay (``--lambda``, the book's 0.1; 0 for none) narrows the gap.  The training and
-test accuracies per epoch are plotted (the book's figures 6-20 and 6-21).
+The book's ``ch06/overfit_weight_decay.py``.  A seven-layer network
+(784-100-100-100-100-100-100-10, ReLU, He initial weights) trained on only the first 300
+MNIST training images with SGD (learning rate 0.01, batches of 100) for 201 epochs overfits:
+training accuracy reaches 1 while test accuracy stays far below.  L2 weight decay
+(``--lambda``, the book's 0.1; 0 for none) narrows the gap.  The training and test
+accuracies per epoch are plotted (the book's figures 6-20 and 6-21).
+
+Usage::
 
     python examples/overfit_weight_decay.py                   # writes overfit_weight_decay.png
     python examples/overfit_weight_decay.py --lambda 0        # the overfitting run

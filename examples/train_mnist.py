@@ -1,10 +1,14 @@
-"""Train the book's two-layer network on MNIST by backpropagation (ch. 5.7.4), on any backend.
+"""Training on MNIST (ch. 5.7.4)
+=============================
 
-The defaults are the book's protocol: a 784-50-10 network, minibatches of 100 drawn with
+Train the book's two-layer network on MNIST by backpropagation, on any backend.  The
+defaults are the book's protocol: a 784-50-10 network, minibatches of 100 drawn with
 replacement, plain SGD with learning rate 0.1, 10000 iterations, and the accuracy on all
 60000 training and 10000 test images once per epoch (every ``max(60000 / 100, 1) = 600``
 iterations, starting after the first one).  The final accuracy is measured after the last
 iteration too.  Expect about 97% test accuracy.
+
+Usage::
 
     python examples/train_mnist.py                      # numpy, or $XPROP_BACKEND
     python examples/train_mnist.py --backend torch --plot acc.png --json run.json
@@ -47,7 +51,7 @@ DIVERGENCE_FACTOR = 2.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument(
         "--backend", help="array library, or 'auto' (default: $XPROP_BACKEND or numpy)"
     )

@@ -1,11 +1,15 @@
-"""Train with Adam and BatchNorm, save a checkpoint, reload it on another backend.
+"""Save a checkpoint, reload it on another backend
+===============================================
 
-A ``MultiLayerNetExtend`` (784-100-100-10, BatchNorm, He initial weights) is trained on MNIST
+Train with Adam and BatchNorm, save a checkpoint, reload it on another backend.  A
+``MultiLayerNetExtend`` (784-100-100-10, BatchNorm, He initial weights) is trained on MNIST
 by the :class:`~xprop.Trainer` with Adam on one backend (``--backend``), saved with
 ``net.save_params`` (a safetensors file: parameters, BatchNorm's running statistics and the
 optimizer's state), then loaded into a network built on another backend (``--to``) and
 compared: the parameters must arrive bit for bit and both networks must give the same test
 accuracy and (up to the libraries' rounding) the same scores.
+
+Usage::
 
     python examples/train_save_reload.py                                # numpy -> array_api_strict
     python examples/train_save_reload.py --backend torch --to jax --path net.safetensors

@@ -1,8 +1,10 @@
-"""A 2-2-2 sigmoid network worked by hand, then by layers, then checked numerically.
+"""A 2-2-2 sigmoid network by hand
+===============================
 
-This is the network of the classic step-by-step backpropagation tutorials: two inputs, two
-sigmoid hidden units, two sigmoid outputs, no biases, and the squared error
-``E = 1/2 (t1 - o1)^2 + 1/2 (t2 - o2)^2``.  The weights are named as in those tutorials::
+A 2-2-2 sigmoid network worked by hand, then by layers, then checked numerically.  This is
+the network of the classic step-by-step backpropagation tutorials: two inputs, two sigmoid
+hidden units, two sigmoid outputs, no biases, and the squared error ``E = 1/2 (t1 - o1)^2 +
+1/2 (t2 - o2)^2``.  The weights are named as in those tutorials::
 
     net_h1 = w1 x1 + w2 x2     net_o1 = w5 out_h1 + w6 out_h2
     net_h2 = w3 x1 + w4 x2     net_o2 = w7 out_h1 + w8 out_h2
@@ -18,6 +20,8 @@ The script then shows three things at the initial weights:
 2. the gradient checker (:func:`xprop.check_backward`) accepts the hand-derived formula;
 3. it rejects a wrong one that *adds* the three chain-rule factors instead of multiplying
    them for two weights (w6 and w7), a slip one tutorial made.
+
+Usage::
 
     python examples/two_by_two_sigmoid.py [--backend torch]
 
@@ -132,7 +136,7 @@ def hand_gradient(w: list[float], wrong: tuple[str, ...] = ()) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--backend", help="array library (default: $XPROP_BACKEND or numpy)")
     args = parser.parse_args(argv)
     # float64: the loss ends near 2e-7, and gradient checks need the precision.

@@ -59,6 +59,32 @@ def test_buy_apple_orange():
     assert ok(run_example("buy_apple_orange.py")) == ["715", "110 2.2 3.3 165 650"]
 
 
+@pytest.mark.parametrize(
+    ("example", "printed"),
+    [
+        ("buy_apple.py", ["220", "2.2 110 200"]),
+        ("buy_apple_orange.py", ["715", "110 2.2 3.3 165 650"]),
+    ],
+)
+def test_buy_apple_draws_its_graph(example, printed, tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    plot = tmp_path / "graph.png"
+    assert ok(run_example(example, "--plot", str(plot))) == printed
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    assert [p.name for p in tmp_path.iterdir()] == ["graph.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("plot", "message"),
+    [("missing/graph.png", "folder"), ("graph.jpg", "end the name in .png")],
+)
+def test_buy_apple_refuses_a_plot_it_cannot_write(plot, message, tmp_path):
+    result = run_example("buy_apple.py", "--plot", str(tmp_path / plot))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""  # refused before computing anything
+
+
 def test_two_by_two_sigmoid():
     out = "\n".join(ok(run_example("two_by_two_sigmoid.py")))
     final = re.search(r"^ 1500\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.MULTILINE)
@@ -427,3 +453,45 @@ def test_smooth_curve_keeps_length_and_constants():
     assert len(steps) == 40
     assert 0 < steps[19] < steps[20] < 1  # the jump is smoothed
     assert np.all(np.diff(steps) >= 0)
+
+
+@pytest.fixture
+def xprop_gallery():
+    """docs/_ext/xprop_gallery.py: how the docs build runs the examples."""
+    pytest.importorskip("sphinx", reason="the gallery settings import sphinx (.[docs])")
+    sys.path.insert(0, str(EXAMPLES.parent / "docs" / "_ext"))
+    try:
+        import xprop_gallery
+    finally:
+        sys.path.pop(0)
+    return xprop_gallery
+
+
+def test_every_example_has_its_gallery_settings(xprop_gallery):
+    # The docs build runs each example with the arguments docs/_ext/xprop_gallery.py gives
+    # it; an example missing there would fail the docs build, one without a title too.
+    scripts = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+    assert sorted(xprop_gallery.SETTINGS) == scripts
+    for name in scripts:
+        title, underline = (EXAMPLES / name).read_text().split("\n")[:2]
+        assert title.startswith('"""'), name
+        assert len(title) > 3, name
+        assert underline == "=" * (len(title) - 3), f"{name}: the title needs a '=' underline"
+
+
+def test_gallery_runs_examples_as_scripts(xprop_gallery):
+    args = xprop_gallery.reset_argv({}, {"src_file": str(EXAMPLES / "batch_norm_test.py")})
+    assert args[0] == "--plot"
+    assert args[1].endswith("batch_norm_test.png")
+    assert xprop_gallery.reset_argv({}, {"src_file": str(EXAMPLES / "gradient_check.py")}) == []
+    # sys.exit(main()), the examples' last line, in a gallery run: 0 returns, another
+    # status fails the example
+    real = sys.exit
+    xprop_gallery.run_as_script({}, "x.py", "before")
+    try:
+        assert sys.exit(0) is None
+        with pytest.raises(xprop_gallery.ExampleExit, match="exited with status 2"):
+            sys.exit(2)
+    finally:
+        xprop_gallery.run_as_script({}, "x.py", "after")
+    assert sys.exit is real

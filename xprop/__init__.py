@@ -4,6 +4,7 @@ The same layer code runs on NumPy, CuPy, PyTorch, JAX and array-api-strict: comp
 infers its namespace from its inputs; :mod:`xprop.backend` decides where new arrays live.
 The book's chapter-6 toolkit — optimizers, BatchNormalization, Dropout, the multi-layer
 networks, the Trainer — and portable safetensors checkpoints come with it.
+:func:`show_versions` (``python -m xprop info``) prints what a bug report needs.
 """
 
 from xprop.backend import (
@@ -31,6 +32,7 @@ from xprop.functions import (
     validate_labels,
 )
 from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
+from xprop.info import show_versions
 from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from xprop.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
@@ -80,6 +82,7 @@ __all__ = [
     "register_backend",
     "relu",
     "set_backend",
+    "show_versions",
     "sigmoid",
     "softmax",
     "use_backend",

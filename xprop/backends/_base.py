@@ -3,9 +3,10 @@
 One :class:`ArrayLibrary` subclass per array library (``numpy``, ``cupy``, ``torch``, ``jax``,
 ``array_api_strict``) holds everything xprop knows about that library: how to import it, its
 devices, how to copy an array to the host, how to wait for its device, whether an array is
-being traced, and how to compile a training step.  Layers and functions never see these
-classes; they infer their namespace from their inputs.  A compliant library needs only
-:attr:`~ArrayLibrary.name`, :attr:`~ArrayLibrary.module` and :meth:`~ArrayLibrary.load`.
+being traced, how to compile a training step, and what a bug report should say about it.
+Layers and functions never see these classes; they infer their namespace from their inputs.
+A compliant library needs only :attr:`~ArrayLibrary.name`, :attr:`~ArrayLibrary.module` and
+:meth:`~ArrayLibrary.load`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,21 @@ class ArrayLibrary:
 
     def check(self, xp: Any) -> None:
         """Raise :class:`BackendError` when the library imports but cannot run here."""
+
+    def version_info(self, xp: Any) -> dict[str, str]:
+        """What a bug report needs to know about this installation of the library.
+
+        Called by :func:`xprop.show_versions` once :meth:`load` has returned ``xp``, and
+        before it asks for :meth:`devices`.  Returns ``{"version": ...}`` plus what the
+        library knows beyond the standard: its build (the CUDA runtime it was built
+        against), its GPUs by name, the driver, a mode that changes results (JAX's 64-bit
+        mode).  Keys are short lower-case phrases; values are one line each.  The default
+        gives the ``__version__`` of :attr:`module` (else of ``xp``).  It may raise:
+        :func:`xprop.show_versions` reports the error in its place.
+        """
+        module = sys.modules.get(self.module) if self.module else None
+        version = getattr(module, "__version__", None) or getattr(xp, "__version__", None)
+        return {"version": "unknown" if version is None else str(version)}
 
     def owns(self, xp: Any) -> bool:
         """Whether namespace ``xp`` is this library's (never imports the library)."""

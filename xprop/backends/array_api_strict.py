@@ -23,6 +23,12 @@ class ArrayApiStrictLibrary(ArrayLibrary):
 
         return xp
 
+    def version_info(self, xp: Any) -> dict[str, str]:
+        info = super().version_info(xp)
+        # The standard's version it enforces (a flag users may change) decides what passes.
+        info["array api version"] = str(xp.get_array_api_strict_flags()["api_version"])
+        return info
+
     def to_numpy(self, x: Any) -> np.ndarray:
         xp = self.namespace()
         # Only arrays on the CPU device expose the buffer protocol; move others there first.

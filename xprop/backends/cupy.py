@@ -39,6 +39,30 @@ class CuPyLibrary(ArrayLibrary):
                 "driver, or choose a CPU backend such as XPROP_BACKEND=numpy"
             )
 
+    def version_info(self, xp: Any) -> dict[str, str]:
+        import cupy
+
+        info = super().version_info(xp)
+        runtime = cupy.cuda.runtime
+        # Each query on its own: a machine without a driver still has a runtime to report.
+        for key, query in (
+            ("cuda runtime", runtime.runtimeGetVersion),
+            ("cuda driver", runtime.driverGetVersion),
+        ):
+            try:
+                info[key] = _cuda_version(query())
+            except Exception as exc:  # CUDARuntimeError without a driver or device
+                info[key] = f"unknown ({type(exc).__name__}: {exc})"
+        try:
+            names = [
+                runtime.getDeviceProperties(i)["name"].decode()
+                for i in range(runtime.getDeviceCount())
+            ]
+            info["gpus"] = ", ".join(f"{i} {n}" for i, n in enumerate(names)) or "none"
+        except Exception as exc:
+            info["gpus"] = f"none usable ({type(exc).__name__}: {exc})"
+        return info
+
     def devices(self, xp: Any) -> list[Any]:
         import cupy
 
@@ -76,3 +100,10 @@ class CuPyLibrary(ArrayLibrary):
 
         with cupy.cuda.Device(device.id):
             cupy.cuda.get_current_stream().synchronize()
+
+
+def _cuda_version(code: int) -> str:
+    """CUDA's version code as text: 12080 -> ``"12.8"``; 0 (no driver) -> ``"none"``."""
+    if code == 0:
+        return "none"
+    return f"{code // 1000}.{code % 1000 // 10}"

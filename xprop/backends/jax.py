@@ -31,6 +31,23 @@ class JaxLibrary(ArrayLibrary):
 
         return jnp
 
+    def version_info(self, xp: Any) -> dict[str, str]:
+        import jax
+        import jaxlib
+
+        info = super().version_info(xp)
+        info["jaxlib"] = jaxlib.__version__
+        info["default platform"] = jax.default_backend()
+        # The device kind names the GPU ("NVIDIA H100 80GB HBM3"); on the CPU it says "cpu".
+        info["device kinds"] = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+        # The platform's own version: "cuda 12080" on a GPU (on the CPU just "cpu")
+        version = str(getattr(jax.devices()[0].client, "platform_version", "") or "")
+        if version and version != info["default platform"]:
+            info["platform version"] = version
+        # x64 mode changes every default dtype of the process: results depend on it.
+        info["x64 mode"] = "on" if jax.config.read("jax_enable_x64") else "off"
+        return info
+
     def devices(self, xp: Any) -> list[Any]:
         import jax
 

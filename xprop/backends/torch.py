@@ -29,6 +29,24 @@ class TorchLibrary(ArrayLibrary):
 
         return xp
 
+    def version_info(self, xp: Any) -> dict[str, str]:
+        import torch
+
+        info = super().version_info(xp)
+        # The CUDA runtime is part of the wheel: this is the version torch was built with.
+        info["cuda runtime"] = torch.version.cuda or "none (a CPU build)"
+        if torch.version.hip:
+            info["rocm (hip)"] = torch.version.hip
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            info["gpus"] = ", ".join(f"cuda:{i} {n}" for i, n in enumerate(names))
+            info["cudnn"] = str(torch.backends.cudnn.version())
+        elif torch.version.cuda:
+            info["gpus"] = "none usable (torch.cuda.is_available() is False)"
+        info["mps"] = "available" if torch.backends.mps.is_available() else "no"
+        info["cpu threads"] = str(torch.get_num_threads())
+        return info
+
     def devices(self, xp: Any) -> list[Any]:
         import torch
 

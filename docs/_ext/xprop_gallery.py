@@ -1,0 +1,198 @@
+"""The example gallery: sphinx-gallery runs ``examples/*.py`` at build time, as scripts.
+
+What sphinx-gallery needs from xprop's examples, in one place (``conf.py`` names these by
+their qualified names, so the configuration stays picklable):
+
+* :func:`reset_argv` gives each script its command line: the settings of this build
+  (:data:`SETTINGS`: the book's) and ``--plot`` into a scratch folder;
+* :func:`plot_files` is the image scraper: it moves the figure a script wrote with ``--plot``
+  into the gallery (the scripts write files and close their figures, as on the command line);
+* :func:`run_as_script` lets a script end with ``sys.exit(main())``: status 0 simply returns
+  (every example calls it last), any other status fails the example (sphinx-gallery runs
+  scripts in the Sphinx process, where ``SystemExit`` would end the whole build);
+* :class:`ChapterOrder` sorts the gallery in the book's order;
+* the ``gallery-settings`` directive prints :data:`SETTINGS` as a table in the gallery's
+  header, with the guide's pages on each example, and says when MNIST was not there.
+
+Examples that need MNIST run only when ``XPROP_DATA_DIR`` is set; without it the gallery
+shows their code and description, unexecuted (:func:`executed_pattern`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How the docs build runs one example, and where the guide discusses it."""
+
+    see_also: str  # reST: the guide's page(s) about it
+    args: tuple[str, ...] = ()  # arguments besides --plot (a shorter run, say)
+    plot: bool = False  # the script takes --plot FILE.png
+    mnist: bool = False  # it reads MNIST (runs only when XPROP_DATA_DIR is set)
+
+
+#: Each example, in the book's order, with the arguments this build runs it with: the
+#: book's settings everywhere (all eleven take about a minute and a half on two cores).
+SETTINGS: dict[str, Setting] = {
+    "buy_apple.py": Setting(":doc:`/computational-graph`", plot=True),
+    "buy_apple_orange.py": Setting(":doc:`/computational-graph`", plot=True),
+    "two_by_two_sigmoid.py": Setting(":doc:`/gradient-check`"),
+    "gradient_check.py": Setting(":doc:`/gradient-check`", mnist=True),
+    "backend_agreement.py": Setting(":doc:`/backends`"),
+    "train_mnist.py": Setting(
+        ":doc:`/training` (seeds 0-4, the book's runs), :doc:`/performance` (timings)",
+        plot=True,
+        mnist=True,
+    ),
+    "optimizer_compare_mnist.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
+    "batch_norm_test.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
+    "overfit_weight_decay.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
+    "overfit_dropout.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
+    "train_save_reload.py": Setting(":doc:`/training-techniques`", mnist=True),
+}
+
+_PLOTS = tempfile.TemporaryDirectory(prefix="xprop-gallery-")  # removed when Sphinx exits
+
+
+def mnist_available() -> bool:
+    """Whether this build can run the MNIST examples (``XPROP_DATA_DIR`` is set)."""
+    return bool(os.environ.get("XPROP_DATA_DIR"))
+
+
+def executed_pattern() -> str:
+    """sphinx-gallery's ``filename_pattern``: the examples this build runs."""
+    names = [n for n, s in SETTINGS.items() if mnist_available() or not s.mnist]
+    return r"[\\/](" + "|".join(n.replace(".", r"\.") for n in names) + r")$"
+
+
+def _plot_path(src_file: str) -> Path:
+    return Path(_PLOTS.name) / (Path(src_file).stem + ".png")
+
+
+def reset_argv(gallery_conf: dict[str, Any], script_vars: dict[str, Any]) -> list[str]:
+    """The command-line arguments of one example in this build."""
+    name = Path(script_vars["src_file"]).name
+    setting = SETTINGS.get(name)
+    if setting is None:
+        raise KeyError(f"examples/{name} has no entry in SETTINGS of {__file__}: add one")
+    args = list(setting.args)
+    if setting.plot:
+        args += ["--plot", str(_plot_path(script_vars["src_file"]))]
+    return args
+
+
+def plot_files(block: Any, block_vars: dict[str, Any], gallery_conf: dict[str, Any]) -> str:
+    """Image scraper: the PNG the example wrote with ``--plot``, moved into the gallery."""
+    from sphinx_gallery.scrapers import figure_rst
+
+    written = _plot_path(block_vars["src_file"])
+    if not written.exists():
+        return ""
+    target = next(block_vars["image_path_iterator"])
+    shutil.move(written, target)
+    return figure_rst([target], gallery_conf["src_dir"])
+
+
+class ExampleExit(RuntimeError):
+    """An example ended with a non-zero exit status."""
+
+
+_real_exit = sys.exit
+
+
+def _exit(status: object = None) -> None:
+    if status not in (None, 0):
+        raise ExampleExit(f"the example exited with status {status!r}")
+
+
+def run_as_script(gallery_conf: dict[str, Any], fname: str | None, when: str) -> None:
+    """sphinx-gallery's reset hook: ``sys.exit`` as a script sees it, for one example."""
+    sys.exit = _exit if when == "before" and fname is not None else _real_exit
+
+
+class ChapterOrder:
+    """Sort key of sphinx-gallery's ``within_subsection_order``: the order of SETTINGS."""
+
+    def __init__(self, src_dir: str) -> None:
+        self.src_dir = src_dir
+
+    def __call__(self, filename: str) -> tuple[int, str]:
+        names = list(SETTINGS)
+        return (names.index(filename) if filename in names else len(names), filename)
+
+
+class GallerySettings(SphinxDirective):
+    """``.. gallery-settings::`` — how this build ran each example, as a table."""
+
+    def run(self) -> list[nodes.Node]:
+        lines = [
+            ".. list-table::",
+            "   :header-rows: 1",
+            "   :widths: 25 45 30",
+            "",
+            "   * - example",
+            "     - run here as",
+            "     - in the guide",
+        ]
+        for name, setting in SETTINGS.items():
+            plot = ["--plot", f"{Path(name).stem}.png"] if setting.plot else []
+            command = " ".join(["python", f"examples/{name}", *setting.args, *plot])
+            ran = f"``{command}``"
+            if setting.mnist and not mnist_available():
+                ran += " — *not run in this build*"
+            lines += [
+                f"   * - :doc:`{Path(name).stem}`",
+                f"     - {ran}",
+                f"     - {setting.see_also}",
+            ]
+        if not mnist_available():
+            lines = [
+                ".. note::",
+                "",
+                "   This build had no MNIST data (``XPROP_DATA_DIR`` was not set), so the",
+                "   examples that train on it are shown with their code but without output.",
+                "",
+                *lines,
+            ]
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, source=""), self.content_offset, container)
+        return container.children
+
+
+#: The notebook page (docs/ch05_backprop.md links to notebooks/ch05_backprop.md).
+NOTEBOOK_DOC = "ch05_backprop"
+
+
+def note_unexecuted_notebook(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Say on the notebook's page why it has no outputs, when this build could not run it."""
+    if docname != NOTEBOOK_DOC or mnist_available():
+        return
+    text = source[0]
+    title = text.find("\n# ")
+    end = text.find("\n", title + 1)
+    if title < 0 or end < 0:
+        return
+    note = (
+        "\n\n:::{note}\nThis build had no MNIST data (`XPROP_DATA_DIR` was not set), so the "
+        "notebook is shown without its outputs.\n:::\n"
+    )
+    source[0] = text[:end] + note + text[end:]
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("gallery-settings", GallerySettings)
+    app.connect("source-read", note_unexecuted_notebook)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
