@@ -13,6 +13,7 @@ import numpy as np
 
 import xprop
 from xprop.datasets import DatasetError, load_mnist
+from xprop.files import write_atomically
 
 
 def parser(doc: str, plot: str | None) -> argparse.ArgumentParser:
@@ -98,8 +99,18 @@ def plot_accuracy(train_acc: list[float], test_acc: list[float], title: str, pat
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` all or nothing (format from the suffix), then close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format=fmt))
+    finally:
+        plt.close(fig)
 
 
 def run(main: Callable[[], int]) -> None:

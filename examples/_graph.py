@@ -11,13 +11,13 @@ documentation come from running the layers, never typed by hand::
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from xprop.files import write_atomically
 
 FORWARD, BACKWARD = "#222222", "#c0392b"
 RADIUS = 0.32
@@ -174,13 +174,12 @@ def draw(path: Path, layout: Layout, forward: Sequence[Any], backward: Sequence[
         fontweight="bold",
     )
     fig.tight_layout()
-    # Atomically: a temporary file in the same folder, renamed into place.
-    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15)
-        os.chmod(tmp, 0o644)  # mkstemp's file is private (0600); a figure is for reading
-        os.replace(tmp, path)
+        write_atomically(
+            path,
+            lambda tmp: fig.savefig(
+                tmp, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15
+            ),
+        )
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)

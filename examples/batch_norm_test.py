@@ -118,8 +118,7 @@ def draw(scales: list[float], results: list, path) -> None:
         axes[k // cols][k % cols].axis("off")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _ch6.save_figure(fig, path)
 
 
 if __name__ == "__main__":

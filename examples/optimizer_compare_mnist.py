@@ -108,8 +108,7 @@ def draw(train_loss: dict[str, list[float]], path, backend) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _ch6.save_figure(fig, path)
 
 
 if __name__ == "__main__":

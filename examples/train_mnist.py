@@ -42,6 +42,7 @@ from typing import Any
 import xprop
 from xprop.auto import choose_backend
 from xprop.datasets import DatasetError, load_mnist
+from xprop.files import write_atomically
 
 TRAIN_SIZE = 60000  # MNIST's training images
 INPUT_SIZE, OUTPUT_SIZE = 784, 10
@@ -279,18 +280,6 @@ def check_divergence(
             f"more than {DIVERGENCE_FACTOR:g}x the first loss {first:.4g} (lr={args.lr}); "
             "lower --lr"
         )
-
-
-def write_atomically(path: Path, write: Any) -> None:
-    """Call ``write(temporary_path)``, then move the file into place: all or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot(record: dict[str, Any], path: Path) -> None:

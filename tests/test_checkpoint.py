@@ -336,3 +336,27 @@ def test_saved_file_has_ordinary_permissions(tmp_path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_write_atomically_gives_an_ordinary_file_or_nothing(tmp_path) -> None:
+    """The one atomic writer: normal permissions, the old file kept when the write fails."""
+    import os
+    import stat
+
+    from xprop.files import write_atomically
+
+    target = tmp_path / "out.txt"
+    write_atomically(target, lambda tmp: tmp.write_text("new"))
+    assert target.read_text() == "new"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+    def fails(tmp):
+        tmp.write_text("half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(target, fails)
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]

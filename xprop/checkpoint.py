@@ -23,11 +23,9 @@ Like :mod:`xprop.datasets`, this module works on the host and imports NumPy.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,17 +33,13 @@ from typing import Any
 import numpy as np
 
 from xprop._namespace import dtype_name
+from xprop.files import write_atomically
 
 __all__ = ["CheckpointError", "Checkpointable", "load_params", "read_metadata", "save_params"]
 
 FORMAT = "xprop.checkpoint"
 FORMAT_VERSION = 1
 OPTIMIZER_PREFIX = "optimizer/"
-
-# The process umask, read once at import: temporary files are created private (0600);
-# the finished checkpoint gets the permissions an ordinary new file would have.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
@@ -261,24 +255,7 @@ def _digest(tensors: Mapping[str, np.ndarray]) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
