@@ -135,6 +135,7 @@ class DataParallel:
         self.local_size: int = node.Get_size()
         node.Free()
         self._agreed: dict[str, tuple[Any, ...]] = {}  # what -> the layout the ranks agreed on
+        self._fingerprints: dict[str, Any] = {}  # what -> a cheap local check of the same
         self._buffers: dict[tuple[Any, ...], Any] = {}  # reused flat buffers, per layout
         self._staging_said = False
         if abort_on_error and self.size > 1:
@@ -297,40 +298,49 @@ class DataParallel:
     def average_gradients(self, grads: Mapping[str, Any]) -> Any:
         """The mean over the ranks of each gradient in ``grads``: one ``Allreduce`` for all.
 
-        The gradients are packed into one flat buffer (one per dtype), summed across the
+        :meth:`average_arrays` with ``what="gradients"``.
+        """
+        return self.average_arrays(grads, "gradients")
+
+    def average_arrays(self, arrays: Mapping[str, Any], what: str = "arrays") -> Any:
+        """The mean over the ranks of each array in ``arrays``: one ``Allreduce`` for all.
+
+        The arrays are packed into one flat buffer (one per dtype), summed across the
         ranks in place (``MPI.IN_PLACE``), divided by :attr:`size`, and written back:
 
         - NumPy, array-api-strict, PyTorch, CuPy: into the same arrays, in place, and
-          ``grads`` itself is returned;
-        - JAX (immutable arrays): a new dict of new arrays is returned, ``grads`` unchanged.
+          ``arrays`` itself is returned;
+        - JAX (immutable arrays): a new dict of new arrays is returned, ``arrays``
+          unchanged.
 
         Write ``grads = dp.average_gradients(grads)`` to cover both.  Host buffers are
-        reused from step to step.  GPU arrays are read on the GPU by a CUDA-aware MPI
+        reused from call to call.  GPU arrays are read on the GPU by a CUDA-aware MPI
         (:func:`mpi_is_cuda_aware`), else staged through host memory (said once, in a log
-        line).  The first call checks that every rank sends the same keys, shapes and
-        dtypes (:meth:`check_same`).
+        line).  The first call for each ``what`` checks that every rank sends the same
+        keys, shapes and dtypes (:meth:`check_same`); later calls check locally that
+        nothing changed.
 
         Raises
         ------
         DistributedError
-            The ranks' gradients differ in keys, shapes or dtypes (on every rank), or this
-            rank's gradients changed since that check.
+            The ranks' arrays differ in keys, shapes or dtypes (on every rank), or this
+            rank's arrays changed since that check.
         """
-        layout = self._check_layout(grads, "gradients")
+        layout = self._check_layout(arrays, what)
         if self.size == 1:
-            return grads
+            return arrays
         out: dict[str, Any] | None = None
         for group in _groups(layout):
-            keys = [k for k in _keys(grads) if str(k) in group]
-            arrays = [grads[k] for k in keys]
-            buffer = self._pack("gradients", group, arrays)
+            keys = [k for k in _keys(arrays) if str(k) in group]
+            members = [arrays[k] for k in keys]
+            buffer = self._pack(what, group, members)
             self.comm.Allreduce(self._MPI.IN_PLACE, buffer, op=self._MPI.SUM)
             buffer /= self.size
-            new = self._unpack(buffer, arrays)
-            if any(n is not a for n, a in zip(new, arrays, strict=True)):
-                out = dict(grads) if out is None else out
+            new = self._unpack(buffer, members)
+            if any(n is not a for n, a in zip(new, members, strict=True)):
+                out = dict(arrays) if out is None else out
                 out.update(zip(keys, new, strict=True))
-        return grads if out is None else out
+        return arrays if out is None else out
 
     # -- failure ----------------------------------------------------------------------
 
@@ -377,9 +387,15 @@ class DataParallel:
         agreed = self._agreed.get(what)
         if agreed is None:
             self.check_same(arrays, what)
+            self._fingerprints[what] = _fingerprint(arrays)
             return self._agreed[what]
+        fingerprint = _fingerprint(arrays)
+        if fingerprint is not None and fingerprint == self._fingerprints.get(what):
+            return agreed  # the usual step: a few microseconds, not a full description
         mine = _layout(arrays)
-        if mine != agreed:
+        if mine == agreed:
+            self._fingerprints[what] = fingerprint  # the same arrays in another dict order
+        else:
             raise DistributedError(
                 f"this rank's {what} changed after the ranks agreed on them: "
                 f"{_difference(agreed, mine, self.rank)}; the other ranks still exchange the "
@@ -494,6 +510,14 @@ def _layout(arrays: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, ...], str]
         xp = namespace(value)
         out.append((str(key), tuple(int(d) for d in value.shape), dtype_name(xp, value.dtype)))
     return tuple(out)
+
+
+def _fingerprint(arrays: Mapping[str, Any]) -> Any:
+    """Keys, shapes and dtype objects in the dict's order (``None`` for a non-array)."""
+    try:
+        return tuple((k, tuple(v.shape), v.dtype) for k, v in arrays.items())
+    except (AttributeError, TypeError):
+        return None
 
 
 def _groups(layout: tuple[tuple[str, tuple[int, ...], str], ...]) -> list[frozenset[str]]:

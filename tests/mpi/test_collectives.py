@@ -177,3 +177,57 @@ def test_sharded_accuracy_equals_unsharded(dp, backend32):
     assert dp.accuracy(net, x, t) == whole
     assert 0.15 < whole < 1.0
     assert dp.accuracy(net, x[:1, ...], t[:1]) == net.accuracy(x[:1, ...], t[:1])  # rank 0 only
+
+
+# --------------------------------------------------------------------------------------
+# The chapter-6 Trainer, data parallel
+# --------------------------------------------------------------------------------------
+
+
+def _trainer_data(backend: xprop.Backend) -> tuple[object, ...]:
+    rng = np.random.default_rng(7)
+    x = rng.random((400, 20))
+    t = np.argmax(x @ rng.standard_normal((20, 4)), axis=1)
+    return tuple(backend.asarray(a) for a in (x[:300], t[:300], x[300:], t[300:]))
+
+
+def _trainer(backend, comm, *, batchnorm=False, optimizer="adam"):
+    net = xprop.MultiLayerNetExtend(
+        20, [16, 16], 4, use_batchnorm=batchnorm, backend=backend, seed=3
+    )
+    trainer = xprop.Trainer(
+        net, *_trainer_data(backend), epochs=3, mini_batch_size=50, optimizer=optimizer,
+        optimizer_param={"lr": 0.01}, verbose=False, seed=4, comm=comm,
+    )  # fmt: skip
+    trainer.train()
+    return net, trainer
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_trainer_on_two_ranks_trains_as_one(dp, backend, optimizer):
+    net, trainer = _trainer(backend, dp, optimizer=optimizer)
+    ref_net, ref = _trainer(backend, None, optimizer=optimizer)  # one process, this rank
+    for key, value in ref_net.params.items():
+        got, want = backend.to_numpy(net.params[key]), backend.to_numpy(value)
+        assert np.max(np.abs(got - want)) <= 1e-12 * np.max(np.abs(want)), key
+    np.testing.assert_allclose(trainer.train_loss_list, ref.train_loss_list, rtol=1e-12)
+    assert trainer.train_acc_list == ref.train_acc_list
+    assert trainer.test_acc == ref.test_acc
+    assert trainer.test_acc > 0.5
+    assert not trainer.verbose or dp.rank == 0
+
+
+def test_trainer_with_batchnorm_keeps_the_ranks_identical(dp, backend):
+    net, trainer = _trainer(backend, dp.comm, batchnorm=True)
+    mine = {k: backend.to_numpy(v) for k, v in {**net.params, **net.running_stats()}.items()}
+    theirs = dp.comm.allgather(mine)
+    for key, value in mine.items():
+        np.testing.assert_array_equal(theirs[0][key], value)
+    assert trainer.test_acc > 0.5
+
+
+def test_trainer_batch_must_divide_among_the_ranks(dp):
+    backend = xprop.get_backend("numpy")
+    net = xprop.MultiLayerNet(20, [8], 4, backend=backend, seed=0)
+    with pytest.raises(DistributedError, match="51 samples does not divide evenly among 2"):
+        xprop.Trainer(net, *_trainer_data(backend), mini_batch_size=51, comm=dp)
