@@ -359,3 +359,26 @@ def test_example_errors_end_every_rank(ranks, message, data_dir):
     assert result.returncode != 0
     assert message in result.stderr
     assert "aborting all 2 ranks" in result.stderr
+
+
+# --------------------------------------------------------------------------------------
+# benchmarks/bench_data_parallel.py
+# --------------------------------------------------------------------------------------
+
+
+def test_benchmark_quick_run_checks_one_rank_against_two(tmp_path):
+    _require_mpi()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_data_parallel.py"), "--quick",
+         "--json", str(tmp_path / "dp.json")],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT, env=_env(), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| 2 |" in result.stdout
+    record = json.loads((tmp_path / "dp.json").read_text())
+    assert set(record["best"]) == {"1", "2"}
+    assert record["best"]["2"]["ranks"] == 2
+    assert record["best"]["2"]["ms"]["allreduce"] > 0
+    assert 0 < record["check"]["float64"]["2"] <= 1e-12
+    assert 0 < record["check"]["float32"]["2"] <= 1e-5
+    assert [p.name for p in tmp_path.iterdir()] == ["dp.json"]
