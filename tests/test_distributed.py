@@ -283,6 +283,37 @@ def test_errors_end_every_rank(tmp_path, args, message):
     assert not (tmp_path / "x.npz").exists()
 
 
+ABORT_SCRIPT = """
+import sys
+from xprop.distributed import DataParallel
+dp = DataParallel()
+try:  # code that catches its exceptions: sys.excepthook never sees them
+    with dp.abort_on_error(expected=(OSError,)):
+        if dp.rank == 1:
+            {action}
+        dp.comm.Barrier()  # rank 0 waits here for rank 1, which never comes
+except BaseException:
+    pass
+print("rank", dp.rank, "went on")
+"""
+
+
+@pytest.mark.parametrize(
+    ("action", "message", "traceback"),
+    [
+        ("raise OSError('no data on this node')", "failed: OSError: no data on this node", False),
+        ("raise KeyError('w3')", "failed: KeyError: 'w3'", True),
+        ("sys.exit(3)", "failed: SystemExit: 3", False),
+    ],
+)
+def test_abort_on_error_ends_every_rank(action, message, traceback):
+    result = mpirun(2, "-c", ABORT_SCRIPT.format(action=action), timeout=ERROR_TIMEOUT)
+    assert result.returncode != 0
+    assert f"xprop.distributed: rank 1 of 2 {message}; aborting all 2 ranks" in result.stderr
+    assert ("Traceback" in result.stderr) is traceback  # the expected ones: the message alone
+    assert "went on" not in result.stdout
+
+
 # --------------------------------------------------------------------------------------
 # examples/train_mnist.py --data-parallel
 # --------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ import logging
 import numbers
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, NoReturn
@@ -62,6 +63,8 @@ INSTALL_HINT = (
 )
 #: Set to 1 or 0 to say whether MPI reads GPU memory, where the library cannot tell.
 ENV_CUDA_AWARE = "XPROP_MPI_CUDA_AWARE"
+#: Seconds between printing why a rank aborts and aborting (for the message to get out).
+ABORT_GRACE_S = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -356,7 +359,8 @@ class DataParallel:
         collective would leave them waiting forever.  Prints the traceback (the message
         alone for the ``expected`` exception types) and ``xprop.distributed: rank R of N
         failed: Error: message; aborting all N ranks`` to stderr, then calls
-        ``comm.Abort(errorcode)``.  With one rank the exception propagates as usual;
+        ``comm.Abort(errorcode)``.  ``sys.exit(code)`` inside the block counts as a
+        failure (without a traceback).  With one rank the exception propagates as usual;
         ``SystemExit(0)`` always does.
         """
         try:
@@ -364,12 +368,16 @@ class DataParallel:
         except BaseException as exc:
             if self.size == 1 or (isinstance(exc, SystemExit) and not exc.code):
                 raise
-            if not isinstance(exc, expected):
+            if not isinstance(exc, (SystemExit, *expected)):
                 traceback.print_exc()
             self.abort(exc, errorcode)
 
     def abort(self, error: BaseException | str, errorcode: int = 1) -> NoReturn:
-        """Print which rank failed and why, then abort every rank of :attr:`comm`."""
+        """Print which rank failed and why, then abort every rank of :attr:`comm`.
+
+        Never returns: this process ends with ``errorcode`` even where ``MPI_Abort``
+        returns before the launcher has killed it.
+        """
         what = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         print(
             f"xprop.distributed: rank {self.rank} of {self.size} failed: {what}; "
@@ -377,8 +385,13 @@ class DataParallel:
             file=sys.stderr,
             flush=True,
         )
+        # The launcher forwards each rank's output through a pipe and stops reading when it
+        # tears the job down: give it a moment, or the message may be lost (MPICH's Hydra).
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(errorcode)
-        raise SystemExit(errorcode)  # not reached: Abort ends the process
+        # MPI_Abort may return before the launcher kills this process (MPICH does): nothing
+        # of this rank's program may run after it.
+        os._exit(errorcode)
 
     # -- internals --------------------------------------------------------------------
 
