@@ -31,7 +31,9 @@ immutable arrays) lives in its :class:`~xprop.ArrayLibrary` (``pack``/``unpack``
 module only speaks MPI.  Nothing here hangs on a mistake: the ranks compare the names,
 shapes and dtypes of what they exchange once, before the first collective on data, and
 raise the same :class:`DistributedError` on every rank when they differ; a rank that fails
-with any other error aborts them all, naming itself and the error.
+with any other error aborts them all, naming itself and the error.  Importing this module
+does not import mpi4py: :class:`DataParallel` does.  Like :mod:`xprop.checkpoint`, it works
+with host buffers and imports NumPy.
 """
 
 from __future__ import annotations
@@ -53,7 +55,13 @@ from xprop._namespace import dtype_name, namespace, require_array
 from xprop.backend import ENV_DEVICE, Backend, get_backend
 from xprop.backends import library_for
 
-__all__ = ["INSTALL_HINT", "DataParallel", "DistributedError", "mpi_is_cuda_aware"]
+__all__ = [
+    "INSTALL_HINT",
+    "DataParallel",
+    "DistributedError",
+    "device_for_local_rank",
+    "mpi_is_cuda_aware",
+]
 
 #: How to get MPI, for error messages.
 INSTALL_HINT = (
