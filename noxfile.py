@@ -87,6 +87,20 @@ def agreement(session: nox.Session) -> None:
 
 
 @nox.session
+def mpi(session: nox.Session) -> None:
+    """Data parallelism on MPI: the collectives under mpiexec -n 2, then 1 vs 2 ranks."""
+    _install(session, "mpi", "strict", "torch", "jax")
+    env = {
+        "OPENBLAS_NUM_THREADS": "1",  # one BLAS thread per rank: ranks share the cores
+        "OMP_NUM_THREADS": "1",
+        "MPIEXEC_TIMEOUT": "900",  # a hang becomes a failure
+        "XPROP_REQUIRE_MPI": "1",  # a distributed test that would skip fails instead
+    }
+    session.run("mpiexec", "-n", "2", "python", "-m", "pytest", "tests/mpi", env=env)
+    session.run("pytest", "tests/test_distributed.py", *session.posargs, env=env)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")

@@ -14,6 +14,7 @@ Usage::
     python examples/train_mnist.py --backend torch --plot acc.png --json run.json
     python examples/train_mnist.py --backend auto       # time every backend, take the fastest
     python examples/train_mnist.py --book-loop          # the book's loop, line by line
+    mpiexec -n 2 python examples/train_mnist.py --data-parallel   # on 2 processes (MPI)
 
 By default the steps run on the fastest path of the backend (``net.compile_step``: ``jax.jit``
 on JAX, a CUDA graph for PyTorch on CUDA, the eager step elsewhere), an epoch of minibatch
@@ -25,6 +26,12 @@ The data come from ``$XPROP_DATA_DIR`` (or ``--data-dir``, else they are downloa
 :func:`xprop.datasets.load_mnist`).  ``--seed`` (default 0) seeds the initial weights and,
 with ``seed + 1``, the host generator that draws the minibatch indices: one seed gives the
 same run on every backend up to floating-point rounding.
+
+``--data-parallel`` trains on every process ``mpiexec`` starts (``pip install 'xprop[mpi]'``):
+``--batch-size`` is the global batch; each step every rank draws the same indices, takes its
+own slice of them, and the ranks average their gradients before the book's update
+(:mod:`xprop.distributed`).  The run is the single-process ``--book-loop`` run with the same
+global batch and seed, up to floating-point rounding; only rank 0 prints and writes files.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Any
 import xprop
 from xprop.auto import choose_backend
 from xprop.datasets import DatasetError, load_mnist
+from xprop.distributed import DataParallel, DistributedError
 from xprop.files import write_atomically
 
 TRAIN_SIZE = 60000  # MNIST's training images
@@ -67,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run the book's loop (net.gradient, then params[key] -= lr * grad[key]) "
         "instead of the backend's fastest path",
+    )
+    parser.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="train on every MPI rank (mpiexec -n N ...), --batch-size being the global "
+        "batch; needs 'xprop[mpi]'",
     )
     parser.add_argument("--data-dir", help="folder with the MNIST files ($XPROP_DATA_DIR)")
     parser.add_argument("--plot", type=Path, help="write the accuracy curves to this image")
@@ -145,9 +159,18 @@ def evaluation_iterations(iters: int, iter_per_epoch: float) -> list[int]:
     return evals
 
 
-def select_backend(args: argparse.Namespace, say: Any) -> tuple[xprop.Backend, str | None]:
+def select_backend(
+    args: argparse.Namespace, say: Any, dp: DataParallel | None
+) -> tuple[xprop.Backend, str | None]:
     """The backend to train on; for ``auto``, the fastest for this network, with its report."""
     name = args.backend or os.environ.get("XPROP_BACKEND") or None
+    if dp is not None:
+        if name is not None and name.strip() == "auto":
+            raise xprop.BackendError(
+                "--backend auto times the backends on each rank on its own, and ranks could "
+                "choose differently; name the backend with --data-parallel"
+            )
+        return dp.get_backend(name, dtype=args.dtype), None  # one GPU per rank
     if name is not None and name.strip() == "auto":
         dtype = args.dtype or os.environ.get("XPROP_DTYPE") or "float32"
         choice = choose_backend(INPUT_SIZE, args.hidden, OUTPUT_SIZE, args.batch_size, dtype=dtype)
@@ -156,14 +179,20 @@ def select_backend(args: argparse.Namespace, say: Any) -> tuple[xprop.Backend, s
     return xprop.get_backend(name, dtype=args.dtype), None
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
+def train(args: argparse.Namespace, dp: DataParallel | None = None) -> dict[str, Any]:
     """Run the book's training protocol; returns the record written by ``--json``.
+
+    With ``dp``, every rank trains on its slice of each global minibatch and the ranks
+    average their gradients; only rank 0 prints.
 
     Raises ``FloatingPointError`` when the loss stops being finite or training diverges.
     """
-    bar = progress_bar(args.iters)
-    say = print if bar is None else bar.write
-    backend, auto_report = select_backend(args, say)
+    root = dp is None or dp.is_root
+    if dp is not None:
+        dp.local_batch_size(args.batch_size)  # fails now, not after loading the data
+    bar = progress_bar(args.iters) if root else None
+    say = (print if bar is None else bar.write) if root else (lambda *_: None)
+    backend, auto_report = select_backend(args, say, dp)
     xp = backend.xp
     (x_train, t_train), (x_test, t_test) = load_mnist(
         normalize=True, one_hot_label=True, data_dir=args.data_dir, backend=backend
@@ -174,13 +203,22 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     )
     rng = backend.rng(args.seed + 1)  # minibatch indices: the same numbers on every backend
     iter_per_epoch = max(TRAIN_SIZE / args.batch_size, 1)
-    step = None if args.book_loop else net.compile_step(args.lr)
+    # Data parallel: the gradients are averaged between computing and applying them, which
+    # a compiled step cannot do inside; the book's loop can.
+    step = None if args.book_loop or dp is not None else net.compile_step(args.lr)
+    if dp is not None:
+        dp.broadcast_params(net.params)  # every rank starts from rank 0's weights
+        accuracy = dp.accuracy  # each rank scores a slice of the images; counts summed
+    else:
+        accuracy = xprop.TwoLayerNet.accuracy
+    path = "book loop" if step is None else step.kind
 
     record: dict[str, Any] = {
         "backend": backend.name,
         "device": str(backend.device),
         "dtype": backend.dtype_name,
-        "path": "book loop" if step is None else step.kind,
+        "path": path if dp is None else f"{path}, data parallel on {dp.size} ranks",
+        "ranks": 1 if dp is None else dp.size,
         "seed": args.seed,
         "iters": args.iters,
         "batch_size": args.batch_size,
@@ -204,11 +242,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         backend.synchronize(*pending, *net.params.values())  # charge training to training
         start = time.perf_counter()
         # One device read per epoch: the losses since the last evaluation.
-        losses = backend.to_numpy(xp.concat([xp.reshape(p, (-1,)) for p in pending])).tolist()
+        losses = backend.to_numpy(xp.concat([xp.reshape(p, (-1,)) for p in pending]))
+        if dp is not None:  # each rank's loss is on its slice: the mean is the global batch's
+            losses = dp.average(losses)
+        losses = losses.tolist()
         pending.clear()
         check_divergence(losses, record["train_loss_list"], i, args, backend.dtype_name)
         record["train_loss_list"].extend(losses)
-        accs = net.accuracy(x_train, t_train), net.accuracy(x_test, t_test)
+        accs = accuracy(net, x_train, t_train), accuracy(net, x_test, t_test)
         eval_time += time.perf_counter() - start
         return accs
 
@@ -222,9 +263,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if step is None:
             for _ in range(steps):  # the book's train_neuralnet.py, line by line
                 batch_mask = rng.choice(TRAIN_SIZE, args.batch_size)
+                if dp is not None:  # data parallel: this rank's slice of the global batch
+                    batch_mask = dp.shard(batch_mask)
                 x_batch = xp.take(x_train, batch_mask, axis=0)
                 t_batch = xp.take(t_train, batch_mask, axis=0)
                 grad = net.gradient(x_batch, t_batch)
+                if dp is not None:  # the mean over the ranks: the global batch's gradient
+                    grad = dp.average_gradients(grad)
                 for key in net.params:
                     net.params[key] -= args.lr * grad[key]
                 pending.append(net.last_layer.loss)
@@ -325,20 +370,38 @@ def save_outputs(args: argparse.Namespace, record: dict[str, Any]) -> int:
     return status
 
 
+def fail(message: str, status: int, dp: DataParallel | None) -> int:
+    """Report an error and return ``status``; with several MPI ranks, end them all.
+
+    The other ranks may be waiting for this one in a collective: aborting them (naming
+    this rank and the error) is what keeps a failure on one rank from hanging the rest.
+    """
+    if dp is not None and dp.size > 1:
+        dp.abort(message, status)
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problem = check_outputs(args)
+    dp = None
+    if args.data_parallel:
+        try:
+            dp = DataParallel()  # MPI's COMM_WORLD: every process mpiexec started
+        except DistributedError as exc:
+            return fail(str(exc), 2, None)
+    # Only rank 0 writes: only rank 0 checks (and ends every rank if it cannot).
+    problem = check_outputs(args) if dp is None or dp.is_root else None
     if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem, 2, dp)
     try:
-        record = train(args)
+        record = train(args, dp)
     except FloatingPointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (xprop.BackendError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), 1, dp)
+    except (xprop.BackendError, DatasetError, DistributedError) as exc:
+        return fail(str(exc), 2, dp)
+    if dp is not None and not dp.is_root:
+        return 0
     print(
         f"backend={record['backend']} device={record['device']} dtype={record['dtype']} "
         f"path={record['path']} test_acc={record['test_acc']:.4f} "

@@ -5,7 +5,8 @@ The loop is the book's — random minibatches drawn with replacement, ``network.
 and test data once per epoch — with what research code on any backend needs: indices drawn
 on the host from a seeded generator (the same batches on every backend) and gathered with
 ``xp.take``; losses kept on the device and read once per epoch (no host sync per step); a
-tqdm bar on a terminal and plain lines otherwise; a clear error when the loss diverges.
+tqdm bar on a terminal and plain lines otherwise; a clear error when the loss diverges; and,
+with ``comm=``, data-parallel training on MPI ranks (:mod:`xprop.distributed`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ class Trainer:
         Seed of the host generator that draws the minibatch indices.
     backend : Backend, optional
         Where the indices go; default: ``network.backend``, else the selected backend.
+    comm : DataParallel or mpi4py communicator, optional
+        Train data-parallel on the communicator's ranks (:mod:`xprop.distributed`); every
+        rank runs the same script.  ``mini_batch_size`` is the global batch (it must divide
+        by the number of ranks): every rank draws the same indices, computes the gradient
+        of its slice, and the ranks average their gradients before the optimizer's update,
+        so the run is the single-process run up to rounding — for networks without
+        Dropout or BatchNorm.  Rank 0's parameters are broadcast at construction; the
+        evaluations are shared between the ranks; only rank 0 reports.  BatchNorm
+        normalizes over each rank's slice (as PyTorch's DistributedDataParallel without
+        SyncBatchNorm), and its running statistics are averaged over the ranks before each
+        evaluation; Dropout masks come from each rank's copy of the network's generator
+        (seed the ranks' networks differently for independent masks: the weights are rank
+        0's anyway).
 
     Attributes
     ----------
@@ -90,6 +104,7 @@ class Trainer:
         *,
         seed: int | None = None,
         backend: Backend | None = None,
+        comm: Any = None,
     ) -> None:
         for name in ("params", "gradient", "loss", "accuracy"):
             if not hasattr(network, name):
@@ -111,6 +126,11 @@ class Trainer:
                 raise ValueError(f"the {what} data are empty; pass at least one sample")
         if isinstance(optimizer, str) and optimizer_param is None:
             optimizer_param = {"lr": 0.01}  # the book's default, whatever the optimizer
+        self.dp = _data_parallel(comm)
+        if self.dp is not None:
+            self.dp.local_batch_size(mini_batch_size)  # divides by the ranks, or a clear error
+            self.dp.broadcast_params(network.params)  # every rank starts from rank 0's
+            verbose = verbose and self.dp.is_root
         self.network = network
         self.verbose = verbose
         self.x_train, self.t_train = x_train, t_train
@@ -143,10 +163,14 @@ class Trainer:
         xp, net = self._xp, self.network
         # Indices drawn on the host (same numbers on every backend), gathered on the device.
         idx = self._rng.choice(self.train_size, self.batch_size)
+        if self.dp is not None:  # data parallel: this rank's slice of the global batch
+            idx = self.dp.shard(idx)
         x_batch = xp.take(self.x_train, idx, axis=0)
         t_batch = xp.take(self.t_train, idx, axis=0)
 
         grads = net.gradient(x_batch, t_batch)
+        if self.dp is not None:  # the mean over the ranks: the global batch's gradient
+            grads = self.dp.average_gradients(grads)
         self.optimizer.update(net.params, grads)
         # The gradient pass's loss where the network keeps it: no extra forward pass.
         loss = net.last_loss if self._uses_last_loss else net.loss(x_batch, t_batch)
@@ -167,7 +191,7 @@ class Trainer:
             for _ in range(self.max_iter - self.current_iter):
                 self.train_step()
             self._flush_losses()
-            self.test_acc = self.network.accuracy(self.x_test, self.t_test)
+            self.test_acc = self._accuracy(self.x_test, self.t_test)
         finally:
             if self._bar is not None:
                 self._bar.close()
@@ -184,8 +208,8 @@ class Trainer:
         if n is not None:
             x_train, t_train = x_train[:n, ...], t_train[:n, ...]
             x_test, t_test = x_test[:n, ...], t_test[:n, ...]
-        train_acc = self.network.accuracy(x_train, t_train)
-        test_acc = self.network.accuracy(x_test, t_test)
+        train_acc = self._accuracy(x_train, t_train)
+        test_acc = self._accuracy(x_test, t_test)
         self.train_acc_list.append(train_acc)
         self.test_acc_list.append(test_acc)
         if not self.verbose:
@@ -207,7 +231,10 @@ class Trainer:
         pending = self._pending
         self._pending = []
         xp = self._xp
-        losses = self.backend.to_numpy(xp.stack([xp.asarray(v) for v in pending])).tolist()
+        losses = self.backend.to_numpy(xp.stack([xp.asarray(v) for v in pending]))
+        if self.dp is not None:  # each rank's loss is on its slice: the mean is the batch's
+            losses = self.dp.average(losses)
+        losses = losses.tolist()
         start = len(self.train_loss_list)
         self.train_loss_list.extend(losses)
         bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
@@ -218,6 +245,17 @@ class Trainer:
             )
         return sum(losses) / len(losses)
 
+    def _accuracy(self, x: Any, t: Any) -> float:
+        """The network's accuracy; data parallel, each rank scores a slice of ``x``."""
+        if self.dp is None:
+            return self.network.accuracy(x, t)
+        stats = getattr(self.network, "running_stats", dict)()
+        if stats:  # BatchNorm's statistics of each rank's slices: the ranks' mean
+            self.network.set_running_stats(
+                self.dp.average_arrays(stats, "BatchNorm running statistics")
+            )
+        return self.dp.accuracy(self.network, x, t)
+
     def _progress_bar(self) -> Any:
         if not (self.verbose and sys.stdout.isatty()):
             return None
@@ -227,6 +265,15 @@ class Trainer:
             return None
         total = self.max_iter - self.current_iter
         return tqdm(total=total, file=sys.stdout, unit="it", dynamic_ncols=True)
+
+
+def _data_parallel(comm: Any) -> Any:
+    """A :class:`~xprop.distributed.DataParallel` for ``comm`` (as is if it is one), or None."""
+    if comm is None:
+        return None
+    from xprop.distributed import DataParallel
+
+    return comm if isinstance(comm, DataParallel) else DataParallel(comm)
 
 
 def _positive_int(name: str, value: Any) -> None:

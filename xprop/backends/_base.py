@@ -3,9 +3,10 @@
 One :class:`ArrayLibrary` subclass per array library (``numpy``, ``cupy``, ``torch``, ``jax``,
 ``array_api_strict``) holds everything xprop knows about that library: how to import it, its
 devices, how to copy an array to the host, how to wait for its device, whether an array is
-being traced, how to compile a training step, and what a bug report should say about it.
-Layers and functions never see these classes; they infer their namespace from their inputs.
-A compliant library needs only :attr:`~ArrayLibrary.name`, :attr:`~ArrayLibrary.module` and
+being traced, how to compile a training step, what a bug report should say about it, and
+how to lay arrays out in one flat buffer for MPI (:mod:`xprop.distributed`).  Layers and
+functions never see these classes; they infer their namespace from their inputs.  A
+compliant library needs only :attr:`~ArrayLibrary.name`, :attr:`~ArrayLibrary.module` and
 :meth:`~ArrayLibrary.load`.
 """
 
@@ -54,6 +55,9 @@ class ArrayLibrary:
     module: ClassVar[str] = ""
     #: What to run when the library is missing; shown in the :class:`BackendError`.
     install_hint: ClassVar[str] = ""
+    #: Whether :meth:`pack` can leave its buffer on an accelerator for a CUDA-aware MPI to
+    #: read there (CuPy, PyTorch); otherwise buffers are staged through host memory.
+    device_buffers: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._xp: Any = None
@@ -177,3 +181,54 @@ class ArrayLibrary:
         from xprop.training import EagerStep
 
         return EagerStep(net, lr)
+
+    # -- flat buffers for MPI (xprop.distributed) -----------------------------------------
+
+    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+        """Every element of ``arrays`` (one dtype), one array after the other, in one buffer.
+
+        The buffer is what one MPI call reads and writes: a C-contiguous 1-d NumPy array on
+        the host; or, with ``device=True`` where :attr:`device_buffers` allows it, a 1-d
+        array of this library on the arrays' accelerator, ready for a CUDA-aware MPI to read
+        (the device's queued work has finished).  ``out``, a buffer an earlier call returned
+        for arrays of the same sizes and dtype, is filled instead of a new one.  Libraries
+        on the CPU return a host buffer whatever ``device`` says: it is their device.
+        """
+        total = sum(_size(a) for a in arrays)
+        host = None
+        offset = 0
+        for a in arrays:
+            part = self.to_numpy(a).reshape(-1)
+            if host is None:
+                host = np.empty(total, dtype=part.dtype) if out is None else out
+            host[offset : offset + part.size] = part
+            offset += part.size
+        return np.empty(0) if host is None else host
+
+    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+        """The values :meth:`pack` laid out in ``buffer``, as arrays like ``arrays``.
+
+        In place where the library's arrays are mutable: the same array objects come back,
+        now holding the buffer's values.  Where arrays are immutable (JAX) new arrays come
+        back, on the same device, and ``arrays`` are left alone.  ``buffer`` may be reused
+        afterwards: nothing returned shares its memory.
+        """
+        from array_api_compat import array_namespace
+        from array_api_compat import device as device_of
+
+        xp = array_namespace(*arrays)
+        offset = 0
+        for a in arrays:
+            n = _size(a)
+            part = np.ascontiguousarray(buffer[offset : offset + n]).reshape(tuple(a.shape))
+            a[...] = xp.asarray(part, device=device_of(a))
+            offset += n
+        return list(arrays)
+
+
+def _size(x: Any) -> int:
+    """Number of elements of an array (``x.size`` is ``None`` for unknown sizes)."""
+    n = 1
+    for d in x.shape:
+        n *= int(d)
+    return n

@@ -16,12 +16,15 @@ class CuPyLibrary(ArrayLibrary):
     """CuPy: devices are GPU indices; the step is eager and never waits for the device.
 
     A CuPy step cannot be captured as a CUDA graph: CuPy refuses cuBLAS calls during
-    stream capture (cupy/cupy#6290), and every step has matrix products.
+    stream capture (cupy/cupy#6290), and every step has matrix products.  A CUDA-aware MPI
+    reads CuPy buffers on the GPU (``__cuda_array_interface__``); any other MPI gets them
+    staged through host memory.
     """
 
     name = "cupy"
     module = "cupy"
     install_hint = "pip install 'xprop[cuda12]' or 'xprop[cuda13]' (matching your CUDA)"
+    device_buffers = True
 
     def load(self) -> Any:
         import array_api_compat.cupy as xp
@@ -100,6 +103,29 @@ class CuPyLibrary(ArrayLibrary):
 
         with cupy.cuda.Device(device.id):
             cupy.cuda.get_current_stream().synchronize()
+
+    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+        import cupy
+
+        with cupy.cuda.Device(arrays[0].device.id):
+            flat = [a.reshape(-1) for a in arrays]
+            if device:
+                packed = cupy.concatenate(flat, out=out)
+                # MPI reads the memory itself, outside CuPy's stream: finish the copy first.
+                cupy.cuda.get_current_stream().synchronize()
+                return packed
+            return cupy.asnumpy(cupy.concatenate(flat), out=out)  # waits for the device
+
+    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+        import cupy
+
+        with cupy.cuda.Device(arrays[0].device.id):
+            src = cupy.asarray(buffer)  # a host buffer: one copy to the GPU
+            offset = 0
+            for a in arrays:
+                a[...] = src[offset : offset + a.size].reshape(a.shape)
+                offset += a.size
+        return list(arrays)
 
 
 def _cuda_version(code: int) -> str:

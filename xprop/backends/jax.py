@@ -6,6 +6,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from xprop.backends._base import ArrayLibrary, BackendError
 
 __all__ = ["JaxLibrary", "JitStep", "X64Warning"]
@@ -19,7 +21,9 @@ class JaxLibrary(ArrayLibrary):
     """JAX through ``jax.numpy`` (itself an array-API namespace).
 
     float64 needs JAX's x64 mode, which :meth:`prepare_dtype` switches on; without it JAX has
-    no 64-bit integers either.  :meth:`compile_step` returns a :class:`JitStep`.
+    no 64-bit integers either.  :meth:`compile_step` returns a :class:`JitStep`.  JAX
+    arrays are immutable: :meth:`unpack` returns new arrays, and MPI buffers always go
+    through host memory (an MPI writing into a JAX buffer would break its immutability).
     """
 
     name = "jax"
@@ -108,6 +112,22 @@ class JaxLibrary(ArrayLibrary):
 
         # JAX has no device barrier: work is done when the arrays it produces are ready.
         jax.block_until_ready(list(arrays))
+
+    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+        # np.asarray of a JAX array on the CPU is a view; from a GPU, a copy to the host.
+        return np.concatenate([np.asarray(a).reshape(-1) for a in arrays], out=out)
+
+    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+        import jax
+        import jax.numpy as jnp
+
+        # A copy: the caller may reuse ``buffer``, and JAX on the CPU could alias it.
+        src = jax.device_put(np.array(buffer, copy=True), next(iter(arrays[0].devices())))
+        out, offset = [], 0
+        for a in arrays:
+            out.append(jnp.reshape(src[offset : offset + a.size], a.shape))
+            offset += a.size
+        return out
 
     def is_tracing(self, x: Any) -> bool:
         import jax

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from xprop.backends._base import ArrayLibrary
 
@@ -10,7 +13,7 @@ __all__ = ["NumPyLibrary"]
 
 
 class NumPyLibrary(ArrayLibrary):
-    """NumPy on the CPU.  Every hook is the standard's default; the step is eager."""
+    """NumPy on the CPU.  The step is eager; MPI reads and writes NumPy arrays directly."""
 
     name = "numpy"
     module = "numpy"
@@ -20,3 +23,14 @@ class NumPyLibrary(ArrayLibrary):
         import array_api_compat.numpy as xp
 
         return xp
+
+    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+        # One pass over the data, straight into the (reused) buffer.
+        return np.concatenate([np.reshape(a, -1) for a in arrays], out=out)
+
+    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+        offset = 0
+        for a in arrays:
+            np.copyto(a, buffer[offset : offset + a.size].reshape(a.shape))
+            offset += a.size
+        return list(arrays)

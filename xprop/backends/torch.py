@@ -18,11 +18,14 @@ class TorchLibrary(ArrayLibrary):
     Devices are normalised to carry an index (``cuda`` means ``cuda:<current>``), because
     tensors report ``cuda:0`` and ``torch.device("cuda") != torch.device("cuda:0")``.
     On CUDA, :meth:`compile_step` captures the step as a CUDA graph; on the CPU it is eager.
+    MPI reads CPU tensors through a NumPy view of their memory, and CUDA tensors where they
+    lie when the MPI is CUDA-aware.
     """
 
     name = "torch"
     module = "torch"
     install_hint = "pip install 'xprop[torch]'"
+    device_buffers = True
 
     def load(self) -> Any:
         import array_api_compat.torch as xp
@@ -96,6 +99,36 @@ class TorchLibrary(ArrayLibrary):
             torch.cuda.synchronize(device)
         elif device.type == "mps":
             torch.mps.synchronize()
+
+    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+        import torch
+
+        flat = [a.detach().reshape(-1) for a in arrays]
+        if flat[0].device.type == "cpu":
+            # A NumPy view of the tensor's memory: torch.cat writes where MPI reads.
+            target = None if out is None else torch.from_numpy(out)
+            return torch.cat(flat, out=target).numpy()
+        if device:
+            packed = torch.cat(flat, out=out)
+            torch.cuda.current_stream(packed.device).synchronize()  # MPI reads it directly
+            return packed
+        host = torch.cat(flat).cpu()  # waits for the device
+        if out is None:
+            return host.numpy()
+        out[...] = host.numpy()
+        return out
+
+    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+        import torch
+
+        src = torch.as_tensor(buffer)  # a NumPy buffer is viewed, not copied
+        src = src.to(arrays[0].device)  # one copy to the device when they are not on the CPU
+        offset = 0
+        for a in arrays:
+            n = a.numel()
+            a.copy_(src[offset : offset + n].view(a.shape))
+            offset += n
+        return list(arrays)
 
     def is_tracing(self, x: Any) -> bool:
         import torch
