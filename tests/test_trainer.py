@@ -167,9 +167,9 @@ def test_errors(numpy_backend) -> None:
         Trainer(object(), *data)
     with pytest.raises(ValueError, match="the training data have 300 samples but 299 labels"):
         Trainer(net, data[0], data[1][:299], *data[2:])
-    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="epochs must be an integer of at least 1, got 0"):
         Trainer(net, *data, epochs=0)
-    with pytest.raises(ValueError, match="mini_batch_size must be a positive integer"):
+    with pytest.raises(TypeError, match=r"mini_batch_size must be an integer, got float 2\.5"):
         Trainer(net, *data, mini_batch_size=2.5)
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
         Trainer(net, *data, optimizer="lbfgs")

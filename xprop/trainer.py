@@ -12,12 +12,11 @@ with ``comm=``, data-parallel training on MPI ranks (:mod:`xprop.distributed`).
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from xprop._namespace import namespace
+from xprop._namespace import check_count, namespace
 from xprop.backend import Backend, get_backend
 from xprop.optimizers import get_optimizer
 
@@ -112,10 +111,10 @@ class Trainer:
                     f"network must have params, gradient, loss and accuracy (like "
                     f"xprop.MultiLayerNetExtend); {type(network).__name__} has no {name!r}"
                 )
-        _positive_int("epochs", epochs)
-        _positive_int("mini_batch_size", mini_batch_size)
+        check_count(epochs, "epochs")
+        check_count(mini_batch_size, "mini_batch_size")
         if evaluate_sample_num_per_epoch is not None:
-            _positive_int("evaluate_sample_num_per_epoch", evaluate_sample_num_per_epoch)
+            check_count(evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch")
         for what, x, t in (("training", x_train, t_train), ("test", x_test, t_test)):
             if x.shape[0] != t.shape[0]:
                 raise ValueError(
@@ -274,8 +273,3 @@ def _data_parallel(comm: Any) -> Any:
     from xprop.distributed import DataParallel
 
     return comm if isinstance(comm, DataParallel) else DataParallel(comm)
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
