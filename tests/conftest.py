@@ -71,6 +71,21 @@ def backend32(request: pytest.FixtureRequest) -> xprop.Backend:
 
 
 @pytest.fixture
+def every_backend64() -> list[xprop.Backend]:
+    """Every backend and device of ``ALL`` that works here, in float64, whatever the session.
+
+    For tests that move data between backends (save on one, load on every other).
+    """
+    found = []
+    for name, device in ALL:
+        try:
+            found.append(xprop.get_backend(name, device=device, dtype="float64"))
+        except BackendError:
+            continue
+    return found
+
+
+@pytest.fixture
 def numpy_backend() -> xprop.Backend:
     """The reference backend (NumPy, float64) that other backends are compared with."""
     return xprop.get_backend("numpy", dtype="float64")
