@@ -242,10 +242,9 @@ def train(args: argparse.Namespace, dp: DataParallel | None = None) -> dict[str,
         backend.synchronize(*pending, *net.params.values())  # charge training to training
         start = time.perf_counter()
         # One device read per epoch: the losses since the last evaluation.
-        losses = backend.to_numpy(xp.concat([xp.reshape(p, (-1,)) for p in pending]))
+        losses = backend.to_numpy(xp.concat([xp.reshape(p, (-1,)) for p in pending])).tolist()
         if dp is not None:  # each rank's loss is on its slice: the mean is the global batch's
             losses = dp.average(losses)
-        losses = losses.tolist()
         pending.clear()
         check_divergence(losses, record["train_loss_list"], i, args, backend.dtype_name)
         record["train_loss_list"].extend(losses)

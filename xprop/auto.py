@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from xprop.backend import Backend, BackendError, available_backends, get_backend, library
 
 __all__ = ["BackendChoice", "auto_backend", "choose_backend"]
@@ -99,9 +97,6 @@ def choose_backend(
 
     if names is None:
         names = [n for n in available_backends() if n not in _NOT_FOR_SPEED]
-    rng = np.random.default_rng(0)
-    x_host = rng.random((batch_size, input_size))
-    t_host = rng.integers(0, output_size, batch_size)
     timings: dict[str, float] = {}
     skipped: dict[str, str] = {}
     backends: dict[str, Backend] = {}
@@ -120,7 +115,9 @@ def choose_backend(
                     check_labels=False,
                 )
                 step = net.compile_step(0.01)
-                x, t = be.asarray(x_host), be.asarray(t_host)
+                rng = be.rng(0)  # the same random data on every backend
+                x = rng.normal((batch_size, input_size))
+                t = rng.choice(output_size, batch_size)
                 be.synchronize(step(x, t))  # compile, allocate
                 samples = []
                 for _ in range(repeats):

@@ -49,8 +49,6 @@ import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, NoReturn
 
-import numpy as np
-
 from xprop._namespace import dtype_name, namespace, require_array
 from xprop.backend import ENV_DEVICE, Backend, get_backend
 from xprop.backends import library_for
@@ -241,18 +239,22 @@ class DataParallel:
             correct = self.comm.allreduce(correct, op=self._MPI.SUM)
         return correct / n
 
-    def average(self, values: Any) -> np.ndarray:
-        """The mean over the ranks of host numbers (a float or a sequence of floats).
+    def average(self, values: Sequence[float]) -> list[float]:
+        """The mean over the ranks of host numbers, element by element, the same on every rank.
 
-        Every rank passes the same number of values; returns a float64 NumPy array of
-        their shape, the same on every rank.  For logging, e.g. each step's loss: the mean
-        of the ranks' losses on equal slices is the loss of the global batch.
+        Every rank passes as many numbers.  For logging, e.g. each step's loss: the mean of
+        the ranks' losses on equal slices is the loss of the global batch.
         """
-        local = np.array(values, dtype=np.float64)
-        if self.size > 1:
-            self.comm.Allreduce(self._MPI.IN_PLACE, local, op=self._MPI.SUM)
-            local /= self.size
-        return local
+        local = [float(v) for v in values]
+        if self.size == 1:
+            return local
+        everyone = self.comm.allgather(local)
+        if any(len(theirs) != len(local) for theirs in everyone):
+            raise DistributedError(
+                f"average: the ranks passed {[len(v) for v in everyone]} numbers; every rank "
+                "must pass as many"
+            )
+        return [sum(column) / self.size for column in zip(*everyone, strict=True)]
 
     # -- parameters and gradients ------------------------------------------------------
 

@@ -230,10 +230,9 @@ class Trainer:
         pending = self._pending
         self._pending = []
         xp = self._xp
-        losses = self.backend.to_numpy(xp.stack([xp.asarray(v) for v in pending]))
+        losses = self.backend.to_numpy(xp.stack([xp.asarray(v) for v in pending])).tolist()
         if self.dp is not None:  # each rank's loss is on its slice: the mean is the batch's
             losses = self.dp.average(losses)
-        losses = losses.tolist()
         start = len(self.train_loss_list)
         self.train_loss_list.extend(losses)
         bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
