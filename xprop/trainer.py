@@ -154,16 +154,15 @@ class Trainer:
         self.test_acc_list: list[float] = []
         self.test_acc: float | None = None
         self._pending: list[Any] = []  # this epoch's losses, still on the device
+        self._block: Any = None  # minibatch indices of the coming steps, on the device
+        self._block_steps = self._cursor = 0
         self._bar: Any = None
         self._uses_last_loss = hasattr(network, "last_loss")
 
     def train_step(self) -> None:
         """One minibatch step; evaluates when an epoch begins (the book's ``train_step``)."""
         xp, net = self._xp, self.network
-        # Indices drawn on the host (same numbers on every backend), gathered on the device.
-        idx = self._rng.choice(self.train_size, self.batch_size)
-        if self.dp is not None:  # data parallel: this rank's slice of the global batch
-            idx = self.dp.shard(idx)
+        idx = self._next_indices()
         x_batch = xp.take(self.x_train, idx, axis=0)
         t_batch = xp.take(self.t_train, idx, axis=0)
 
@@ -182,6 +181,24 @@ class Trainer:
         self.current_iter += 1
         if self._bar is not None:
             self._bar.update(1)
+
+    def _next_indices(self) -> Any:
+        """This step's minibatch indices, from a block of an epoch's steps on the device.
+
+        The indices are drawn on the host (the same numbers on every backend), an epoch's
+        worth at a time: one draw of ``(k, B)`` holds the numbers of ``k`` draws of ``B``,
+        and one copy to the device per epoch spares each step a host-to-device copy.
+        """
+        if self._cursor >= self._block_steps:
+            left = max(self.max_iter - self.current_iter, 1)
+            self._block_steps = min(math.ceil(self.iter_per_epoch), left)
+            block = self._rng.choice(self.train_size, (self._block_steps, self.batch_size))
+            if self.dp is not None:  # data parallel: this rank's slice of each global batch
+                block = self.dp.shard(block)
+            self._block, self._cursor = block, 0
+        idx = self._block[self._cursor, ...]
+        self._cursor += 1
+        return idx
 
     def train(self) -> float:
         """Run all ``max_iter`` steps, then return the accuracy on all the test data."""
