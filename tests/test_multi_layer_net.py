@@ -227,3 +227,18 @@ def test_no_hidden_layer_is_softmax_regression(backend: xprop.Backend) -> None:
     numeric, analytic = net.numerical_gradient(x, t), net.gradient(x, t)
     for key in ("W1", "b1"):
         assert float(backend.xp.mean(backend.xp.abs(analytic[key] - numeric[key]))) < 1e-7
+
+
+def test_accuracy_validates_labels_as_two_layer_net_does(backend: xprop.Backend) -> None:
+    """One accuracy for every network: wrong label shapes and ranges are errors, not misses."""
+    net = MultiLayerNetExtend(*SIZES, use_batchnorm=True, backend=backend, seed=0)
+    x, t = _batch(backend, n=8)
+    acc = net.accuracy(x, t)
+    scores = backend.to_numpy(net.predict(x, train_flg=False))
+    want = float(np.mean(np.argmax(scores, axis=1) == backend.to_numpy(t)))
+    assert acc == want
+    assert net.accuracy(x, backend.asarray(backend.to_numpy(t).astype(np.uint8))) == want
+    with pytest.raises(ValueError, match=r"integer labels must have shape \(8,\)"):
+        net.accuracy(x, backend.asarray(backend.to_numpy(t).reshape(8, 1)))
+    with pytest.raises(ValueError, match="labels out of range"):
+        net.accuracy(x, backend.asarray(np.full(8, 7)))

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from xprop._accuracy import accuracy
 from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
 from xprop.batch_norm import BatchNormalization
@@ -221,23 +222,19 @@ class MultiLayerNet(Checkpointable):
         """Fraction of samples whose arg-max score is the label (a Python float).
 
         Inference mode (running statistics, no dropout); ``t`` holds integer labels ``(N,)``
-        or one-hot labels ``(N, C)``; scored in chunks of ``batch_size`` rows, one device
-        read at the end.
+        or one-hot labels ``(N, C)``, validated as :meth:`loss` validates them; scored in
+        chunks of ``batch_size`` rows, one device read at the end (see
+        :meth:`xprop.TwoLayerNet.accuracy` for what is raised).
         """
-        xp = namespace(x, t)
-        n = x.shape[0]
-        if n == 0:
-            raise ValueError("accuracy of an empty batch is undefined; pass at least one sample")
-        if t.shape[0] != n:
-            raise ValueError(f"{n} samples but {t.shape[0]} labels; they must match")
-        labels = xp.argmax(t, axis=1) if t.ndim == 2 else t
-        correct = None
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            y = xp.argmax(self.predict(x[start:stop, ...], train_flg=False), axis=1)
-            hits = xp.count_nonzero(y == xp.astype(labels[start:stop], y.dtype, copy=False))
-            correct = hits if correct is None else correct + hits
-        return float(correct) / n
+        last = self.hidden_layer_num + 1
+        return accuracy(
+            lambda xs: self.predict(xs, train_flg=False),
+            x,
+            t,
+            self.params[f"W{last}"].shape[1],
+            check_labels=self.last_layer.check_labels,
+            batch_size=batch_size,
+        )
 
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """Gradients of ``loss(x, t, train_flg=True)`` by backpropagation.

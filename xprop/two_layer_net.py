@@ -7,14 +7,8 @@ import numbers
 from collections import OrderedDict
 from typing import Any
 
-from xprop._labels import (
-    as_label_dtype,
-    check_label_range,
-    check_label_shape,
-    label_dtype,
-    labels_are_one_hot,
-)
-from xprop._namespace import check_count, namespace, require_array
+from xprop._accuracy import accuracy
+from xprop._namespace import check_count
 from xprop.backend import Backend, get_backend
 from xprop.checkpoint import Checkpointable
 from xprop.gradient import numerical_gradient as _numerical_gradient
@@ -119,34 +113,14 @@ class TwoLayerNet(Checkpointable):
         (checked) out of range; ``TypeError``/``ValueError`` for a ``batch_size`` that is
         not an integer of at least 1.
         """
-        batch_size = check_count(batch_size, "batch_size")
-        xp = namespace(x, t)
-        require_array(x, "inputs x")
-        require_array(t, "labels t")
-        if x.ndim < 2:
-            raise ValueError(
-                f"accuracy needs a batch of inputs (N, ...), got shape {tuple(x.shape)}"
-            )
-        n, c = x.shape[0], self.params["W2"].shape[1]
-        if n == 0:
-            raise ValueError("accuracy of an empty batch is undefined; pass at least one sample")
-        is_hot = labels_are_one_hot(xp, t)
-        # The labels against the scores the network will produce, (N, C): as loss does.
-        check_label_shape((n, c), tuple(t.shape), is_hot, "scores")
-        if is_hot:
-            labels = xp.argmax(t, axis=1)
-        else:
-            labels = as_label_dtype(xp, t, label_dtype(xp, t, c))
-            if self.last_layer.check_labels:
-                check_label_range(xp, labels, c)
-        correct = None
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            y = xp.argmax(self.predict(x[start:stop, ...]), axis=1)
-            # In the labels' dtype, which holds every class index: no wrap-around.
-            hits = xp.count_nonzero(xp.astype(y, labels.dtype, copy=False) == labels[start:stop])
-            correct = hits if correct is None else correct + hits
-        return float(correct) / n
+        return accuracy(
+            self.predict,
+            x,
+            t,
+            self.params["W2"].shape[1],
+            check_labels=self.last_layer.check_labels,
+            batch_size=batch_size,
+        )
 
     def numerical_gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """Gradients of :meth:`loss` by central differences (slow: two losses per weight).
