@@ -21,8 +21,8 @@ import sys
 import numpy as np
 
 import xprop
-from xprop.backends import known_backends
-from xprop.two_layer_net import PARAM_KEYS as KEYS
+from xprop.libraries import known_backends
+from xprop.nets.two_layer_net import PARAM_KEYS as KEYS
 
 
 def positive_float(text: str) -> float:

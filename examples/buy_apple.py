@@ -26,7 +26,7 @@ from typing import Any
 import _graph
 
 import xprop
-from xprop.layers import MulLayer
+from xprop.nn.layers import MulLayer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 import _graph
 
 import xprop
-from xprop.layers import AddLayer, MulLayer
+from xprop.nn.layers import AddLayer, MulLayer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import xprop
 from xprop.datasets import DatasetError, load_mnist
-from xprop.two_layer_net import PARAM_KEYS
+from xprop.nets.two_layer_net import PARAM_KEYS
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

@@ -39,7 +39,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
 import xprop
-from xprop.layers import Affine, MSELoss, Sigmoid
+from xprop.nn.layers import Affine, MSELoss, Sigmoid
 
 X = (0.1, 0.2)
 T = (0.2, 0.1)

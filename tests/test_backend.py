@@ -12,7 +12,7 @@ import pytest
 
 import xprop
 from xprop.backend import BackendError
-from xprop.backends import unregister_backend
+from xprop.libraries import unregister_backend
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_registered_class_gets_every_hook(clean_env: pytest.MonkeyPatch) -> None
         be.synchronize(loss)
         assert float(be.to_numpy(loss)) > 0
         assert calls == ["parse_device", "compile_step", "synchronize 1", "to_numpy"]
-        assert xprop.backends.library_for(strict).name == "array_api_strict"  # built-in first
+        assert xprop.libraries.library_for(strict).name == "array_api_strict"  # built-in first
     finally:
         unregister_backend("counting")
 
@@ -277,7 +277,7 @@ def test_jax_float64_says_once_that_it_switches_x64_on() -> None:
     pytest.importorskip("jax", reason="JAX is not installed")
     code = (
         "import warnings, jax, xprop\n"
-        "from xprop.backends.jax import X64Warning\n"
+        "from xprop.libraries.jax import X64Warning\n"
         "with warnings.catch_warnings(record=True) as seen:\n"
         "    warnings.simplefilter('always')\n"
         "    xprop.get_backend('jax', dtype='float64')\n"

@@ -259,7 +259,7 @@ def test_cuda_graph_step_equals_eager() -> None:
         assert step.kind == "torch CUDA graph"
         idx = be.rng(1).choice(64, (STEPS, BATCH))
         losses = step.run(x, t, idx)
-        want = xprop.training.EagerStep(eager, LR).run(x, t, idx)
+        want = xprop.training.step.EagerStep(eager, LR).run(x, t, idx)
         np.testing.assert_allclose(be.to_numpy(losses), be.to_numpy(want), rtol=tol)
         for key in eager.params:
             got, ref = be.to_numpy(graphed.params[key]), be.to_numpy(eager.params[key])

@@ -309,7 +309,7 @@ def test_train_mnist_reads_nothing_from_the_device_per_step(data_dir, book_loop,
     pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
     from array_api_strict._array_object import Array
 
-    from xprop.backends.array_api_strict import ArrayApiStrictLibrary
+    from xprop.libraries.array_api_strict import ArrayApiStrictLibrary
 
     example = _load_example("train_mnist.py")
     reads: list[str] = []

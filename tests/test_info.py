@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import xprop
-from xprop.backends import ArrayLibrary, known_backends, library, unregister_backend
+from xprop.libraries import ArrayLibrary, known_backends, library, unregister_backend
 from xprop.info import show_versions, versions
 
 ROOT = Path(xprop.__file__).resolve().parents[1]
@@ -295,7 +295,7 @@ def test_cupy_reports_runtime_driver_and_gpus_from_its_runtime(monkeypatch):
     # A stand-in for CuPy's runtime module: the hook's logic, on a machine without a GPU.
     import types
 
-    from xprop.backends.cupy import CuPyLibrary
+    from xprop.libraries.cupy import CuPyLibrary
 
     def no_driver():
         raise RuntimeError("cudaErrorInsufficientDriver")

@@ -7,6 +7,8 @@ networks, the Trainer — and portable safetensors checkpoints come with it.
 :func:`show_versions` (``python -m xprop info``) prints what a bug report needs.
 """
 
+import sys as _sys
+
 from xprop.backend import (
     ArrayLibrary,
     Backend,
@@ -17,11 +19,11 @@ from xprop.backend import (
     set_backend,
     use_backend,
 )
-from xprop.batch_norm import BatchNormalization
+from xprop.nn.batch_norm import BatchNormalization
 from xprop.checkpoint import CheckpointError
 from xprop.datasets import DatasetError, load_mnist
-from xprop.dropout import Dropout
-from xprop.functions import (
+from xprop.nn.dropout import Dropout
+from xprop.nn.functions import (
     cross_entropy_error,
     log_softmax,
     mean_squared_error,
@@ -33,14 +35,31 @@ from xprop.functions import (
 )
 from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
 from xprop.info import show_versions
-from xprop.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
-from xprop.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
+from xprop.nn.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.nets.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
-from xprop.trainer import Trainer
-from xprop.training import TrainStep
-from xprop.two_layer_net import TwoLayerNet
+from xprop.training.trainer import Trainer
+from xprop.training.step import TrainStep
+from xprop.nets.two_layer_net import TwoLayerNet
 
 __version__ = "0.1.0"
+
+# The module paths of earlier releases, before the package was laid out by concept
+# (``nn``, ``nets``, ``training``, ``libraries``): the same modules under their old names,
+# so existing ``import xprop.layers`` or ``from xprop.trainer import Trainer`` keep working.
+_FORMER_PATHS = {
+    "layers": "xprop.nn.layers",
+    "functions": "xprop.nn.functions",
+    "batch_norm": "xprop.nn.batch_norm",
+    "dropout": "xprop.nn.dropout",
+    "two_layer_net": "xprop.nets.two_layer_net",
+    "multi_layer_net": "xprop.nets.multi_layer_net",
+    "trainer": "xprop.training.trainer",
+    "backends": "xprop.libraries",
+}
+for _old, _new in _FORMER_PATHS.items():
+    _sys.modules.setdefault(f"xprop.{_old}", _sys.modules[_new])
+    globals()[_old] = _sys.modules[_new]
 
 __all__ = [
     "SGD",

@@ -17,7 +17,7 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from xprop.backends import library_for
+from xprop.libraries import library_for
 
 __all__ = ["class_range", "ones", "zero"]
 

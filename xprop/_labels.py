@@ -1,8 +1,8 @@
 """Labels: what kind they are, whether their shapes fit the scores, the dtype to compare in.
 
-One set of rules for every place labels enter — :class:`~xprop.layers.SoftmaxWithLoss`,
-:func:`~xprop.functions.cross_entropy_error`, :func:`~xprop.functions.one_hot`,
-:func:`~xprop.functions.validate_labels` and ``TwoLayerNet.accuracy``: integer class
+One set of rules for every place labels enter — :class:`~xprop.nn.layers.SoftmaxWithLoss`,
+:func:`~xprop.nn.functions.cross_entropy_error`, :func:`~xprop.nn.functions.one_hot`,
+:func:`~xprop.nn.functions.validate_labels` and ``TwoLayerNet.accuracy``: integer class
 indices of any integer dtype, or one-hot rows of any floating dtype.  Shape checks use host
 values only; the range check is the one device read, and says what to do when it cannot
 happen (inside ``jax.jit``).
@@ -14,7 +14,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from xprop.backends import library_for
+from xprop.libraries import library_for
 
 __all__ = [
     "as_label_dtype",

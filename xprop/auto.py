@@ -93,7 +93,7 @@ def choose_backend(
     BackendError
         When no candidate could be timed (the message says why for each).
     """
-    from xprop.two_layer_net import TwoLayerNet
+    from xprop.nets.two_layer_net import TwoLayerNet
 
     if names is None:
         names = [n for n in available_backends() if n not in _NOT_FOR_SPEED]

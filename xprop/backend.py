@@ -3,7 +3,7 @@
 Compute code (layers, functions, gradients) never asks which library it runs on: it infers
 the namespace from its inputs.  Only *creation* — weights, data, random numbers — needs to
 know where arrays should live, and asks a :class:`Backend` for it.  What xprop knows about
-each library lives in one class per library, in :mod:`xprop.backends`.
+each library lives in one class per library, in :mod:`xprop.libraries`.
 
 A backend is chosen by name (argument, else ``XPROP_BACKEND``, else ``"numpy"``), with a
 floating dtype (argument, else ``XPROP_DTYPE``, else ``float32``) and a device (argument,
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from xprop._namespace import dtype_name as _dtype_name
-from xprop.backends import (  # noqa: F401  (ArrayLibrary, register_backend: re-exported)
+from xprop.libraries import (  # noqa: F401  (ArrayLibrary, register_backend: re-exported)
     ArrayLibrary,
     BackendError,
     known_backends,
@@ -35,7 +35,7 @@ from xprop.backends import (  # noqa: F401  (ArrayLibrary, register_backend: re-
 )
 
 # ArrayLibrary, BackendError, known_backends and register_backend are defined (and
-# documented) in xprop.backends; they are importable from here too.
+# documented) in xprop.libraries; they are importable from here too.
 __all__ = [
     "Backend",
     "HostRNG",
@@ -73,7 +73,7 @@ class Backend:
     dtype : dtype
         The floating dtype of created float data and weights (``xp.float32`` by default).
     library : ArrayLibrary
-        What xprop knows about the library (:mod:`xprop.backends`).
+        What xprop knows about the library (:mod:`xprop.libraries`).
     """
 
     name: str

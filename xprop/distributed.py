@@ -51,7 +51,7 @@ from typing import Any, NoReturn
 
 from xprop._namespace import dtype_name, namespace, require_array
 from xprop.backend import ENV_DEVICE, Backend, get_backend
-from xprop.backends import library_for
+from xprop.libraries import library_for
 
 __all__ = [
     "INSTALL_HINT",

@@ -4,7 +4,7 @@
 GPUs ``nvidia-smi`` sees, xprop and its dependencies with NumPy's BLAS, then every registered
 backend: its library's version, whether it can run here, on which devices, and what the
 library knows beyond that (the CUDA runtime, GPU names: :meth:`ArrayLibrary.version_info
-<xprop.backends.ArrayLibrary.version_info>`), then the backend selected now and the
+<xprop.libraries.ArrayLibrary.version_info>`), then the backend selected now and the
 ``XPROP_*`` environment variables in force.  :func:`versions` returns the same as a dict.
 
 Nothing here raises because a library is broken: a library that fails to import, or fails
@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import xprop
 from xprop.backend import _make, get_backend
-from xprop.backends import BackendError, known_backends, library
+from xprop.libraries import BackendError, known_backends, library
 
 __all__ = ["show_versions", "versions"]
 

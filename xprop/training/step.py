@@ -1,12 +1,12 @@
 """Training steps: the eager step, and the protocol that compiled steps follow.
 
-``net.compile_step(lr)`` asks the network's array library (:mod:`xprop.backends`) for the
+``net.compile_step(lr)`` asks the network's array library (:mod:`xprop.libraries`) for the
 fastest way to run ``net.train_step(x, t, lr)`` over and over:
 
-- JAX: ``jax.jit`` with the parameters passed in and out (:class:`xprop.backends.jax.JitStep`),
+- JAX: ``jax.jit`` with the parameters passed in and out (:class:`xprop.libraries.jax.JitStep`),
   and a whole epoch as one ``lax.scan``;
 - PyTorch on CUDA: the step captured once as a CUDA graph and replayed
-  (:class:`xprop.backends.torch.CudaGraphStep`);
+  (:class:`xprop.libraries.torch.CudaGraphStep`);
 - everything else (NumPy, CuPy, array-api-strict, PyTorch on the CPU): :class:`EagerStep`,
   the step as it is, which already reads nothing from the device.
 

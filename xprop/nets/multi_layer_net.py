@@ -20,11 +20,11 @@ from typing import Any
 from xprop._accuracy import accuracy
 from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
-from xprop.batch_norm import BatchNormalization
+from xprop.nn.batch_norm import BatchNormalization
 from xprop.checkpoint import Checkpointable
-from xprop.dropout import Dropout
+from xprop.nn.dropout import Dropout
 from xprop.gradient import numerical_gradient as _numerical_gradient
-from xprop.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.nn.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["MultiLayerNet", "MultiLayerNetExtend"]
 
@@ -59,7 +59,7 @@ class MultiLayerNet(Checkpointable):
         gives bit-identical initial weights and the same masks on every backend.
     check_labels : bool
         Validate labels in the loss (one device read per call); see
-        :class:`~xprop.layers.SoftmaxWithLoss`.
+        :class:`~xprop.nn.layers.SoftmaxWithLoss`.
 
     Attributes
     ----------
@@ -359,11 +359,11 @@ class MultiLayerNetExtend(MultiLayerNet):
 weight_decay_lambda
         As for :class:`MultiLayerNet`.
     use_dropout : bool
-        A :class:`~xprop.dropout.Dropout` layer after each hidden activation.
+        A :class:`~xprop.nn.dropout.Dropout` layer after each hidden activation.
     dropout_ration : float
         The book's (misspelt) name of the dropout ratio, default 0.5.
     use_batchnorm : bool
-        A :class:`~xprop.batch_norm.BatchNormalization` layer between each hidden Affine
+        A :class:`~xprop.nn.batch_norm.BatchNormalization` layer between each hidden Affine
         layer and its activation, with parameters ``gamma{i}`` (ones) and ``beta{i}``
         (zeros) in ``params``; running statistics in :meth:`running_stats`.
     dropout_ratio : float, optional
@@ -371,7 +371,7 @@ weight_decay_lambda
     backend, seed, check_labels
         As for :class:`MultiLayerNet`.
     dropout_device_masks : bool
-        Draw Dropout masks on the device (faster on GPUs; see :class:`~xprop.dropout.Dropout`).
+        Draw Dropout masks on the device (faster on GPUs; see :class:`~xprop.nn.dropout.Dropout`).
     """
 
     def __init__(

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from xprop.backends._base import ArrayLibrary, BackendError
+from xprop.libraries._base import ArrayLibrary, BackendError
 
 __all__ = ["JaxLibrary", "JitStep", "X64Warning"]
 

@@ -1,8 +1,8 @@
 """The array libraries xprop knows, one class each, and the registry that selects them by name.
 
-:class:`ArrayLibrary` is the base class; :mod:`xprop.backends.numpy`,
-:mod:`~xprop.backends.cupy`, :mod:`~xprop.backends.torch`, :mod:`~xprop.backends.jax` and
-:mod:`~xprop.backends.array_api_strict` hold one subclass each.  :func:`register_backend`
+:class:`ArrayLibrary` is the base class; :mod:`xprop.libraries.numpy`,
+:mod:`~xprop.libraries.cupy`, :mod:`~xprop.libraries.torch`, :mod:`~xprop.libraries.jax` and
+:mod:`~xprop.libraries.array_api_strict` hold one subclass each.  :func:`register_backend`
 adds a user's subclass; :func:`library_for` finds the library of a namespace (the one
 question compute code may ask, for its caches).
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from xprop.backends._base import ArrayLibrary, BackendError
-from xprop.backends.array_api_strict import ArrayApiStrictLibrary
-from xprop.backends.cupy import CuPyLibrary
-from xprop.backends.jax import JaxLibrary
-from xprop.backends.numpy import NumPyLibrary
-from xprop.backends.torch import TorchLibrary
+from xprop.libraries._base import ArrayLibrary, BackendError
+from xprop.libraries.array_api_strict import ArrayApiStrictLibrary
+from xprop.libraries.cupy import CuPyLibrary
+from xprop.libraries.jax import JaxLibrary
+from xprop.libraries.numpy import NumPyLibrary
+from xprop.libraries.torch import TorchLibrary
 
 __all__ = [
     "ArrayLibrary",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from xprop.training import TrainStep
+    from xprop.training.step import TrainStep
 
 __all__ = ["ArrayLibrary", "BackendError"]
 
@@ -178,7 +178,7 @@ class ArrayLibrary:
 
         The default is the eager step, ``net.train_step(x, t, lr)``.
         """
-        from xprop.training import EagerStep
+        from xprop.training.step import EagerStep
 
         return EagerStep(net, lr)
 

@@ -172,7 +172,7 @@ def cross_entropy_error(y: Any, t: Any, *, check_labels: bool = True) -> Any:
     -------
     array
         0-d, of ``y``'s library and dtype.  For logits use :func:`log_softmax` or
-        :class:`xprop.layers.SoftmaxWithLoss`, which never take ``log(0)``.
+        :class:`xprop.nn.layers.SoftmaxWithLoss`, which never take ``log(0)``.
 
     Raises
     ------

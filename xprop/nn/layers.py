@@ -33,7 +33,7 @@ from xprop._namespace import (
     require_same_float,
 )
 from xprop._sums import column_sums, row_sums
-from xprop.functions import sigmoid, squared_error_parts
+from xprop.nn.functions import sigmoid, squared_error_parts
 
 __all__ = [
     "AddLayer",
@@ -427,7 +427,7 @@ class SoftmaxWithLoss:
     Label shapes are always checked.  ``check_labels`` (default on) also checks that integer
     labels lie in ``[0, C)``; that reads one number from the device per call, so a GPU
     training loop with labels validated once (as ``load_mnist`` does, or
-    :func:`xprop.functions.validate_labels`) may turn it off; so must code traced by
+    :func:`xprop.nn.functions.validate_labels`) may turn it off; so must code traced by
     ``jax.jit``, where a device read is impossible (the error says so).
     Unchecked, a label outside the range gets an all-zero one-hot row: its sample adds
     nothing to the loss and its gradient is the plain softmax.
@@ -528,7 +528,7 @@ class MSELoss:
     ``forward(y, t)`` returns ``0.5 * sum((y - t)**2) / N`` as a 0-d array, ``N`` being the
     batch size (1 for a single 1-D sample, which is the per-sample error ``E = sum(1/2 (t -
     y)^2)`` of hand-worked examples); ``backward(dout=1)`` returns ``dout * (y - t) / N``.
-    Targets follow ``y``'s dtype.  Raises as :func:`xprop.functions.mean_squared_error`
+    Targets follow ``y``'s dtype.  Raises as :func:`xprop.nn.functions.mean_squared_error`
     does, and ``RuntimeError`` for ``backward`` before ``forward``.
     """
 

@@ -12,8 +12,8 @@ from xprop._namespace import check_count
 from xprop.backend import Backend, get_backend
 from xprop.checkpoint import Checkpointable
 from xprop.gradient import numerical_gradient as _numerical_gradient
-from xprop.layers import Affine, Relu, SoftmaxWithLoss
-from xprop.training import TrainStep, check_learning_rate
+from xprop.nn.layers import Affine, Relu, SoftmaxWithLoss
+from xprop.training.step import TrainStep, check_learning_rate
 
 __all__ = ["PARAM_KEYS", "TwoLayerNet"]
 
@@ -41,7 +41,7 @@ class TwoLayerNet(Checkpointable):
         initial weights on every backend.
     check_labels : bool
         Range-check integer labels in :meth:`loss` and :meth:`accuracy` (one device read
-        per call); see :class:`~xprop.layers.SoftmaxWithLoss`.  Shapes are always checked.
+        per call); see :class:`~xprop.nn.layers.SoftmaxWithLoss`.  Shapes are always checked.
 
     Raises
     ------

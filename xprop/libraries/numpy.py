@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from xprop.backends._base import ArrayLibrary
+from xprop.libraries._base import ArrayLibrary
 
 __all__ = ["NumPyLibrary"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from xprop.backends._base import ArrayLibrary, BackendError
+from xprop.libraries._base import ArrayLibrary, BackendError
 
 __all__ = ["CudaGraphStep", "TorchLibrary"]
 

@@ -1,0 +1,6 @@
+"""Layers and functions: the nodes of the computational graph (ch. 3-6).
+
+:mod:`~xprop.nn.layers` holds the book's chapter-5 layers, :mod:`~xprop.nn.batch_norm` and
+:mod:`~xprop.nn.dropout` the chapter-6 ones, :mod:`~xprop.nn.functions` the activation and
+loss functions; :mod:`~xprop.nn.layer` the base class they share (input checks, done once).
+"""
