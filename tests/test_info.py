@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import xprop
-from xprop.libraries import ArrayLibrary, known_backends, library, unregister_backend
 from xprop.info import show_versions, versions
+from xprop.libraries import ArrayLibrary, known_backends, library, unregister_backend
 
 ROOT = Path(xprop.__file__).resolve().parents[1]
 # Each built-in library, by the distribution pip installs it from (cupy: either CUDA wheel).

@@ -19,9 +19,13 @@ from xprop.backend import (
     set_backend,
     use_backend,
 )
-from xprop.nn.batch_norm import BatchNormalization
 from xprop.checkpoint import CheckpointError
 from xprop.datasets import DatasetError, load_mnist
+from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
+from xprop.info import show_versions
+from xprop.nets.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
+from xprop.nets.two_layer_net import TwoLayerNet
+from xprop.nn.batch_norm import BatchNormalization
 from xprop.nn.dropout import Dropout
 from xprop.nn.functions import (
     cross_entropy_error,
@@ -33,14 +37,10 @@ from xprop.nn.functions import (
     softmax,
     validate_labels,
 )
-from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
-from xprop.info import show_versions
 from xprop.nn.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
-from xprop.nets.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
-from xprop.training.trainer import Trainer
 from xprop.training.step import TrainStep
-from xprop.nets.two_layer_net import TwoLayerNet
+from xprop.training.trainer import Trainer
 
 __version__ = "0.1.0"
 

@@ -20,10 +20,10 @@ from typing import Any
 from xprop._accuracy import accuracy
 from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
-from xprop.nn.batch_norm import BatchNormalization
 from xprop.checkpoint import Checkpointable
-from xprop.nn.dropout import Dropout
 from xprop.gradient import numerical_gradient as _numerical_gradient
+from xprop.nn.batch_norm import BatchNormalization
+from xprop.nn.dropout import Dropout
 from xprop.nn.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["MultiLayerNet", "MultiLayerNetExtend"]
