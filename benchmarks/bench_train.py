@@ -81,7 +81,7 @@ MODE_TITLES = {
     "protocol-train": "the book's protocol, training only (the evaluations' time taken out)",
 }
 IMPLS = ("book", "book-mixed", "hand", "floor", "torch", "graph", "jax", "xprop")
-XPROP_HOWS = ("book", "train_step", "compiled")
+XPROP_HOWS = ("book", "step", "compiled")
 
 
 # --------------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def _xprop_factories(args, notes: list[str]) -> list[tuple[str, Any]]:
 def _xprop_runner(name: str, dtype: str, device: Any, how: str) -> Xprop:
     runner = Xprop(name, dtype, device=device, how=how)
     if how == "compiled" and runner.label.endswith("(eager)"):
-        # The eager "compiled" step is train_step itself: time it only where it differs,
+        # The eager "compiled" step is the "step" row itself: time it only where it differs,
         # in the loop and protocol (an epoch of indices at once).
         runner.modes = ("loop", "protocol")
     return runner
@@ -545,7 +545,7 @@ TARGETS = [
     ("book", "protocol", "xprop-numpy", "book", 0.6, "cpu"),
     ("large", "step", "xprop-numpy", "hand", 1.3, "cpu"),
     # Issue 10 (GPU speed): the numpy step no slower than before (0.66 x book-style) ...
-    ("book", "step", "xprop-numpy-train_step", "book", 0.66, "cpu"),
+    ("book", "step", "xprop-numpy-step", "book", 0.66, "cpu"),
     # ... the fastest GPU path's training <= 0.15 x PyTorch eager on the book protocol ...
     ("book", "protocol-train", "xprop-", "torch-eager", 0.15, "gpu"),
     ("book", "protocol", "xprop-", "torch-eager", 0.15, "gpu"),

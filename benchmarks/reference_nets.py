@@ -744,7 +744,8 @@ class Xprop(Runner):
     ``"book"``: ``grads = net.gradient(x, t)`` then
     ``for k in net.params: net.params[k] -= lr * grads[k]``, and in the loop body a second
     forward pass ``net.loss(x, t)`` for the recorded loss, as the book does.
-    ``"train_step"``: ``net.train_step(x, t, lr)``; its return value is the recorded loss.
+    ``"step"``: the eager step, ``EagerStep(net, SGD(lr))`` called once per step (what
+    ``net.compile_step(lr)`` is on NumPy); its return value is the recorded loss.
     ``"compiled"``: ``step = net.compile_step(lr)`` (``jax.jit`` on JAX, a CUDA graph for torch
     on CUDA, the eager step elsewhere), and in the protocol an epoch's minibatch indices
     drawn at once and run with ``step.run``, as ``examples/train_mnist.py`` does by default.
@@ -752,7 +753,7 @@ class Xprop(Runner):
 
     HOW: ClassVar[dict[str, tuple[str, str]]] = {
         "book": ("gradient + update loop", "net.gradient + `params[k] -= lr * grads[k]`"),
-        "train_step": ("net.train_step", "net.train_step(x, t, lr)"),
+        "step": ("eager step", "EagerStep(net, SGD(lr))(x, t): the compiled step's eager form"),
         "compiled": ("compiled step", "net.compile_step(lr); an epoch per step.run"),
     }
 
@@ -762,7 +763,7 @@ class Xprop(Runner):
         self.be = xprop.get_backend(backend, device=device, dtype=dtype)
         self.how = how
         self.device_kind = "gpu" if self.be.is_accelerator else "cpu"
-        suffix = {"book": "", "train_step": "-train_step", "compiled": "-compiled"}[how]
+        suffix = {"book": "", "step": "-step", "compiled": "-compiled"}[how]
         self.key = f"xprop-{backend}{suffix}"
         where = "" if self.device_kind == "cpu" else f", {self.be.device}"
         label, self.note = self.HOW[how]
@@ -773,6 +774,7 @@ class Xprop(Runner):
 
     def prepare(self, cfg, data, init, seed):
         import xprop
+        from xprop.training.step import EagerStep
 
         be = self.be
         # The per-step label range check would read the device every step (a sync on a
@@ -788,7 +790,11 @@ class Xprop(Runner):
             seed=seed,
             check_labels=False,
         )
-        self.step_fn = self.net.compile_step(LEARNING_RATE) if self.how == "compiled" else None
+        self.step_fn = None
+        if self.how == "compiled":
+            self.step_fn = self.net.compile_step(LEARNING_RATE)
+        elif self.how == "step":
+            self.step_fn = EagerStep(self.net, xprop.SGD(LEARNING_RATE))
         self.x_train, self.t_train = be.asarray(data.x_train), be.asarray(data.t_train)
         self.x_test, self.t_test = be.asarray(data.x_test), be.asarray(data.t_test)
         self.x_batch, self.t_batch = be.asarray(data.x_batch), be.asarray(data.t_batch)
@@ -798,10 +804,8 @@ class Xprop(Runner):
 
     def _update(self, x, t):
         net = self.net
-        if self.how == "compiled":
+        if self.step_fn is not None:
             return self.step_fn(x, t)
-        if self.how == "train_step":
-            return net.train_step(x, t, LEARNING_RATE)
         grads = net.gradient(x, t)
         for key in net.params:
             net.params[key] -= LEARNING_RATE * grads[key]

@@ -181,15 +181,19 @@ def test_lazy_running_statistics_follow_the_input(backend32: xprop.Backend) -> N
     assert tuple(layer.running_var.shape) == (3,)
 
 
-def test_bound_layer_reads_the_dict_live(backend: xprop.Backend) -> None:
-    params = {"g": backend.asarray(np.ones(2)), "b": backend.zeros(2)}
-    layer = BatchNormalization.bound(params, "g", "b")
+def test_network_params_rebound_reach_the_layer(backend: xprop.Backend) -> None:
+    net = xprop.MultiLayerNetExtend(2, [2], 2, use_batchnorm=True, backend=backend, seed=0)
+    layer = net.layers["BatchNorm1"]
     x = _normal(backend, (5, 2), 0)
-    first = backend.to_numpy(layer.forward(x))
-    params["g"] = params["g"] * 2.0  # rebind, as an optimizer does on JAX
-    params["b"] = params["b"] + 1.0
-    np.testing.assert_allclose(backend.to_numpy(layer.forward(x)), 2 * first + 1, rtol=1e-12)
-    assert layer.gamma is params["g"]
+    net.predict(x, train_flg=True)
+    first = backend.to_numpy(layer.xn)
+    # rebind, as an optimizer does on JAX: the next forward pass uses the new arrays
+    net.params["gamma1"] = net.params["gamma1"] * 2.0
+    net.params["beta1"] = net.params["beta1"] + 1.0
+    net.predict(x, train_flg=True)
+    assert layer.gamma is net.params["gamma1"]
+    assert layer.beta is net.params["beta1"]
+    np.testing.assert_allclose(backend.to_numpy(layer.xn), first, rtol=1e-12)
 
 
 def test_single_sample_batch_is_finite(backend: xprop.Backend) -> None:

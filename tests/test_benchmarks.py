@@ -39,15 +39,15 @@ def test_check_keeps_correct_rows_and_drops_a_wrong_one() -> None:
     init = bench.initial_params(cfg, 0)
     rows = [
         HandOptimised("float32"),
-        Xprop("numpy", "float32", how="train_step"),
+        Xprop("numpy", "float32", how="step"),
         _WrongStep("float32"),
     ]
     for r in rows:
         r.prepare(cfg, data, init, 0)
     kept, report = bench.checked(rows, data, init)
-    assert [r.key for r in kept] == ["hand", "xprop-numpy-train_step"]
+    assert [r.key for r in kept] == ["hand", "xprop-numpy-step"]
     assert report["hand"]["update"] < 1e-5
-    assert report["xprop-numpy-train_step"]["grad"] < 1e-5
+    assert report["xprop-numpy-step"]["grad"] < 1e-5
     # W1 moved twice as far: the error is W1's whole update, measured (as every error there)
     # against the largest reference update of any parameter
     ref = bench.BookStyle("float64").gradient_of(
@@ -78,19 +78,19 @@ def test_target_lines_verdicts_and_reach() -> None:
         _row("book", "step", "hand", 0.6),
         _row("book", "step", "floor", 0.5),
         _row("book", "step", "torch-eager", 1.2),
-        _row("book", "step", "xprop-numpy-train_step", 0.66),
+        _row("book", "step", "xprop-numpy-step", 0.66),
         _row("book", "loop", "book", 1.0),
         _row("book", "loop", "hand", 0.5),
-        _row("book", "loop", "xprop-numpy-train_step", 0.51),
+        _row("book", "loop", "xprop-numpy-step", 0.51),
     ]
     lines = bench.target_lines(rows)
     text = "\n".join(lines)
     want = [
-        "| book / step | xprop-numpy-train_step vs book | ≤ 0.55 | 0.66 | missed "
+        "| book / step | xprop-numpy-step vs book | ≤ 0.55 | 0.66 | missed "
         "| hand 0.60, floor 0.50 |",
-        "| book / step | xprop-numpy-train_step vs hand | ≤ 1.15 | 1.10 | met | floor 0.83 |",
-        "| book / loop | xprop-numpy-train_step vs book | ≤ 0.55 | 0.51 | met | hand 0.50 |",
-        "| book / step | xprop-numpy-train_step vs torch-eager | ≤ 1.00 | 0.55 | met |",
+        "| book / step | xprop-numpy-step vs hand | ≤ 1.15 | 1.10 | met | floor 0.83 |",
+        "| book / loop | xprop-numpy-step vs book | ≤ 0.55 | 0.51 | met | hand 0.50 |",
+        "| book / step | xprop-numpy-step vs torch-eager | ≤ 1.00 | 0.55 | met |",
     ]
     for line in want:
         assert line in text
@@ -116,7 +116,7 @@ def test_gpu_targets_on_cpu_rows_are_informative_and_gpu_rows_get_verdicts() -> 
     assert "| xprop-cupy-compiled vs torch-eager | ≤ 0.15 | 0.20 | missed |" in text
 
 
-@pytest.mark.parametrize("how", ["book", "train_step", "compiled"])
+@pytest.mark.parametrize("how", ["book", "step", "compiled"])
 def test_every_xprop_row_passes_the_check_on_jax(how: str) -> None:
     pytest.importorskip("jax", reason="JAX is not installed")
     cfg = bench.CONFIGS["book"]

@@ -144,7 +144,7 @@ def test_two_network_shapes_traced_in_one_process(jax_backend: xprop.Backend) ->
         eager = TwoLayerNet(*sizes, backend=be, seed=1, check_labels=False)
         want = eager.loss(x, t)
         # jit of the user's own function around the network (no compile_step involved)
-        got = jax.jit(lambda x, t, net=net: net.pure_step(net.params, x, t, 0.1)[1])(x, t)
+        got = jax.jit(lambda x, t, net=net: net.replica().loss(x, t))(x, t)
         np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
         net.compile_step(0.1)(x, t)
     assert not any(_is_tracer(v) for v in _constants._CACHE.values())
@@ -259,7 +259,7 @@ def test_cuda_graph_step_equals_eager() -> None:
         assert step.kind == "torch CUDA graph"
         idx = be.rng(1).choice(64, (STEPS, BATCH))
         losses = step.run(x, t, idx)
-        want = xprop.training.step.EagerStep(eager, LR).run(x, t, idx)
+        want = xprop.training.step.EagerStep(eager, xprop.SGD(LR)).run(x, t, idx)
         np.testing.assert_allclose(be.to_numpy(losses), be.to_numpy(want), rtol=tol)
         for key in eager.params:
             got, ref = be.to_numpy(graphed.params[key]), be.to_numpy(eager.params[key])

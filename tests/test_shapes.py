@@ -216,8 +216,6 @@ def test_affine_weight_and_bias_errors(backend: xprop.Backend) -> None:
         Affine(backend.asarray(np.ones((3, 2), dtype=np.int64)))
     with pytest.raises(TypeError, match="input_grad must be True or False"):
         Affine(W, input_grad="no")  # type: ignore[arg-type]
-    with pytest.raises(KeyError, match=r"params has no entry 'b9'"):
-        Affine.bound({"W1": W}, "W1", "b9")
     # A bias swapped for a wrong one after construction is caught at the next forward.
     layer = Affine(W, _normal(backend, (2,), 1))
     layer.forward(_normal(backend, (4, 3), 2))
@@ -229,7 +227,7 @@ def test_affine_weight_and_bias_errors(backend: xprop.Backend) -> None:
 def test_affine_without_bias_is_one_path(backend: xprop.Backend) -> None:
     W = _normal(backend, (3, 2), 0)
     x = _normal(backend, (4, 3), 1)
-    for layer in (Affine(W, None), Affine(W), Affine.bound({"W": W}, "W", None)):
+    for layer in (Affine(W, None), Affine(W)):
         assert layer.b is None
         out = layer.forward(x)
         np.testing.assert_allclose(
@@ -237,5 +235,3 @@ def test_affine_without_bias_is_one_path(backend: xprop.Backend) -> None:
         )
         layer.backward(_normal(backend, (4, 2), 2))
         assert layer.db is None  # no bias, no bias gradient
-        with pytest.raises(AttributeError, match="built without a bias"):
-            layer.b = backend.zeros(2)

@@ -14,6 +14,8 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from xprop._constants import class_range
+from xprop._namespace import isdtype, require_array, require_float
 from xprop.libraries import library_for
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "check_scores_shape",
     "label_dtype",
     "labels_are_one_hot",
+    "one_hot_targets",
     "read_labels",
 ]
 
@@ -33,9 +36,9 @@ def labels_are_one_hot(xp: Any, t: Any) -> bool:
 
     Raises ``TypeError`` for any other dtype (e.g. boolean).
     """
-    if xp.isdtype(t.dtype, "real floating"):
+    if isdtype(xp, t.dtype, "real floating"):
         return True
-    if not xp.isdtype(t.dtype, "integral"):
+    if not isdtype(xp, t.dtype, "integral"):
         raise TypeError(
             f"labels must be integer class indices or one-hot floats, got dtype {t.dtype}"
         )
@@ -132,6 +135,24 @@ def label_dtype(xp: Any, t: Any, num_classes: int) -> Any:
 
     Raises ``ValueError`` when no integer dtype there holds ``num_classes - 1``.
     """
+    try:
+        key = (id(xp), t.dtype, num_classes)
+        found = _LABEL_DTYPES.get(key)
+    except TypeError:  # a dtype without a hash
+        key, found = None, None
+    if found is None:
+        found = _widest_needed(xp, t, num_classes)
+        if key is not None:
+            if len(_LABEL_DTYPES) > 256:
+                _LABEL_DTYPES.clear()
+            _LABEL_DTYPES[key] = found
+    return found
+
+
+_LABEL_DTYPES: dict[tuple[Any, Any, int], Any] = {}  # xp.iinfo takes microseconds
+
+
+def _widest_needed(xp: Any, t: Any, num_classes: int) -> Any:
     top = num_classes - 1
     info = xp.iinfo(t.dtype)
     if info.min < 0 and info.max >= top:
@@ -183,3 +204,31 @@ def read_labels(xp: Any, value: Any, t: Any) -> int:
             "(and validate the labels once before training with "
             "xprop.validate_labels(t, num_classes)), or train with net.compile_step(lr)"
         ) from exc
+
+
+def one_hot_targets(xp: Any, y: Any, t: Any, *, check_range: bool) -> tuple[Any, Any]:
+    """Scores ``y`` as a batch ``(N, C)`` and labels ``t`` as one-hot rows in ``y``'s dtype.
+
+    What a loss layer needs from its inputs, every check included: ``y`` a floating array
+    ``(N, C)`` (or ``(C,)``, one sample, made a batch of one); ``t`` integer class indices
+    or one-hot rows that fit it (:func:`check_label_shape`).  With ``check_range``, integer
+    labels outside ``[0, C)`` raise ``ValueError`` (one device read: the count of hits);
+    without it they become all-zero rows.
+    """
+    require_array(y, "logits x")
+    require_array(t, "labels t")
+    require_float(xp, y, "logits x")
+    check_scores_shape(tuple(y.shape), "logits")
+    is_hot = labels_are_one_hot(xp, t)
+    y, t = batch_labels(xp, y, t, is_hot, "logits")
+    if is_hot:  # float64 labels must not turn float32 maths float64
+        return y, t if t.dtype == y.dtype else xp.astype(t, y.dtype)
+    n, c = y.shape
+    dtype = label_dtype(xp, t, c)
+    t = as_label_dtype(xp, t, dtype)
+    hot = t[:, None] == class_range(xp, t, c, dtype)
+    # A label outside [0, C) leaves its row all False: one count finds it (one device
+    # read), cheaper than comparing the labels with both ends of the range.
+    if check_range and read_labels(xp, xp.count_nonzero(hot), t) != n:
+        check_label_range(xp, t, c)  # raises, naming the range of labels found
+    return y, xp.astype(hot, y.dtype)

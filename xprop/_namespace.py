@@ -12,6 +12,7 @@ __all__ = [
     "check_count",
     "check_flag",
     "dtype_name",
+    "isdtype",
     "namespace",
     "require_array",
     "require_float",
@@ -26,6 +27,8 @@ class MixedBackendError(TypeError):
 
 # Python numbers are weak scalars in the standard: they join an array's dtype.
 _SCALARS = (int, float, bool)
+# The namespace of each array type met so far (numpy.ndarray -> array_api_compat.numpy).
+_BY_TYPE: dict[type, Any] = {}
 
 
 def namespace(*arrays: Any) -> Any:
@@ -40,9 +43,20 @@ def namespace(*arrays: Any) -> Any:
         When the arrays come from different libraries (e.g. a NumPy image batch and torch
         labels): create both through the same :class:`xprop.Backend`.
     """
+    # The hot path (one or two arrays of one type, seen before): a dict lookup, where
+    # array_namespace takes microseconds.  One array type has one namespace.
+    kind = type(arrays[0]) if arrays else None
+    if len(arrays) == 1 or (len(arrays) == 2 and type(arrays[1]) is kind):
+        found = _BY_TYPE.get(kind)
+        if found is not None:
+            return found
     present = [a for a in arrays if a is not None and not isinstance(a, _SCALARS)]
     try:
-        return array_namespace(*present)
+        xp = array_namespace(*present)
+        same = all(type(a) is kind for a in arrays)
+        if same and len(present) == len(arrays) and len(_BY_TYPE) < 64:
+            _BY_TYPE[kind] = xp
+        return xp
     except TypeError as exc:
         kinds = ", ".join(
             sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in present})
@@ -66,9 +80,25 @@ def namespace(*arrays: Any) -> Any:
         ) from exc
 
 
+def isdtype(xp: Any, dtype: Any, kind: str) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered: NumPy's takes microseconds, and every layer
+    asks it of every input."""
+    try:
+        key = (id(xp), dtype, kind)
+        found = _ISDTYPE.get(key)
+    except TypeError:  # a dtype without a hash
+        return bool(xp.isdtype(dtype, kind))
+    if found is None:
+        found = _ISDTYPE[key] = bool(xp.isdtype(dtype, kind))
+    return found
+
+
+_ISDTYPE: dict[tuple[Any, Any, str], bool] = {}
+
+
 def require_float(xp: Any, x: Any, what: str) -> None:
     """Raise ``TypeError`` unless ``x`` has a real floating dtype (names ``what`` and the fix)."""
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not isdtype(xp, x.dtype, "real floating"):
         raise TypeError(
             f"{what} must have a floating dtype, got {x.dtype}; convert it first, e.g. "
             "backend.asarray(x, dtype='float32') or xp.astype(x, xp.float32) / 255.0"

@@ -44,7 +44,7 @@ class Optimizer:
     """Base class: hyperparameter validation, lazy state and the per-update checks.
 
     Subclasses list their hyperparameters in ``HYPER`` (name -> allowed range) and their
-    state slots in ``SLOTS`` (e.g. ``("v",)``), and implement :meth:`_step`.
+    state slots in ``SLOTS`` (e.g. ``("v",)``), and implement :meth:`step`.
     """
 
     HYPER: ClassVar[dict[str, str]] = {}
@@ -53,7 +53,6 @@ class Optimizer:
     def __init__(self, **hyper: float) -> None:
         self._state: dict[str, dict[str, Any]] | None = None
         self._shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
-        self._xp: Any = None  # the parameters' namespace, found when the state is made
         self.iter = 0  # number of updates done (the book's Adam.iter)
         for name, value in hyper.items():
             setattr(self, name, value)
@@ -84,10 +83,47 @@ class Optimizer:
         """
         self._check(params, grads)
         self.iter += 1
-        self._step(params, grads)
+        self.step(params, grads, self.state, self.lr, self.iter)
 
-    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+    def step(
+        self,
+        params: MutableMapping[str, Any],
+        grads: Mapping[str, Any],
+        state: Mapping[str, MutableMapping[str, Any]],
+        lr: Any,
+        t: Any,
+    ) -> None:
+        """The book's formulas: update ``params`` and ``state`` from ``grads``, nothing checked.
+
+        ``lr`` is the learning rate and ``t`` the number of this update (from 1): Python
+        numbers in :meth:`update`, 0-d arrays on the device in a compiled training step,
+        where they are inputs of the compiled program rather than numbers frozen into it.
+        ``state`` maps each slot (``"v"``, ``"m"``, ...) to a dict keyed like ``params``.
+        The dicts are updated in place where the library allows it; where arrays are
+        immutable (JAX) their entries are rebound, so a caller who passes copies of the
+        dicts gets a pure function.
+        """
         raise NotImplementedError
+
+    def prepare(self, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """The state for ``params``, created (zeros) before the first update if need be.
+
+        What a compiled step passes to :meth:`step`.  Raises ``ValueError`` as
+        :meth:`update` does when ``params`` is not the model the state was made for.
+        """
+        if not type(self).SLOTS:
+            return {}
+        if self._state is None:
+            self._init_state(params)
+        else:
+            self._check_state_fits(params)
+        return self.state
+
+    def set_state(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        """Rebind the state slots to ``state`` (what a compiled step computed)."""
+        if self._state is not None:
+            for slot, arrays in state.items():
+                self._state[slot].update(arrays)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -115,7 +151,11 @@ class Optimizer:
             return
         if self._state is None:
             self._init_state(params)
-        elif params.keys() != self._shapes.keys():
+        else:
+            self._check_state_fits(params)
+
+    def _check_state_fits(self, params: Mapping[str, Any]) -> None:
+        if params.keys() != self._shapes.keys():
             raise ValueError(
                 f"{type(self).__name__}.update: params now has keys {sorted(params)} but the "
                 f"optimizer's state was made for {sorted(self._shapes)}; create a new "
@@ -137,7 +177,6 @@ class Optimizer:
         self._state = {
             slot: {key: xp.zeros_like(p) for key, p in params.items()} for slot in type(self).SLOTS
         }
-        self._xp = xp
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: ``{"class", "hyper", "iter", "slots"}``.
@@ -165,10 +204,9 @@ class Optimizer:
         if slots:
             first = next(iter(slots.values()))
             self._shapes = {key: (tuple(a.shape), a.dtype) for key, a in first.items()}
-            self._xp = namespace(*first.values()) if first else None
             self._state = slots
         else:
-            self._shapes, self._state, self._xp = {}, None, None
+            self._shapes, self._state = {}, None
 
     def check_state_dict(
         self, state: Mapping[str, Any]
@@ -233,9 +271,9 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr=lr)
 
-    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+    def step(self, params, grads, state, lr, t):
         for key in params:
-            params[key] -= self.lr * grads[key]
+            params[key] -= lr * grads[key]
 
 
 class Momentum(Optimizer):
@@ -247,12 +285,12 @@ class Momentum(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
 
-    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        v = self.state["v"]
+    def step(self, params, grads, state, lr, t):
+        v = state["v"]
         for key in params:
             # The book's v = momentum*v - lr*g, in place: the same two roundings.
             v[key] *= self.momentum
-            v[key] -= self.lr * grads[key]
+            v[key] -= lr * grads[key]
             params[key] += v[key]
 
 
@@ -269,14 +307,14 @@ class Nesterov(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
 
-    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        v, m = self.state["v"], self.momentum
+    def step(self, params, grads, state, lr, t):
+        v, m = state["v"], self.momentum
         for key in params:
             g = grads[key]
             params[key] += m * m * v[key]
-            params[key] -= (1 + m) * self.lr * g
+            params[key] -= (1 + m) * lr * g
             v[key] *= m
-            v[key] -= self.lr * g
+            v[key] -= lr * g
 
 
 class AdaGrad(Optimizer):
@@ -288,12 +326,12 @@ class AdaGrad(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr=lr)
 
-    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        h = self.state["h"]
+    def step(self, params, grads, state, lr, t):
+        h = state["h"]
         for key in params:
             g = grads[key]
             h[key] += g * g
-            params[key] -= self.lr * g / (self._xp.sqrt(h[key]) + EPS)
+            params[key] -= lr * g / (namespace(h[key]).sqrt(h[key]) + EPS)
 
 
 class RMSprop(Optimizer):
@@ -305,13 +343,13 @@ class RMSprop(Optimizer):
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr=lr, decay_rate=decay_rate)
 
-    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        h, d = self.state["h"], self.decay_rate
+    def step(self, params, grads, state, lr, t):
+        h, d = state["h"], self.decay_rate
         for key in params:
             g = grads[key]
             h[key] *= d
             h[key] += (1 - d) * g * g
-            params[key] -= self.lr * g / (self._xp.sqrt(h[key]) + EPS)
+            params[key] -= lr * g / (namespace(h[key]).sqrt(h[key]) + EPS)
 
 
 class Adam(Optimizer):
@@ -328,16 +366,17 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr=lr, beta1=beta1, beta2=beta2)
 
-    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        m, v = self.state["m"], self.state["v"]
-        b1, b2, t = self.beta1, self.beta2, self.iter
-        # A Python float (math.sqrt, not np.sqrt): it never promotes float32 arrays.
-        lr_t = self.lr * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+    def step(self, params, grads, state, lr, t):
+        m, v = state["m"], state["v"]
+        b1, b2 = self.beta1, self.beta2
+        # ** 0.5 is sqrt on a Python float (eager: a float never promotes float32 arrays)
+        # and on a 0-d array (compiled: t is an input of the program).
+        lr_t = lr * (1.0 - b2**t) ** 0.5 / (1.0 - b1**t)
         for key in params:
             g = grads[key]
             m[key] += (1 - b1) * (g - m[key])
             v[key] += (1 - b2) * (g**2 - v[key])
-            params[key] -= lr_t * m[key] / (self._xp.sqrt(v[key]) + EPS)
+            params[key] -= lr_t * m[key] / (namespace(v[key]).sqrt(v[key]) + EPS)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

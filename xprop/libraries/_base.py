@@ -3,7 +3,7 @@
 One :class:`ArrayLibrary` subclass per array library (``numpy``, ``cupy``, ``torch``, ``jax``,
 ``array_api_strict``) holds everything xprop knows about that library: how to import it, its
 devices, how to copy an array to the host, how to wait for its device, whether an array is
-being traced, how to compile a training step, what a bug report should say about it, and
+being traced, which training step fits it, what a bug report should say about it, and
 how to lay arrays out in one flat buffer for MPI (:mod:`xprop.distributed`).  Layers and
 functions never see these classes; they infer their namespace from their inputs.  A
 compliant library needs only :attr:`~ArrayLibrary.name`, :attr:`~ArrayLibrary.module` and
@@ -173,14 +173,16 @@ class ArrayLibrary:
         """
         return False
 
-    def compile_step(self, net: Any, lr: float) -> TrainStep:
-        """A training step for ``net``, compiled by the library where it can be.
+    def step_class(self, device: Any) -> type[TrainStep]:
+        """The training step class for networks whose arrays are on ``device``.
 
-        The default is the eager step, ``net.train_step(x, t, lr)``.
+        ``net.compile_step(optimizer)`` builds ``step_class(device)(net, optimizer)``.  The
+        default is :class:`~xprop.training.step.EagerStep`, the step as it is; a library
+        with a compiler names its own (:mod:`xprop.training` holds them all).
         """
         from xprop.training.step import EagerStep
 
-        return EagerStep(net, lr)
+        return EagerStep
 
     # -- flat buffers for MPI (xprop.distributed) -----------------------------------------
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from xprop.libraries._base import ArrayLibrary, BackendError
 
-__all__ = ["JaxLibrary", "JitStep", "X64Warning"]
+__all__ = ["JaxLibrary", "X64Warning"]
 
 
 class X64Warning(UserWarning):
@@ -21,7 +21,8 @@ class JaxLibrary(ArrayLibrary):
     """JAX through ``jax.numpy`` (itself an array-API namespace).
 
     float64 needs JAX's x64 mode, which :meth:`prepare_dtype` switches on; without it JAX has
-    no 64-bit integers either.  :meth:`compile_step` returns a :class:`JitStep`.  JAX
+    no 64-bit integers either.  Its training step is
+    :class:`~xprop.training.jit.JitStep`.  JAX
     arrays are immutable: :meth:`unpack` returns new arrays, and MPI buffers always go
     through host memory (an MPI writing into a JAX buffer would break its immutability).
     """
@@ -134,51 +135,7 @@ class JaxLibrary(ArrayLibrary):
 
         return isinstance(x, jax.core.Tracer)
 
-    def compile_step(self, net: Any, lr: float) -> Any:
-        return JitStep(net, lr)
+    def step_class(self, device: Any) -> type:
+        from xprop.training.jit import JitStep
 
-
-class JitStep:
-    """``net.pure_step`` compiled with ``jax.jit``: parameters in, new parameters out.
-
-    The parameter buffers are donated, so XLA updates them in place; the network's
-    ``params`` dict is rebound to the new arrays after every call (an old array taken from
-    it before the call is no longer valid).  :meth:`run` compiles a whole sequence of steps
-    into one ``lax.scan``: one dispatch for an epoch.  The layers are built afresh inside
-    each trace, so nothing outside keeps a tracer.  Labels are not range-checked inside
-    (a compiled program cannot raise on data): validate them once before training.
-    """
-
-    kind = "jax.jit"
-
-    def __init__(self, net: Any, lr: float) -> None:
-        import jax
-
-        self.net, self.lr = net, lr
-        pure = net.pure_step
-
-        def one(params: dict[str, Any], x: Any, t: Any) -> tuple[dict[str, Any], Any]:
-            return pure(params, x, t, lr)
-
-        def many(
-            params: dict[str, Any], x: Any, t: Any, index_batches: Any
-        ) -> tuple[dict[str, Any], Any]:
-            def body(p: dict[str, Any], idx: Any) -> tuple[dict[str, Any], Any]:
-                xp = net.backend.xp
-                return pure(p, xp.take(x, idx, axis=0), xp.take(t, idx, axis=0), lr)
-
-            return jax.lax.scan(body, params, index_batches)
-
-        self._one = jax.jit(one, donate_argnums=0)
-        self._many = jax.jit(many, donate_argnums=0)
-
-    def __call__(self, x: Any, t: Any) -> Any:
-        params, loss = self._one(dict(self.net.params), x, t)
-        self.net.params.update(params)
-        return loss
-
-    def run(self, x: Any, t: Any, index_batches: Any) -> Any:
-        """Steps on ``take(x, index_batches[i])`` for each row ``i``, in one dispatch."""
-        params, losses = self._many(dict(self.net.params), x, t, index_batches)
-        self.net.params.update(params)
-        return losses
+        return JitStep

@@ -9,7 +9,7 @@ import numpy as np
 
 from xprop.libraries._base import ArrayLibrary, BackendError
 
-__all__ = ["CudaGraphStep", "TorchLibrary"]
+__all__ = ["TorchLibrary"]
 
 
 class TorchLibrary(ArrayLibrary):
@@ -17,7 +17,8 @@ class TorchLibrary(ArrayLibrary):
 
     Devices are normalised to carry an index (``cuda`` means ``cuda:<current>``), because
     tensors report ``cuda:0`` and ``torch.device("cuda") != torch.device("cuda:0")``.
-    On CUDA, :meth:`compile_step` captures the step as a CUDA graph; on the CPU it is eager.
+    On CUDA the training step is captured as a CUDA graph
+    (:class:`~xprop.training.cuda_graph.CudaGraphStep`); on the CPU it is eager.
     MPI reads CPU tensors through a NumPy view of their memory, and CUDA tensors where they
     lie when the MPI is CUDA-aware.
     """
@@ -137,115 +138,9 @@ class TorchLibrary(ArrayLibrary):
             return True
         return bool(x.is_cuda) and torch.cuda.is_current_stream_capturing()
 
-    def compile_step(self, net: Any, lr: float) -> Any:
-        if net.backend.device.type == "cuda":
-            return CudaGraphStep(net, lr)
-        return super().compile_step(net, lr)
+    def step_class(self, device: Any) -> type:
+        if device.type == "cuda":
+            from xprop.training.cuda_graph import CudaGraphStep
 
-
-class CudaGraphStep:
-    """``net.train_step`` captured once as a CUDA graph, then replayed: one launch a step.
-
-    At the book's size a step is some 35 kernels of a few microseconds of work each, and
-    launching them costs more than running them; a replayed graph launches them all at once.
-    Inputs are copied into static buffers that the graph reads; the graph updates the
-    parameters in place (the same tensors as ``net.params``).  A new input shape captures a
-    new graph.  Warm-up runs on a side stream first (as PyTorch requires), and the parameters
-    are restored afterwards, so compiling never changes the training result.
-
-    The labels are not range-checked inside the graph (that would read the device):
-    validate them once before training, as :func:`xprop.load_mnist` does.
-    """
-
-    kind = "torch CUDA graph"
-    warmup_steps = 3
-
-    def __init__(self, net: Any, lr: float) -> None:
-        import torch
-
-        self.net, self.lr = net, lr
-        self._torch = torch
-        self._graphs: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        self._captured_params: tuple[int, ...] = ()
-
-    def _current(self) -> None:
-        """Forget every graph if ``net.params`` holds other tensors than those captured.
-
-        A graph writes into the tensors it was captured with; after ``load_params`` or a
-        user's ``net.params[k] = ...`` it must be captured anew around the new ones.
-        """
-        now = tuple(id(v) for v in self.net.params.values())
-        if now != self._captured_params:
-            self._graphs.clear()
-            self._captured_params = now
-
-    def __call__(self, x: Any, t: Any) -> Any:
-        self._current()
-        key = ("step", tuple(x.shape), x.dtype, tuple(t.shape), t.dtype)
-        entry = self._graphs.get(key)
-        if entry is None:
-            entry = self._graphs[key] = self._capture_step(x, t)
-        graph, static_x, static_t, static_loss = entry
-        static_x.copy_(x)
-        static_t.copy_(t)
-        graph.replay()
-        return static_loss.clone()  # the graph overwrites its own loss at the next replay
-
-    def run(self, x: Any, t: Any, index_batches: Any) -> Any:
-        """Steps on ``take(x, index_batches[i])`` for each row ``i``; their losses, ``(k,)``.
-
-        The gather runs inside the graph, from a static index buffer; ``x`` and ``t`` are
-        read where they lie (a new ``x`` or ``t`` captures a new graph).
-        """
-        torch = self._torch
-        self._current()
-        key = ("run", x.data_ptr(), tuple(x.shape), t.data_ptr(), index_batches.shape[1])
-        entry = self._graphs.get(key)
-        if entry is None:
-            entry = self._graphs[key] = self._capture_run(x, t, index_batches[0])
-        graph, static_idx, static_loss = entry
-        losses = torch.empty(index_batches.shape[0], dtype=static_loss.dtype, device=x.device)
-        for i in range(index_batches.shape[0]):
-            static_idx.copy_(index_batches[i])
-            graph.replay()
-            losses[i] = static_loss
-        return losses
-
-    def _capture_step(self, x: Any, t: Any) -> tuple[Any, ...]:
-        static_x, static_t = x.clone(), t.clone()
-
-        def step() -> Any:
-            return self.net.train_step(static_x, static_t, self.lr)
-
-        graph, loss = self._capture(step, x.device)
-        return graph, static_x, static_t, loss
-
-    def _capture_run(self, x: Any, t: Any, first_idx: Any) -> tuple[Any, ...]:
-        torch = self._torch
-        static_idx = first_idx.clone()
-
-        def step() -> Any:
-            xb = torch.index_select(x, 0, static_idx)
-            tb = torch.index_select(t, 0, static_idx)
-            return self.net.train_step(xb, tb, self.lr)
-
-        graph, loss = self._capture(step, x.device)
-        return graph, static_idx, loss
-
-    def _capture(self, step: Any, device: Any) -> tuple[Any, Any]:
-        torch = self._torch
-        params = self.net.params
-        saved = {k: v.clone() for k, v in params.items()}
-        with torch.cuda.device(device):
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(self.warmup_steps):
-                    step()
-            torch.cuda.current_stream().wait_stream(side)
-            for k, v in saved.items():  # warm-up steps must not count as training
-                params[k].copy_(v)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                loss = step()
-        return graph, loss
+            return CudaGraphStep
+        return super().step_class(device)

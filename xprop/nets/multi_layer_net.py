@@ -3,36 +3,32 @@
 
 Layers, in the book's order and with its names, for each hidden layer ``i``:
 ``Affine{i}`` - [``BatchNorm{i}``] - ``Activation_function{i}`` - [``Dropout{i}``], then
-``Affine{n+1}`` and the softmax-with-loss output layer.  Every layer reads the ``params``
-dict live, so any optimizer that updates that dict (in place, or by rebinding on JAX) trains
-the network on every backend.
+``Affine{n+1}`` and the softmax-with-loss output layer.  ``predict``, ``loss``,
+``accuracy``, ``gradient`` and the rest are :class:`~xprop.nets.network.Network`'s; these
+classes build the layers and add weight decay.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from xprop._accuracy import accuracy
-from xprop._namespace import namespace
-from xprop.backend import Backend, get_backend
-from xprop.checkpoint import Checkpointable
-from xprop.gradient import numerical_gradient as _numerical_gradient
+from xprop._namespace import check_flag, namespace
+from xprop.backend import Backend
+from xprop.nets.network import Network, init_std
 from xprop.nn.batch_norm import BatchNormalization
-from xprop.nn.dropout import Dropout
+from xprop.nn.dropout import Dropout, check_ratio
 from xprop.nn.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["MultiLayerNet", "MultiLayerNetExtend"]
 
 _ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
-_INIT_SCHEMES = {"relu": 2.0, "he": 2.0, "sigmoid": 1.0, "xavier": 1.0}
 
 
-class MultiLayerNet(Checkpointable):
+class MultiLayerNet(Network):
     """A fully connected network with any number of hidden layers and L2 weight decay.
 
     Parameters
@@ -130,6 +126,8 @@ class MultiLayerNet(Checkpointable):
             raise ValueError(
                 f"weight_decay_lambda must be a finite number >= 0, got {weight_decay_lambda!r}"
             )
+        check_flag(check_labels, "check_labels")
+        super().__init__(backend, seed)
         self.input_size = sizes[0]
         self.hidden_size_list = list(sizes[1:-1])
         self.output_size = sizes[-1]
@@ -139,23 +137,21 @@ class MultiLayerNet(Checkpointable):
         self.use_dropout = bool(use_dropout)
         self.dropout_ratio = float(dropout_ratio)
         self.use_batchnorm = bool(use_batchnorm)
-        self.backend = get_backend(backend)
-        self.seed = seed
-        self.last_loss: Any = None
 
-        be = self.backend
-        rng = be.rng(seed)
-        self.params: dict[str, Any] = {}
+        # initialize the weights
+        be, rng = self.backend, self.rng
+        self.params = {}
         for idx in range(1, len(sizes)):
-            std = _init_std(weight_init_std, sizes[idx - 1])
+            std = init_std(weight_init_std, sizes[idx - 1])
             self.params[f"W{idx}"] = rng.normal((sizes[idx - 1], sizes[idx]), scale=std)
             self.params[f"b{idx}"] = be.zeros(sizes[idx])
 
-        self.layers: OrderedDict[str, Any] = OrderedDict()
+        # create the layers
+        self.layers = OrderedDict()
         for idx in range(1, self.hidden_layer_num + 1):
             # The first layer's input gradient would be dL/d(images): nobody needs it.
-            self.layers[f"Affine{idx}"] = Affine.bound(
-                self.params, f"W{idx}", f"b{idx}", input_grad=idx > 1
+            self.layers[f"Affine{idx}"] = Affine(
+                self.params[f"W{idx}"], self.params[f"b{idx}"], input_grad=idx > 1
             )
             if self.use_batchnorm:
                 units = self.hidden_size_list[idx - 1]
@@ -163,10 +159,9 @@ class MultiLayerNet(Checkpointable):
                 self.params[f"beta{idx}"] = be.zeros(units)
                 # Running statistics exist from the start (the book's zeros), so a checkpoint
                 # of a fresh network already holds everything inference needs.
-                self.layers[f"BatchNorm{idx}"] = BatchNormalization.bound(
-                    self.params,
-                    f"gamma{idx}",
-                    f"beta{idx}",
+                self.layers[f"BatchNorm{idx}"] = BatchNormalization(
+                    self.params[f"gamma{idx}"],
+                    self.params[f"beta{idx}"],
                     running_mean=be.zeros(units),
                     running_var=be.zeros(units),
                 )
@@ -178,154 +173,32 @@ class MultiLayerNet(Checkpointable):
                     self.dropout_ratio, generator=rng.generator, device_masks=device_masks
                 )
         last = self.hidden_layer_num + 1
-        self.layers[f"Affine{last}"] = Affine.bound(
-            self.params, f"W{last}", f"b{last}", input_grad=last > 1
+        self.layers[f"Affine{last}"] = Affine(
+            self.params[f"W{last}"], self.params[f"b{last}"], input_grad=last > 1
         )
         self.last_layer = SoftmaxWithLoss(check_labels=check_labels)
-        # Layers whose forward takes train_flg (the book tests the name for "Dropout" and
-        # "BatchNorm"); found once here, not at every call.
-        self._steps = [
-            (layer, isinstance(layer, (Dropout, BatchNormalization)))
-            for layer in self.layers.values()
-        ]
 
-    # -- the book's API -------------------------------------------------------------------
+    # -- weight decay ---------------------------------------------------------------------
 
-    def predict(self, x: Any, train_flg: bool = False) -> Any:
-        """Scores (logits) ``(N, output_size)`` for ``x`` of shape ``(N, input_size)`` or
-        ``(N, d1, ...)``.  ``train_flg`` selects BatchNorm's batch statistics and Dropout's
-        random masks; inference (the default) uses running statistics and no masks."""
-        for layer, takes_flag in self._steps:
-            x = layer.forward(x, train_flg) if takes_flag else layer.forward(x)
-        return x
-
-    def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
-        """Mean cross-entropy plus ``0.5 * lambda * sum(W**2)``, as a 0-d array.
-
-        ``t``: integer labels ``(N,)`` or one-hot ``(N, output_size)``.  No host sync.
-        """
-        y = self.predict(x, train_flg)
-        loss = self.last_layer.forward(y, t)
+    def penalty(self) -> Any:
+        """``0.5 * lambda * sum(W**2)`` over every weight matrix (not the biases), or None."""
         lam = self.weight_decay_lambda
-        if lam:  # lambda = 0 adds exactly 0: skip the work
-            xp = namespace(loss)
-            weight_decay = 0.0
-            for idx in range(1, self.hidden_layer_num + 2):
-                W = self.params[f"W{idx}"]
-                weight_decay = weight_decay + 0.5 * lam * xp.sum(W**2)
-            # xp.asarray: NumPy turns 0-d sums into scalars; callers get a 0-d array.
-            loss = xp.asarray(loss + weight_decay)
-        self.last_loss = loss
-        return loss
-
-    def accuracy(self, x: Any, t: Any, *, batch_size: int = 10000) -> float:
-        """Fraction of samples whose arg-max score is the label (a Python float).
-
-        Inference mode (running statistics, no dropout); ``t`` holds integer labels ``(N,)``
-        or one-hot labels ``(N, C)``, validated as :meth:`loss` validates them; scored in
-        chunks of ``batch_size`` rows, one device read at the end (see
-        :meth:`xprop.TwoLayerNet.accuracy` for what is raised).
-        """
-        last = self.hidden_layer_num + 1
-        return accuracy(
-            lambda xs: self.predict(xs, train_flg=False),
-            x,
-            t,
-            self.params[f"W{last}"].shape[1],
-            check_labels=self.last_layer.check_labels,
-            batch_size=batch_size,
-        )
-
-    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
-        """Gradients of ``loss(x, t, train_flg=True)`` by backpropagation.
-
-        A dict with ``params``' keys and shapes: ``W{i}`` gets ``dW + lambda * W``,
-        ``gamma{i}``/``beta{i}`` BatchNorm's ``dgamma``/``dbeta``.  As in the book, the
-        forward pass is a training pass: it updates BatchNorm's running statistics and
-        draws new Dropout masks.
-        """
-        self.loss(x, t, train_flg=True)
-        dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers.values()):
-            dout = layer.backward(dout)
-        lam = self.weight_decay_lambda
-        grads: dict[str, Any] = {}
+        if not lam:  # lambda = 0 adds exactly 0: skip the work
+            return None
+        weight_decay = 0.0
         for idx in range(1, self.hidden_layer_num + 2):
-            affine = self.layers[f"Affine{idx}"]
-            grads[f"W{idx}"] = affine.dW + lam * self.params[f"W{idx}"] if lam else affine.dW
-            grads[f"b{idx}"] = affine.db
-        if self.use_batchnorm:
-            for idx in range(1, self.hidden_layer_num + 1):
-                bn = self.layers[f"BatchNorm{idx}"]
-                grads[f"gamma{idx}"] = bn.dgamma
-                grads[f"beta{idx}"] = bn.dbeta
-        return grads
+            W = self.params[f"W{idx}"]
+            weight_decay = weight_decay + 0.5 * lam * namespace(W).sum(W**2)
+        return weight_decay
 
-    def numerical_gradient(self, x: Any, t: Any) -> dict[str, Any]:
-        """Gradients of ``loss(x, t, train_flg=True)`` by central differences (slow).
-
-        As the book does, the loss is that of a training pass (batch statistics).  Unlike
-        the book, the check leaves the network as it was: BatchNorm's running statistics
-        are restored afterwards, and every Dropout layer keeps one mask for all the losses
-        (see :meth:`fixed_dropout_masks`; call :meth:`gradient` inside the same block to
-        compare the two).  Use float64 parameters to compare with :meth:`gradient`.
-        """
-        saved = self.running_stats()
-        grads = {}
-        try:
-            with self.fixed_dropout_masks():
-                for key in self.params:
-                    original = self.params[key]
-
-                    def loss_at(w: Any, key: str = key) -> Any:
-                        self.params[key] = w
-                        return self.loss(x, t, train_flg=True)
-
-                    try:
-                        grads[key] = _numerical_gradient(loss_at, original)
-                    finally:
-                        self.params[key] = original
-        finally:
-            self.set_running_stats(saved)
-        return grads
-
-    # -- BatchNorm and Dropout state ----------------------------------------------------
-
-    @contextlib.contextmanager
-    def fixed_dropout_masks(self) -> Iterator[None]:
-        """Within the block, each Dropout layer reuses one mask (drawn on first use)."""
-        with contextlib.ExitStack() as stack:
-            for layer in self.layers.values():
-                if isinstance(layer, Dropout):
-                    stack.enter_context(layer.fixed_mask())
-            yield
-
-    def running_stats(self) -> dict[str, Any]:
-        """BatchNorm's running statistics: ``{'running_mean1': ..., 'running_var1': ...}``.
-
-        They are what inference needs besides ``params``; they are kept outside ``params``
-        so that optimizers see only what they train.  Empty without BatchNorm.
-        """
-        stats = {}
-        for idx in range(1, self.hidden_layer_num + 1):
-            bn = self.layers.get(f"BatchNorm{idx}")
-            if bn is not None:
-                stats[f"running_mean{idx}"] = bn.running_mean
-                stats[f"running_var{idx}"] = bn.running_var
-        return stats
-
-    def set_running_stats(self, stats: dict[str, Any]) -> None:
-        """Set BatchNorm's running statistics from a dict like :meth:`running_stats`'."""
-        expected = set(self.running_stats())
-        if set(stats) != expected:
-            raise ValueError(
-                f"running statistics must have the keys {sorted(expected)}, got {sorted(stats)}"
-            )
-        for idx in range(1, self.hidden_layer_num + 1):
-            bn = self.layers.get(f"BatchNorm{idx}")
-            if bn is not None:
-                bn.running_mean = stats[f"running_mean{idx}"]
-                bn.running_var = stats[f"running_var{idx}"]
+    def penalty_gradient(self, grads: dict[str, Any], dout: Any = 1) -> None:
+        """Each weight's gradient gains ``lambda * W`` (times ``dout``)."""
+        lam = self.weight_decay_lambda
+        if not lam:
+            return
+        scale = lam if isinstance(dout, int) and dout == 1 else lam * dout
+        for idx in range(1, self.hidden_layer_num + 2):
+            grads[f"W{idx}"] = grads[f"W{idx}"] + scale * self.params[f"W{idx}"]
 
     # -- checkpoints (see xprop.checkpoint) ------------------------------------------------
 
@@ -342,12 +215,6 @@ class MultiLayerNet(Checkpointable):
 
     def _checkpoint_info(self) -> dict[str, Any]:
         return {"weight_decay_lambda": self.weight_decay_lambda, "seed": self.seed}
-
-    def _checkpoint_buffers(self) -> dict[str, Any]:
-        return self.running_stats()
-
-    def _load_checkpoint_buffers(self, buffers: dict[str, Any]) -> None:
-        self.set_running_stats(buffers)
 
 
 class MultiLayerNetExtend(MultiLayerNet):
@@ -371,7 +238,11 @@ weight_decay_lambda
     backend, seed, check_labels
         As for :class:`MultiLayerNet`.
     dropout_device_masks : bool
-        Draw Dropout masks on the device (faster on GPUs; see :class:`~xprop.nn.dropout.Dropout`).
+        Draw Dropout masks on the device (default; see :class:`~xprop.nn.dropout.Dropout`):
+        the masks every training path draws, eager or compiled, on every backend, so one
+        seed gives one run everywhere.  ``False`` draws them on the host as the book does
+        (``uniform > ratio``) in the eager step; a compiled step (JAX, CUDA graphs) still
+        draws device masks, so its run then differs from the eager one.
     """
 
     def __init__(
@@ -390,7 +261,7 @@ weight_decay_lambda
         backend: str | Backend | None = None,
         seed: int | None = None,
         check_labels: bool = True,
-        dropout_device_masks: bool = False,
+        dropout_device_masks: bool = True,
     ) -> None:
         both = dropout_ration is not None and dropout_ratio is not None
         if both and dropout_ration != dropout_ratio:
@@ -408,7 +279,7 @@ weight_decay_lambda
             weight_init_std,
             weight_decay_lambda,
             use_dropout=use_dropout,
-            dropout_ratio=_check_ratio(ratio),
+            dropout_ratio=check_ratio(ratio),
             use_batchnorm=use_batchnorm,
             backend=backend,
             seed=seed,
@@ -442,27 +313,3 @@ def _activation(activation: str) -> type:
     if key not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; use 'relu' or 'sigmoid'")
     return _ACTIVATIONS[key]
-
-
-def _init_std(weight_init_std: str | float, fan_in: int) -> float:
-    if isinstance(weight_init_std, str):
-        gain = _INIT_SCHEMES.get(weight_init_std.lower())
-        if gain is None:
-            raise ValueError(
-                f"unknown weight_init_std {weight_init_std!r}; use a positive number, "
-                "'relu'/'he' (sqrt(2/fan_in)) or 'sigmoid'/'xavier' (sqrt(1/fan_in))"
-            )
-        return math.sqrt(gain / fan_in)
-    if (
-        isinstance(weight_init_std, bool)
-        or not isinstance(weight_init_std, numbers.Real)
-        or not (math.isfinite(weight_init_std) and weight_init_std > 0)
-    ):
-        raise ValueError(f"weight_init_std must be a positive number, got {weight_init_std!r}")
-    return float(weight_init_std)
-
-
-def _check_ratio(ratio: float) -> float:
-    if isinstance(ratio, bool) or not (isinstance(ratio, numbers.Real) and 0 <= ratio < 1):
-        raise ValueError(f"dropout_ratio must be a number in [0, 1), got {ratio!r}")
-    return float(ratio)

@@ -8,12 +8,11 @@ inference.  Written against the array API: it runs unchanged on every backend.
 from __future__ import annotations
 
 import numbers
-from collections.abc import MutableMapping
 from typing import Any
 
 from array_api_compat import device
 
-from xprop._namespace import namespace, require_float
+from xprop.nn.layer import Layer
 
 __all__ = ["BatchNormalization"]
 
@@ -21,7 +20,7 @@ __all__ = ["BatchNormalization"]
 EPS = 10e-7
 
 
-class BatchNormalization:
+class BatchNormalization(Layer):
     """``out = gamma * (x - mean) / sqrt(var + 10e-7) + beta``, feature by feature.
 
     Parameters
@@ -53,11 +52,13 @@ class BatchNormalization:
     "Training techniques"); after an inference forward pass the statistics are constants
     and ``dx = gamma * dout / std``.
 
-    ``gamma`` and ``beta`` may live in an outside dict (:meth:`bound`), read at every call,
-    so optimizers that update the dict (in place, or by rebinding on JAX) train the layer.
     The running statistics are *not* parameters: they are attributes of the layer, rebound
     (never written in place) at each training step, so arrays passed in are never modified.
     """
+
+    param_names = ("gamma", "beta")
+    buffer_names = ("running_mean", "running_var")
+    takes_train_flg = True
 
     def __init__(
         self,
@@ -67,76 +68,34 @@ class BatchNormalization:
         running_mean: Any = None,
         running_var: Any = None,
     ) -> None:
-        self._init({"gamma": gamma, "beta": beta}, ("gamma", "beta"), momentum)
-        self.running_mean = running_mean
-        self.running_var = running_var
-
-    def _init(
-        self, store: MutableMapping[str, Any], keys: tuple[str, str], momentum: float
-    ) -> None:
         if isinstance(momentum, bool) or not (
             isinstance(momentum, numbers.Real) and 0.0 <= momentum <= 1.0
         ):
             raise ValueError(
                 f"BatchNormalization momentum must be a number in [0, 1], got {momentum!r}"
             )
-        self._store = store
-        self._keys = keys
+        self.gamma = gamma
+        self.beta = beta
         self.momentum = float(momentum)
-        self.running_mean: Any = None
-        self.running_var: Any = None
-        self.input_shape: tuple[int, ...] | None = None
+        self.input_shape: tuple[int, ...] | None = None  # conv layers: 4-D, fully connected: 2-D
+
+        # mean and variance for inference
+        self.running_mean = running_mean
+        self.running_var = running_var
+
+        # intermediate data for backward
         self.batch_size: int | None = None
-        self.train_flg = True  # the mode of the last forward pass, for backward
+        self.train_flg = True  # the mode of the last forward pass
         self.xn: Any = None
         self.std: Any = None
         self.dgamma: Any = None
         self.dbeta: Any = None
-        self._xp: Any = None
-        self._signature: tuple[Any, ...] | None = None
-
-    @classmethod
-    def bound(
-        cls,
-        params: MutableMapping[str, Any],
-        gamma_key: str,
-        beta_key: str,
-        momentum: float = 0.9,
-        running_mean: Any = None,
-        running_var: Any = None,
-    ) -> BatchNormalization:
-        """A layer whose ``gamma`` and ``beta`` are ``params[gamma_key]`` and
-        ``params[beta_key]``, read at every call."""
-        layer = cls.__new__(cls)
-        layer._init(params, (gamma_key, beta_key), momentum)
-        layer.running_mean = running_mean
-        layer.running_var = running_var
-        return layer
-
-    @property
-    def gamma(self) -> Any:
-        return self._store[self._keys[0]]
-
-    @gamma.setter
-    def gamma(self, value: Any) -> None:
-        self._store[self._keys[0]] = value
-
-    @property
-    def beta(self) -> Any:
-        return self._store[self._keys[1]]
-
-    @beta.setter
-    def beta(self, value: Any) -> None:
-        self._store[self._keys[1]] = value
 
     def forward(self, x: Any, train_flg: bool = True) -> Any:
         """Normalize ``x`` (``(N, D)`` or ``(N, d1, ...)``); returns an array of its shape."""
         gamma, beta = self.gamma, self.beta
-        signature = (type(x), x.dtype, x.shape[1:], type(gamma), gamma.shape, beta.shape)
-        if signature != self._signature:
-            self._xp = self._validate(x, gamma, beta)
-            self._signature = signature
-        xp = self._xp
+        xp = self.check_input(x, gamma, owner="the layer's gamma")
+        self._check_params(x, gamma, beta)
         self.input_shape = tuple(x.shape)
         if x.ndim != 2:
             x = xp.reshape(x, (x.shape[0], -1))
@@ -165,14 +124,7 @@ class BatchNormalization:
         out = gamma * xn + beta
         return out if len(self.input_shape) == 2 else xp.reshape(out, self.input_shape)
 
-    def _validate(self, x: Any, gamma: Any, beta: Any) -> Any:
-        xp = namespace(x, gamma, beta)
-        require_float(xp, x, "BatchNormalization input x")
-        if x.ndim < 2:
-            raise ValueError(
-                f"BatchNormalization input must be a batch of shape (N, D) or (N, C, H, W), "
-                f"got shape {tuple(x.shape)}; add a batch axis, e.g. xp.reshape(x, (1, -1))"
-            )
+    def _check_params(self, x: Any, gamma: Any, beta: Any) -> None:
         features = 1
         for s in x.shape[1:]:
             features *= s
@@ -183,7 +135,6 @@ class BatchNormalization:
                     f"(shape {tuple(x.shape)}) has {features} features per sample; build "
                     f"{name} with shape ({features},)"
                 )
-        return xp
 
     def _check_running(self, x: Any) -> None:
         for name in ("running_mean", "running_var"):
@@ -196,7 +147,8 @@ class BatchNormalization:
 
     def backward(self, dout: Any) -> Any:
         """``dx`` of the input's shape; sets ``dgamma`` and ``dbeta`` (shape ``(D,)``)."""
-        xp = self._xp
+        shape = None if self.xn is None else self.input_shape
+        xp = self.check_dout(dout, shape)
         if dout.ndim != 2:
             dout = xp.reshape(dout, (dout.shape[0], -1))
         xn, std, gamma = self.xn, self.std, self.gamma

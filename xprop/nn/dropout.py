@@ -22,13 +22,14 @@ from typing import Any
 from array_api_compat import device
 
 from xprop._namespace import namespace, require_float
+from xprop.nn.layer import Layer
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "check_ratio"]
 
 _U24 = 1 << 24  # device masks compare 24-bit uniform integers with the ratio
 
 
-class Dropout:
+class Dropout(Layer):
     """``out = x * mask`` in training (``mask`` 1 with probability ``1 - dropout_ratio``).
 
     Parameters
@@ -58,6 +59,8 @@ class Dropout:
     gradient checking needs.
     """
 
+    takes_train_flg = True
+
     def __init__(
         self,
         dropout_ratio: float = 0.5,
@@ -66,14 +69,7 @@ class Dropout:
         generator: Any = None,
         device_masks: bool = False,
     ) -> None:
-        if isinstance(dropout_ratio, bool) or not (
-            isinstance(dropout_ratio, numbers.Real) and 0.0 <= dropout_ratio < 1.0
-        ):
-            raise ValueError(
-                f"dropout_ratio must be a number in [0, 1) (the probability of dropping a "
-                f"unit), got {dropout_ratio!r}"
-            )
-        self.dropout_ratio = float(dropout_ratio)
+        self.dropout_ratio = check_ratio(dropout_ratio)
         if generator is None:
             from xprop.backend import get_backend  # creation asks the backend module
 
@@ -89,6 +85,10 @@ class Dropout:
         self.train_flg = True
         self._frozen = False
         self._index: Any = None  # flat element indices for device masks, kept per shape
+        #: The two int32 keys of the next device mask, as an array ``(2,)`` on the device,
+        #: set by a compiled training step (which draws them from :attr:`generator` ahead,
+        #: in the order this layer would); ``None``: draw them from the generator.
+        self.keys: Any = None
 
     @contextlib.contextmanager
     def fixed_mask(self) -> Iterator[Dropout]:
@@ -117,6 +117,7 @@ class Dropout:
         """``dout * mask`` (training pass) or ``dout * (1 - dropout_ratio)`` (inference)."""
         if not self.train_flg:
             return dout * (1.0 - self.dropout_ratio)
+        self.require_forward(self.mask)
         return dout * self.mask
 
     def _draw(self, x: Any) -> Any:
@@ -137,12 +138,31 @@ class Dropout:
             n = math.prod(shape)
             index = xp.reshape(xp.arange(n, dtype=xp.int32, device=dev), shape)
             self._index = index
-        # Two fresh 32-bit keys per call from the host generator (scalars, no array copy).
-        k1, k2 = (int(k) for k in self.generator.integers(-(2**31), 2**31, size=2))
+        if self.keys is None:
+            # Two fresh 32-bit keys per call from the host generator (scalars, no array copy).
+            k1, k2 = (int(k) for k in self.draw_keys())
+        else:
+            k1, k2 = self.keys[0], self.keys[1]
         h = _hash32(_hash32(index ^ k1) ^ k2)
         u24 = (h >> 8) & (_U24 - 1)  # uniform integers in [0, 2**24)
         # u > ratio with u = u24 / 2**24  <=>  u24 > floor(ratio * 2**24), exactly.
         return u24 > math.floor(self.dropout_ratio * _U24)
+
+    def draw_keys(self) -> Any:
+        """The two keys of the next device mask, drawn from :attr:`generator` (host ints)."""
+        return self.generator.integers(-(2**31), 2**31, size=2)
+
+
+def check_ratio(dropout_ratio: Any) -> float:
+    """``dropout_ratio`` as a float; ``ValueError`` unless a number in ``[0, 1)``."""
+    if isinstance(dropout_ratio, bool) or not (
+        isinstance(dropout_ratio, numbers.Real) and 0.0 <= dropout_ratio < 1.0
+    ):
+        raise ValueError(
+            f"dropout_ratio must be a number in [0, 1), got {dropout_ratio!r} (it is the "
+            "probability of dropping a unit)"
+        )
+    return float(dropout_ratio)
 
 
 def _hash32(h: Any) -> Any:

@@ -1,60 +1,131 @@
-"""Training steps: the eager step, and the protocol that compiled steps follow.
+"""Training steps: the protocol, the one step function, and the eager step.
 
-``net.compile_step(lr)`` asks the network's array library (:mod:`xprop.libraries`) for the
-fastest way to run ``net.train_step(x, t, lr)`` over and over:
+``net.compile_step(optimizer)`` returns the fastest way the network's library offers to run
+one training step — forward, backward, the optimizer's update — over and over:
 
-- JAX: ``jax.jit`` with the parameters passed in and out (:class:`xprop.libraries.jax.JitStep`),
-  and a whole epoch as one ``lax.scan``;
-- PyTorch on CUDA: the step captured once as a CUDA graph and replayed
-  (:class:`xprop.libraries.torch.CudaGraphStep`);
+- JAX: :class:`~xprop.training.jit.JitStep`, ``jax.jit`` with the parameters, optimizer
+  state and BatchNorm statistics passed in and out, an epoch as one ``lax.scan``;
+- PyTorch on CUDA: :class:`~xprop.training.cuda_graph.CudaGraphStep`, the step captured
+  once as a CUDA graph and replayed;
 - everything else (NumPy, CuPy, array-api-strict, PyTorch on the CPU): :class:`EagerStep`,
   the step as it is, which already reads nothing from the device.
 
-Every step object has the same two calls, so a training loop is written once.
+Each library class says which of these fits it (``ArrayLibrary.step_class``); all of them
+run the one function :func:`apply_step`, so they compute the same numbers, and have the
+same two calls, so a training loop is written once.  Compiled steps draw Dropout masks on
+the device, from keys drawn ahead from the network's generator in the order the eager path
+with ``device_masks=True`` draws them: the same masks.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import MutableMapping
 from typing import Any, Protocol
 
-from xprop._namespace import namespace
+import numpy as np
 
-__all__ = ["EagerStep", "TrainStep", "check_learning_rate"]
+from xprop._namespace import namespace
+from xprop.optimizers import SGD, Optimizer
+
+__all__ = [
+    "EagerStep",
+    "TrainStep",
+    "apply_step",
+    "as_optimizer",
+    "check_learning_rate",
+    "check_network",
+    "check_run_inputs",
+    "compile_step",
+    "draw_keys",
+    "eager_step",
+    "random_layers",
+    "sgd",
+]
 
 
 class TrainStep(Protocol):
-    """What ``net.compile_step(lr)`` returns.
+    """What ``net.compile_step(optimizer)`` returns.
 
-    ``step(x, t)`` runs one SGD step on the batch ``(x, t)`` and returns its loss (before the
-    update) as a 0-d array, left on the device.  ``step.run(x, t, index_batches)`` runs one
-    step per row of ``index_batches`` (an integer array ``(k, B)`` on the device), on
-    ``take(x, row)`` and ``take(t, row)``, and returns the ``k`` losses as an array ``(k,)``.
-    ``step.kind`` names the path (``"eager"``, ``"jax.jit"``, ``"torch CUDA graph"``).
+    ``step(x, t)`` runs one training step on the batch ``(x, t)`` and returns its loss
+    (before the update) as a 0-d array, left on the device.  ``step.run(x, t,
+    index_batches)`` runs one step per row of ``index_batches`` (an integer array ``(k, B)``
+    on the device), on ``take(x, row)`` and ``take(t, row)``, and returns the ``k`` losses as
+    an array ``(k,)``.  ``step.kind`` names the path (``"eager"``, ``"jax.jit"``,
+    ``"torch CUDA graph"``); ``step.net`` and ``step.optimizer`` are what it trains with.
+    The optimizer's hyperparameters are read at every call (a learning-rate schedule
+    works); its ``iter`` counts the steps.
     """
 
     kind: str
+    net: Any
+    optimizer: Any
 
     def __call__(self, x: Any, t: Any) -> Any: ...
 
     def run(self, x: Any, t: Any, index_batches: Any) -> Any: ...
 
 
+def compile_step(net: Any, optimizer: Any) -> TrainStep:
+    """``net.compile_step(optimizer)``: the step class the network's library names."""
+    check_network(net)
+    optimizer = as_optimizer(optimizer)
+    step_class = net.backend.library.step_class(net.backend.device)
+    return step_class(net, optimizer)
+
+
+def apply_step(
+    net: Any,
+    optimizer: Optimizer,
+    params: MutableMapping[str, Any],
+    state: Any,
+    lr: Any,
+    it: Any,
+    x: Any,
+    t: Any,
+) -> Any:
+    """One training step of ``net`` on ``(x, t)``: the loss (0-d), ``params`` updated.
+
+    Backpropagation, then ``optimizer.step(params, grads, state, lr, it)``.  With plain
+    SGD the learning rate is backpropagated instead of 1 (every gradient comes out as
+    ``lr * grad``) and subtracted: one multiply per parameter fewer, the same update up to
+    rounding.  ``params`` must be the dict ``net`` reads; ``params``, ``state`` and
+    ``net``'s buffers are updated in place where arrays are mutable, rebound where not.
+    """
+    if type(optimizer) is SGD:
+        grads = net.backprop(x, t, lr)
+        for key in params:
+            params[key] -= grads[key]
+    else:
+        grads = net.backprop(x, t)
+        optimizer.step(params, grads, state, lr, it)
+    return net.last_loss
+
+
+def eager_step(net: Any, optimizer: Optimizer, x: Any, t: Any) -> Any:
+    """:func:`apply_step` on the network's own ``params`` and the optimizer's own state."""
+    state = optimizer.prepare(net.params)
+    optimizer.iter += 1
+    return apply_step(net, optimizer, net.params, state, optimizer.lr, optimizer.iter, x, t)
+
+
 class EagerStep:
-    """``net.train_step(x, t, lr)`` called as it is: the step where nothing compiles it."""
+    """:func:`eager_step` called as it is: the step where nothing compiles it."""
 
     kind = "eager"
 
-    def __init__(self, net: Any, lr: float) -> None:
-        self.net, self.lr = net, lr
+    def __init__(self, net: Any, optimizer: Optimizer) -> None:
+        self.net, self.optimizer = net, optimizer
 
     def __call__(self, x: Any, t: Any) -> Any:
-        return self.net.train_step(x, t, self.lr)
+        return eager_step(self.net, self.optimizer, x, t)
 
     def run(self, x: Any, t: Any, index_batches: Any) -> Any:
         """One step per row of ``index_batches``; the losses as an array ``(k,)``."""
-        xp = namespace(x, t, index_batches)
+        xp = namespace(x)
+        if isinstance(index_batches, np.ndarray):  # host indices: one copy to the device
+            index_batches = self.net.backend.asarray(index_batches)
         losses = []
         for i in range(index_batches.shape[0]):
             idx = index_batches[i, ...]
@@ -62,10 +133,46 @@ class EagerStep:
         return xp.stack(losses)
 
 
+def check_network(net: Any) -> None:
+    """Raise ``TypeError`` unless ``net`` follows the network model a step trains.
+
+    That is :class:`xprop.nets.network.Network`'s protocol: ``params``, ``backend``,
+    ``backprop``, ``last_loss``, ``running_stats``/``set_running_stats`` and ``replica``.
+    """
+    missing = [
+        name
+        for name in ("params", "backend", "backprop", "running_stats", "set_running_stats")
+        if not hasattr(net, name)
+    ]
+    if missing:
+        raise TypeError(
+            f"{type(net).__name__} cannot be trained by a compiled step: it lacks "
+            f"{', '.join(missing)}; build it on xprop.nets.network.Network (params, layers "
+            "and last_layer in __init__), or train it with Trainer(..., compiled=False)"
+        )
+
+
+def as_optimizer(optimizer: Any) -> Optimizer:
+    """An :mod:`xprop.optimizers` instance; a learning rate means plain ``SGD(lr)``."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
+        return sgd(optimizer)
+    raise TypeError(
+        f"compile_step takes an optimizer of xprop.optimizers (e.g. Adam(lr=0.001)) or a "
+        f"learning rate for plain SGD, got {type(optimizer).__name__} {optimizer!r}"
+    )
+
+
+def sgd(lr: Any) -> SGD:
+    """``SGD(lr)`` with ``lr`` checked by :func:`check_learning_rate`."""
+    return SGD(check_learning_rate(lr))
+
+
 def check_learning_rate(lr: Any) -> float:
     """``lr`` as a Python float; ``TypeError``/``ValueError`` unless a finite positive number."""
     if type(lr) is float and 0.0 < lr < math.inf:
-        return lr  # the usual case, checked at every train_step: keep it cheap
+        return lr
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(
             f"the learning rate must be a real number, got {type(lr).__name__} {lr!r}; "
@@ -75,3 +182,66 @@ def check_learning_rate(lr: Any) -> float:
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"the learning rate must be finite and positive, got {lr!r}")
     return float(lr)
+
+
+def random_layers(net: Any) -> list[Any]:
+    """The layers of ``net`` that draw random masks (Dropout), in forward order."""
+    return [layer for layer in net.layers.values() if callable(getattr(layer, "draw_keys", None))]
+
+
+def draw_keys(layers: list[Any], steps: int) -> Any:
+    """The mask keys of ``steps`` training steps for ``layers``: a host int32 array
+    ``(steps, len(layers), 2)``, drawn from each layer's generator in the order the eager
+    path draws them (step by step, layer by layer); ``None`` without such layers."""
+    if not layers:
+        return None
+    keys = np.empty((steps, len(layers), 2), dtype=np.int32)
+    for i in range(steps):
+        for j, layer in enumerate(layers):
+            keys[i, j] = layer.draw_keys()
+    return keys
+
+
+def check_run_inputs(net: Any, x: Any, t: Any, index_batches: Any, checked: list[Any]) -> Any:
+    """What a compiled ``run`` checks before it starts (nothing can raise inside it).
+
+    ``index_batches`` must be a 2-D integer array with every index in ``[0, len(x))``:
+    checked on the host when it is a NumPy array (then copied to the device, once), else
+    with one device read.  When the network checks labels, the labels ``t`` are validated
+    once per array (:func:`xprop.validate_labels`, one device read), ``checked`` keeping the
+    arrays already validated.  Returns the index rows on the device.
+    """
+    from xprop.nn.functions import validate_labels
+
+    on_host = isinstance(index_batches, np.ndarray)
+    xp = np if on_host else namespace(x)
+    shape = tuple(getattr(index_batches, "shape", ()))
+    dtype = getattr(index_batches, "dtype", None)
+    if on_host:
+        integral = np.issubdtype(dtype, np.integer)
+    else:
+        integral = dtype is not None and namespace(index_batches).isdtype(dtype, "integral")
+    if len(shape) != 2 or not integral:
+        raise ValueError(
+            f"index_batches must be an integer array (k, B) of minibatch indices, one row "
+            f"per step, got {getattr(index_batches, 'dtype', type(index_batches).__name__)} "
+            f"of shape {shape}"
+        )
+    if x.shape[0] != t.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but t has {t.shape[0]} labels")
+    n = x.shape[0]
+    if shape[0] and shape[1]:
+        bounds = xp.stack([xp.min(index_batches), xp.max(index_batches)])
+        lo, hi = (int(v) for v in (bounds if on_host else net.backend.to_numpy(bounds)))
+        if lo < 0 or hi >= n:
+            raise IndexError(
+                f"index_batches holds indices in [{lo}, {hi}] but x has {n} samples "
+                f"(valid indices are 0..{n - 1})"
+            )
+    classes = getattr(net, "output_size", None)
+    checks = getattr(net.last_layer, "check_labels", False) and classes is not None
+    if checks and not any(t is seen for seen in checked):
+        validate_labels(t, classes)
+        checked.append(t)
+        del checked[:-4]  # a few data sets at most; the arrays are kept alive
+    return net.backend.asarray(index_batches) if on_host else index_batches

@@ -2,11 +2,14 @@
 
 The loop is the book's — random minibatches drawn with replacement, ``network.gradient``,
 ``optimizer.update(network.params, grads)``, accuracy on a sample (or all) of the training
-and test data once per epoch — with what research code on any backend needs: indices drawn
-on the host from a seeded generator (the same batches on every backend) and gathered with
-``xp.take``; losses kept on the device and read once per epoch (no host sync per step); a
-tqdm bar on a terminal and plain lines otherwise; a clear error when the loss diverges; and,
-with ``comm=``, data-parallel training on MPI ranks (:mod:`xprop.distributed`).
+and test data once per epoch — with what research code on any backend needs: the steps run
+through the network's compiled step (``net.compile_step(optimizer)``: ``jax.jit`` on JAX, a
+CUDA graph for PyTorch on CUDA, the eager step elsewhere), the steps between two
+evaluations in one ``step.run``; indices drawn on the host from a seeded generator (the same
+batches on every backend, and on either path); losses kept on the device and read once per
+epoch (no host sync per step); a tqdm bar on a terminal and plain lines otherwise; a clear
+error when the loss diverges; and, with ``comm=``, data-parallel training on MPI ranks
+(:mod:`xprop.distributed`).  ``compiled=False`` runs the book's loop line by line.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from xprop._namespace import check_count, namespace
+from xprop._namespace import check_count, check_flag, namespace
 from xprop.backend import Backend, get_backend
+from xprop.nets.network import Network
 from xprop.optimizers import get_optimizer
+from xprop.training.step import compile_step
 
 __all__ = ["Trainer"]
 
@@ -28,9 +33,10 @@ class Trainer:
 
     Parameters
     ----------
-    network : object
-        Any network with ``params``, ``gradient(x, t)``, ``loss(x, t)`` and
-        ``accuracy(x, t)`` (:class:`~xprop.MultiLayerNetExtend`, :class:`~xprop.TwoLayerNet`).
+    network : Network
+        A network on :class:`~xprop.nets.network.Network` (:class:`~xprop.TwoLayerNet`,
+        :class:`~xprop.MultiLayerNetExtend`, your own); with ``compiled=False`` any object
+        with ``params``, ``gradient(x, t)``, ``loss(x, t)`` and ``accuracy(x, t)``.
     x_train, t_train, x_test, t_test : array
         Data and labels (integer or one-hot) on the network's backend and device.
     epochs : int
@@ -51,6 +57,16 @@ class Trainer:
         per epoch; and the final test accuracy.
     seed : int, optional
         Seed of the host generator that draws the minibatch indices.
+    compiled : bool, optional
+        Train through the network's compiled step (the default for networks on
+        :class:`~xprop.nets.network.Network`); ``False`` runs the book's loop,
+        ``grads = network.gradient(...)``; ``optimizer.update(...)``, step by step (the
+        default for other networks); ``True`` insists, and raises ``TypeError`` naming what
+        the network lacks.
+        Both draw the same minibatches and give the same numbers up to rounding (plain SGD
+        is computed as ``lr`` backpropagated, and a compiled step draws Dropout masks on
+        the device: the masks of ``dropout_device_masks=True``).  Data parallel
+        (``comm=``) runs the book's loop, its gradients averaged between the ranks.
     backend : Backend, optional
         Where the indices go; default: ``network.backend``, else the selected backend.
     comm : DataParallel or mpi4py communicator, optional
@@ -70,11 +86,11 @@ class Trainer:
     Attributes
     ----------
     train_loss_list : list of float
-        The loss of every step.  It is the loss of the forward pass that computed the
-        gradient (before the update, in training mode) when the network keeps it in
-        ``last_loss`` (xprop's multi-layer networks), saving the book's extra forward pass;
-        otherwise ``network.loss(x_batch, t_batch)`` after the update, as the book.  Filled
-        once per epoch (and at the end of :meth:`train`): the losses wait on the device.
+        The loss of every step: that of the forward pass that computed the gradient (before
+        the update, in training mode), which xprop's networks keep in ``last_loss``, saving
+        the book's extra forward pass (a network without ``last_loss`` gets the book's
+        ``network.loss(x_batch, t_batch)`` after the update).  Filled once per epoch (and at
+        the end of :meth:`train`): the losses wait on the device.
     train_acc_list, test_acc_list : list of float
         Accuracies of each evaluation.
     test_acc : float or None
@@ -104,6 +120,7 @@ class Trainer:
         seed: int | None = None,
         backend: Backend | None = None,
         comm: Any = None,
+        compiled: bool | None = None,
     ) -> None:
         for name in ("params", "gradient", "loss", "accuracy"):
             if not hasattr(network, name):
@@ -111,6 +128,8 @@ class Trainer:
                     f"network must have params, gradient, loss and accuracy (like "
                     f"xprop.MultiLayerNetExtend); {type(network).__name__} has no {name!r}"
                 )
+        if compiled is not None:
+            check_flag(compiled, "compiled")
         check_count(epochs, "epochs")
         check_count(mini_batch_size, "mini_batch_size")
         if evaluate_sample_num_per_epoch is not None:
@@ -138,6 +157,18 @@ class Trainer:
         self.batch_size = mini_batch_size
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.optimizer = get_optimizer(optimizer, optimizer_param)
+        #: The compiled step the steps run through, or None for the book's loop.
+        self.step = None
+        if compiled is None:  # compiled where the network follows the model a step trains
+            compiled = self.dp is None and isinstance(network, Network)
+        if compiled and self.dp is not None:
+            raise ValueError(
+                "compiled=True with comm=: data-parallel training runs the book's loop (the "
+                "ranks average their gradients between the gradient and the update); leave "
+                "compiled unset or pass compiled=False"
+            )
+        if compiled:
+            self.step = compile_step(network, self.optimizer)
 
         self.backend = get_backend(backend or getattr(network, "backend", None))
         self._xp = namespace(x_train, t_train)
@@ -161,6 +192,9 @@ class Trainer:
 
     def train_step(self) -> None:
         """One minibatch step; evaluates when an epoch begins (the book's ``train_step``)."""
+        if self.step is not None:
+            self._run_steps(1)
+            return
         xp, net = self._xp, self.network
         idx = self._next_indices()
         x_batch = xp.take(self.x_train, idx, axis=0)
@@ -200,10 +234,36 @@ class Trainer:
         self._cursor += 1
         return idx
 
+    def _run_steps(self, steps: int) -> None:
+        """``steps`` compiled steps in one ``step.run``; evaluates if the last one is due.
+
+        The indices come from the generator that :meth:`_next_indices` draws from, in the
+        same order: the same minibatches as the book's loop.
+        """
+        block = self._rng.generator.integers(
+            0, self.train_size, (steps, self.batch_size), dtype="int64"
+        )  # HostRNG.choice's numbers, left on the host: the step checks them there
+        self._pending.append(self.step.run(self.x_train, self.t_train, block))
+        self.current_iter += steps
+        if self.current_iter - 1 >= self._next_eval:
+            self._next_eval += self.iter_per_epoch
+            self.current_epoch += 1
+            self._evaluate()
+        if self._bar is not None:
+            self._bar.update(steps)
+
+    def _steps_to_evaluation(self) -> int:
+        """The steps from now up to the next evaluation (included) or the end."""
+        due = max(math.ceil(self._next_eval), self.current_iter)
+        return min(due - self.current_iter + 1, self.max_iter - self.current_iter)
+
     def train(self) -> float:
         """Run all ``max_iter`` steps, then return the accuracy on all the test data."""
         self._bar = self._progress_bar()
         try:
+            if self.step is not None:
+                while self.current_iter < self.max_iter:
+                    self._run_steps(self._steps_to_evaluation())
             for _ in range(self.max_iter - self.current_iter):
                 self.train_step()
             self._flush_losses()
@@ -247,7 +307,8 @@ class Trainer:
         pending = self._pending
         self._pending = []
         xp = self._xp
-        losses = self.backend.to_numpy(xp.stack([xp.asarray(v) for v in pending])).tolist()
+        flat = [xp.reshape(xp.asarray(v), (-1,)) for v in pending]  # 0-d, or (k,) of a run
+        losses = self.backend.to_numpy(xp.concat(flat)).tolist()
         if self.dp is not None:  # each rank's loss is on its slice: the mean is the batch's
             losses = self.dp.average(losses)
         start = len(self.train_loss_list)

@@ -1,0 +1,121 @@
+"""The base class of layers: what every layer shares, written once.
+
+A layer is a node of the computational graph with the book's two methods: ``forward``
+computes the output and keeps what ``backward`` needs; ``backward(dout)`` takes the
+gradient of the loss with respect to the output and returns the gradients with respect to
+the inputs, setting ``d<name>`` for each of its parameters (``Affine.dW``, ``Affine.db``).
+Subclasses write those two methods as the book does; the checks live here:
+
+- :meth:`Layer.check_input` — an input is an array of a floating dtype (the parameters'
+  library and dtype where the layer has parameters), with a batch axis and the number of
+  features the layer expects;
+- :meth:`Layer.check_dout` — ``backward`` came after a ``forward``, and ``dout`` has the
+  output's shape;
+
+each costs a few attribute reads and comparisons, so a layer checks every call, used alone
+or inside a network.  The class attributes say what a network needs to know about a layer:
+which attributes are trained parameters (``param_names``), which are state kept between
+calls but not trained (``buffer_names``, e.g. BatchNorm's running statistics), and
+whether ``forward`` takes the training flag (``takes_train_flg``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from xprop._namespace import namespace, require_array, require_float, require_same_float
+
+__all__ = ["Layer"]
+
+
+class Layer:
+    """Base class of xprop's layers (and of a user's own).
+
+    Class attributes
+    ----------------
+    param_names : tuple of str
+        Names of the attributes holding trained parameters (``("W", "b")`` for Affine); the
+        gradient of parameter ``W`` is kept in attribute ``dW`` after ``backward``.
+    buffer_names : tuple of str
+        Names of attributes holding state that inference needs but training does not
+        update by gradient (``("running_mean", "running_var")`` for BatchNorm).
+    takes_train_flg : bool
+        Whether ``forward(x, train_flg)`` takes the book's training flag (Dropout,
+        BatchNormalization).
+    """
+
+    param_names: ClassVar[tuple[str, ...]] = ()
+    buffer_names: ClassVar[tuple[str, ...]] = ()
+    takes_train_flg: ClassVar[bool] = False
+
+    def check_input(
+        self,
+        x: Any,
+        like: Any = None,
+        features: int | None = None,
+        owner: str = "the layer's parameters",
+    ) -> Any:
+        """Raise a clear error unless ``x`` is a floating batch ``(N, ...)``; its namespace.
+
+        ``like``: the parameter whose library and dtype ``x`` must share (the parameters
+        decide the dtype on every backend), named ``owner`` in messages (``"the layer's
+        W"``).  ``features``: the number of values per sample, ``d1 * d2 * ...`` of ``x``'s
+        shape ``(N, d1, d2, ...)``, which ``owner`` expects.
+        """
+        name = type(self).__name__
+        xp = namespace(x) if like is None else namespace(x, like)
+        require_array(x, f"{name} input x")
+        require_float(xp, x, f"{name} input x")
+        if like is not None and x.dtype != like.dtype:
+            require_same_float(xp, x, f"{name} input x", like.dtype, owner)
+        if x.ndim < 2:
+            raise ValueError(
+                f"{name} input must be a batch of shape (N, D) or (N, d1, ...), got shape "
+                f"{tuple(x.shape)}; add a batch axis, e.g. xp.reshape(x, (1, -1))"
+            )
+        if features is not None:
+            n = 1
+            for s in x.shape[1:]:
+                n *= s
+            if n != features:
+                has = f" has shape {tuple(like.shape)} and" if like is not None else ""
+                raise ValueError(
+                    f"{name} input has {n} features per sample (shape {tuple(x.shape)}) but "
+                    f"{owner}{has} expects {features}; reshape the input or build the layer "
+                    f"for {n} features"
+                )
+        return xp
+
+    def require_forward(self, kept: Any) -> None:
+        """Raise ``RuntimeError`` when ``kept`` (what ``forward`` keeps) is still ``None``."""
+        if kept is None:
+            name = type(self).__name__
+            raise RuntimeError(
+                f"{name}.backward was called before {name}.forward: call forward first "
+                "(backward needs what the forward pass keeps)"
+            )
+
+    def check_dout(self, dout: Any, shape: Any, dtype: Any = None) -> Any:
+        """Raise unless ``forward`` ran (``shape`` is not ``None``) and ``dout`` has ``shape``.
+
+        ``shape`` is the output's shape, which the layer knows only after a forward pass;
+        ``dtype``, if given, the dtype ``dout`` must have.  Returns ``dout``'s namespace.
+        """
+        self.require_forward(shape)
+        name = type(self).__name__
+        got = getattr(dout, "shape", None)
+        if got is None:
+            raise TypeError(
+                f"{name}.backward: dout must be an array of the output's shape "
+                f"{tuple(shape)}, got {type(dout).__name__}"
+            )
+        if tuple(got) != tuple(shape):
+            raise ValueError(
+                f"{name}.backward: dout has shape {tuple(got)} but the output of the last "
+                f"forward had shape {tuple(shape)}; pass the gradient of the loss with respect "
+                "to that output (same batch size)"
+            )
+        xp = namespace(dout)
+        if dtype is not None and dout.dtype != dtype:
+            require_same_float(xp, dout, f"{name}.backward: dout", dtype, "the layer")
+        return xp

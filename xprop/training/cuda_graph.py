@@ -1,0 +1,254 @@
+"""The PyTorch CUDA training step: :func:`~xprop.training.step.apply_step` as a CUDA graph.
+
+At the book's size a step is some 35 kernels of a few microseconds of work each, and
+launching them costs more than running them; a CUDA graph captures the launches once and
+replays them all with one.  A graph reads and writes fixed memory, so everything a step
+reads or writes lives in tensors the graph keeps: the parameters and the optimizer's state
+(updated in place, the same tensors as ``net.params``), the BatchNorm statistics (copied
+into static tensors at the end of each step), the learning rate and the update count
+(0-d tensors the host sets when they change; the count is incremented by the graph), the
+Dropout keys, and the batch (copied into static inputs, or gathered inside the graph from a
+static index row).  Nothing in a captured step reads the device or copies host data: the
+labels are validated once, before any capture, never inside.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from xprop.optimizers import Optimizer
+from xprop.training.step import apply_step, check_run_inputs, draw_keys, random_layers
+
+__all__ = ["CudaGraphStep", "StepCaptureError"]
+
+
+class StepCaptureError(RuntimeError):
+    """Capturing a training step as a CUDA graph failed; the message says what to do."""
+
+
+class CudaGraphStep:
+    """The training step captured once per batch shape as a CUDA graph, then replayed.
+
+    Warm-up runs on a side stream first (as PyTorch requires) and everything it changed is
+    restored afterwards, so compiling never changes the training result.  The graphs are
+    captured anew when ``net.params`` or the optimizer's state hold other tensors than those
+    captured (compared by identity; the step keeps the captured tensors alive, so an
+    identity cannot be reused), or when a hyperparameter other than the learning rate
+    changes.  At most :attr:`max_graphs` graphs are kept (least recently used dropped).
+    """
+
+    kind = "torch CUDA graph"
+    warmup_steps = 3
+    max_graphs = 8
+
+    def __init__(self, net: Any, optimizer: Optimizer) -> None:
+        import torch
+
+        self.net, self.optimizer = net, optimizer
+        self._torch = torch
+        be = net.backend
+        self._device = be.device
+        self._random = random_layers(net)
+        self._random_names = [
+            next(n for n, layer in net.layers.items() if layer is r) for r in self._random
+        ]
+        self._graphs: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
+        self._captured: tuple[Any, ...] = ()  # every tensor the graphs read and write
+        self._hyper: dict[str, float] | None = None
+        self._lr = torch.zeros((), dtype=be.dtype, device=be.device)
+        self._it = torch.zeros((), dtype=be.dtype, device=be.device)
+        self._lr_value: float | None = None
+        self._it_value: int | None = None
+        n = max(len(self._random), 1)
+        self._keys = torch.zeros((n, 2), dtype=torch.int32, device=be.device)
+        self._buffers: dict[str, Any] | None = None  # static BatchNorm statistics
+        self._checked_labels: list[Any] = []  # label arrays validated already (kept alive)
+
+    # -- what the graphs read -----------------------------------------------------------------
+
+    def _current(self) -> dict[str, dict[str, Any]]:
+        """Make the static inputs hold the values the host has; forget stale graphs."""
+        net, opt = self.net, self.optimizer
+        state = opt.prepare(net.params)
+        buffers = net.running_stats()
+        if self._buffers is None or buffers.keys() != self._buffers.keys():
+            self._buffers = {k: v.clone() for k, v in buffers.items()}
+            self._graphs.clear()
+        for key, value in buffers.items():
+            if value is not self._buffers[key]:  # set from outside: take its values
+                self._buffers[key].copy_(value)
+        net.set_running_stats(self._buffers)
+        tensors = (*net.params.values(), *(a for slot in state.values() for a in slot.values()))
+        hyper = opt.hyperparameters()
+        hyper.pop("lr", None)
+        if (
+            hyper != self._hyper
+            or len(tensors) != len(self._captured)
+            or any(a is not b for a, b in zip(tensors, self._captured, strict=True))
+        ):
+            self._graphs.clear()
+            self._captured, self._hyper = tensors, hyper
+        if opt.lr != self._lr_value:
+            self._lr.fill_(opt.lr)
+            self._lr_value = opt.lr
+        if opt.iter + 1 != self._it_value:
+            self._it.fill_(opt.iter + 1)
+            self._it_value = opt.iter + 1
+        return state
+
+    def _set_keys(self, keys: Any) -> None:
+        """Dropout keys ``(L, 2)`` from the host, one fill each: no host-to-device copy."""
+        for j in range(keys.shape[0]):
+            for i in range(2):
+                self._keys[j, i].fill_(int(keys[j, i]))
+
+    def _stepped(self) -> None:
+        self.optimizer.iter += 1
+        self._it_value = self.optimizer.iter + 1  # the graph incremented its own count
+
+    def _graph(self, key: tuple[Any, ...], capture: Any) -> tuple[Any, ...]:
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = capture()
+            self._graphs[key] = entry
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(key)
+        return entry
+
+    # -- the two calls ------------------------------------------------------------------------
+
+    def __call__(self, x: Any, t: Any) -> Any:
+        state = self._current()
+        key = ("step", tuple(x.shape), x.dtype, tuple(t.shape), t.dtype)
+        graph, static_x, static_t, loss = self._graph(key, lambda: self._capture_step(x, t, state))
+        static_x.copy_(x)
+        static_t.copy_(t)
+        keys = draw_keys(self._random, 1)
+        if keys is not None:
+            self._set_keys(keys[0])
+        graph.replay()
+        self._stepped()
+        return loss.clone()  # the graph overwrites its own loss at the next replay
+
+    def run(self, x: Any, t: Any, index_batches: Any) -> Any:
+        """Steps on ``take(x, index_batches[i])`` for each row ``i``; their losses, ``(k,)``.
+
+        The gather runs inside the graph, from a static index row; ``x`` and ``t`` are read
+        where they lie, and the graph keeps them (a new ``x`` or ``t`` captures anew).
+        """
+        torch = self._torch
+        index_batches = check_run_inputs(self.net, x, t, index_batches, self._checked_labels)
+        state = self._current()
+        steps, batch = int(index_batches.shape[0]), int(index_batches.shape[1])
+        key = ("run", id(x), id(t), batch)
+        entry = self._graphs.get(key)
+        if entry is not None and (entry[3] is not x or entry[4] is not t):
+            del self._graphs[key]  # an id reused by another array
+        graph, static_idx, loss, _, _ = self._graph(
+            key, lambda: self._capture_run(x, t, index_batches[0], state)
+        )
+        keys = draw_keys(self._random, steps)
+        if keys is not None:
+            keys = self.net.backend.asarray(keys)  # one copy for the whole run
+        losses = torch.empty(steps, dtype=loss.dtype, device=loss.device)
+        for i in range(steps):
+            static_idx.copy_(index_batches[i])
+            if keys is not None:
+                self._keys.copy_(keys[i])
+            graph.replay()
+            losses[i] = loss
+            self._stepped()
+        return losses
+
+    # -- capture ------------------------------------------------------------------------------
+
+    def _body(self, state: dict[str, dict[str, Any]]) -> Any:
+        """One step on a replica of the network, the way the graph will run it."""
+        net, opt = self.net, self.optimizer
+        replica = net.replica()
+        for j, name in enumerate(self._random_names):  # Dropout: device masks, static keys
+            twin = replica.layers[name]
+            twin.keys, twin.device_masks = self._keys[j], True
+
+        def body(x: Any, t: Any) -> Any:
+            replica.set_running_stats(self._buffers)
+            loss = apply_step(replica, opt, net.params, state, self._lr, self._it, x, t)
+            for key, value in replica.running_stats().items():
+                self._buffers[key].copy_(value)
+            self._it += 1
+            return loss
+
+        return body
+
+    def _capture_step(self, x: Any, t: Any, state: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
+        static_x, static_t = x.clone(), t.clone()
+        body = self._body(state)
+        graph, loss = self._capture(lambda: body(static_x, static_t))
+        return graph, static_x, static_t, loss
+
+    def _capture_run(
+        self, x: Any, t: Any, first_idx: Any, state: dict[str, dict[str, Any]]
+    ) -> tuple[Any, ...]:
+        torch = self._torch
+        static_idx = first_idx.clone()
+        body = self._body(state)
+
+        def step() -> Any:
+            return body(torch.index_select(x, 0, static_idx), torch.index_select(t, 0, static_idx))
+
+        graph, loss = self._capture(step)
+        return graph, static_idx, loss, x, t
+
+    def _capture(self, step: Any) -> tuple[Any, Any]:
+        torch = self._torch
+        saved = [a.clone() for a in (*self._captured, *self._buffers.values(), self._it)]
+        live = [*self._captured, *self._buffers.values(), self._it]
+
+        def restore() -> None:  # warm-up steps must not count as training
+            for a, b in zip(live, saved, strict=True):
+                a.copy_(b)
+
+        with torch.cuda.device(self._device):
+            previous = torch.cuda.current_stream()
+            side = torch.cuda.Stream()
+            side.wait_stream(previous)
+            try:
+                with torch.cuda.stream(side):
+                    for _ in range(self.warmup_steps):
+                        step()
+            except Exception as exc:
+                previous.wait_stream(side)
+                restore()
+                raise StepCaptureError(
+                    f"the training step failed in its warm-up before CUDA-graph capture "
+                    f"({type(exc).__name__}: {exc}); train with compiled=False to see it "
+                    "in the eager step"
+                ) from exc
+            previous.wait_stream(side)
+            restore()
+            graph = torch.cuda.CUDAGraph()
+            failure: BaseException | None = None
+            try:
+                with torch.cuda.graph(graph):
+                    try:
+                        loss = step()
+                    except Exception as exc:  # the capture is broken: end it, then say why
+                        failure = exc
+            except Exception as exc:  # capture_end of a broken capture raises again
+                failure = failure or exc
+            finally:
+                # torch.cuda.graph leaves the capture stream current when capture_end raises
+                torch.cuda.set_stream(previous)
+            if failure is not None:
+                restore()
+                raise StepCaptureError(
+                    f"capturing the training step as a CUDA graph failed "
+                    f"({type(failure).__name__}: {failure}); a captured step must not read "
+                    "the device (int(), float(), .item(), bool() of a tensor) nor copy host "
+                    "data; train with compiled=False, or report this with `python -m xprop "
+                    "info`"
+                ) from failure
+        return graph, loss
