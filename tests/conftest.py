@@ -24,6 +24,12 @@ if importlib.util.find_spec("jax") is not None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    # JAX multiplies float32 matrices in TF32 by default on NVIDIA GPUs since Ampere (A100,
+    # H100, H200): ten bits of mantissa, relative errors near 1e-3, so the float32
+    # comparisons with NumPy at 1e-5 or 1e-6 would fail there and pass on the CPU.  Ask
+    # for full float32 products, as NumPy, PyTorch (its default) and CuPy compute them.
+    # tests/test_backend.py checks that the setting is in force.
+    jax.config.update("jax_default_matmul_precision", "highest")
 
 ALL = [
     ("numpy", None),

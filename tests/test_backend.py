@@ -292,6 +292,25 @@ def test_jax_float64_says_once_that_it_switches_x64_on() -> None:
     assert "whole process" in message
 
 
+def test_jax_float32_matmuls_are_full_precision_in_the_suite() -> None:
+    """tests/conftest.py pins JAX's float32 matrix products to full float32 precision.
+
+    On NVIDIA GPUs since Ampere JAX's default is TF32 (errors near 1e-3), and the suite's
+    float32 tolerances of 1e-5 and 1e-6 would fail there only.  The compiled program says
+    which precision it asked for, on any device, so this runs on the CPU too.
+    """
+    jax = pytest.importorskip("jax", reason="JAX is not installed")
+    assert jax.config.jax_default_matmul_precision == "highest"
+    be = xprop.get_backend("jax", dtype="float32")
+    a = be.asarray(np.ones((4, 3)))
+    b = be.asarray(np.ones((3, 2)))
+    for product in (lambda a, b: a @ b, lambda a, b: be.xp.matmul(a, b)):
+        text = jax.jit(product).lower(a, b).as_text()
+        dots = [line for line in text.splitlines() if "dot_general" in line]
+        assert dots, text
+        assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), dots
+
+
 def test_jax_float32_refuses_float64_arrays_without_x64() -> None:
     pytest.importorskip("jax", reason="JAX is not installed")
     code = (

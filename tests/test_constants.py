@@ -97,6 +97,27 @@ def test_constants_are_cached_per_dtype_and_device(backend: xprop.Backend) -> No
     np.testing.assert_array_equal(backend.to_numpy(r), [0, 1, 2, 3])
 
 
+def test_constant_and_smallest_normal(backend32: xprop.Backend) -> None:
+    xp = backend32.xp
+    for dtype in ("float32", "float64"):
+        x = backend32.asarray([[1.0, 2.0]], dtype=dtype)
+        half = _constants.constant(xp, x, 0.5)
+        assert half is _constants.constant(xp, x, 0.5)  # cached
+        assert half.shape == ()
+        assert half.dtype == x.dtype
+        assert device(half) == device(x)  # strict's device1 catches the default device
+        assert float(backend32.to_numpy(half)) == 0.5
+        # 0.0 and -0.0 are equal as keys but not as constants
+        neg = backend32.to_numpy(_constants.constant(xp, x, -0.0))
+        assert np.signbit(neg)
+        assert not np.signbit(backend32.to_numpy(_constants.constant(xp, x, 0.0)))
+        tiny = _constants.smallest_normal(xp, x)
+        assert tiny is _constants.smallest_normal(xp, x)
+        assert tiny.dtype == x.dtype
+        assert device(tiny) == device(x)
+        assert float(backend32.to_numpy(tiny)) == np.finfo(np.dtype(dtype)).smallest_normal
+
+
 def test_nothing_made_while_tracing_is_kept() -> None:
     """Two shapes traced in one process: the second trace must not see the first's arrays."""
     jax = pytest.importorskip("jax", reason="JAX is not installed")
@@ -105,10 +126,11 @@ def test_nothing_made_while_tracing_is_kept() -> None:
 
     @jax.jit
     def f(x):
-        return column_sums(jnp, x) + row_sums(jnp, x)[0, 0] + _constants.zero(jnp, x)
+        floor = _constants.smallest_normal(jnp, x) + _constants.constant(jnp, x, -1.0)
+        return column_sums(jnp, x) + row_sums(jnp, x)[0, 0] + _constants.zero(jnp, x) + floor
 
-    np.testing.assert_allclose(f(jnp.ones((3, 2))), [5.0, 5.0])
-    np.testing.assert_allclose(f(jnp.ones((3, 4))), [7.0, 7.0, 7.0, 7.0])
+    np.testing.assert_allclose(f(jnp.ones((3, 2))), [4.0, 4.0])
+    np.testing.assert_allclose(f(jnp.ones((3, 4))), [6.0, 6.0, 6.0, 6.0])
     assert _constants._CACHE == {}  # every constant of both traces was made, not kept
     np.testing.assert_allclose(column_sums(jnp, jnp.ones((3, 2))), [3.0, 3.0])
     assert len(_constants._CACHE) == 1  # eager calls cache as usual

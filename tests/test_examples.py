@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -169,10 +170,57 @@ def test_gradient_check(data_dir):
         assert float(value) < 1e-8, f"{key}: backprop and numerical gradients differ by {value}"
 
 
+def compiled_path(name: str) -> str:
+    """The path train_mnist.py reports on backend ``name`` here: the kind of its step.
+
+    ``net.compile_step`` chooses by library and device (``jax.jit`` for JAX, a CUDA graph
+    for PyTorch on a GPU, the eager step elsewhere), so the tests ask it rather than assume
+    the CPU's answer.  The example picks its device as this does (``$XPROP_DEVICE``).
+    """
+    import xprop
+
+    backend = xprop.get_backend(name, dtype="float32")
+    return xprop.TwoLayerNet(3, 2, 2, backend=backend, seed=0).compile_step(0.1).kind
+
+
+@pytest.mark.parametrize("name", ["numpy", "array_api_strict", "torch", "jax"])
+def test_train_mnist_reports_the_path_its_backend_compiles(name, monkeypatch, capsys, tmp_path):
+    """No MNIST needed: a few steps on random images stand in for it."""
+    selected = os.environ.get("XPROP_BACKEND", "").strip()
+    if selected and selected != name:
+        pytest.skip(f"a {name} test; it runs in the {name} session, not {selected}")
+    pytest.importorskip(name, reason=f"backend {name} is not installed")
+    import xprop
+
+    example = _load_example("train_mnist.py")
+    n_train, n_test = 200, 50
+    rng = np.random.default_rng(0)
+
+    def fake_mnist(*, normalize, one_hot_label, data_dir, backend):
+        assert normalize
+        assert one_hot_label
+        eye = np.eye(10)
+        train = rng.random((n_train, 784)), eye[rng.integers(0, 10, n_train)]
+        test = rng.random((n_test, 784)), eye[rng.integers(0, 10, n_test)]
+        return tuple((backend.asarray(x), backend.asarray(t)) for x, t in (train, test))
+
+    monkeypatch.setattr(example, "load_mnist", fake_mnist)
+    monkeypatch.setattr(example, "TRAIN_SIZE", n_train)  # minibatch indices below 200
+    flags = ["--backend", name, "--iters", "3", "--hidden", "4", "--batch-size", "20"]
+    assert example.main([*flags, "--json", str(tmp_path / "run.json")]) == 0
+    want = compiled_path(name)
+    assert json.loads((tmp_path / "run.json").read_text())["path"] == want
+    assert f" path={want} test_acc=" in capsys.readouterr().out.splitlines()[-1]
+    if not xprop.get_backend(name).is_accelerator:
+        # On the CPU only JAX compiles the step; PyTorch's CUDA graph needs a GPU.
+        assert want == ("jax.jit" if name == "jax" else "eager")
+
+
 @pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
 def test_train_mnist_short_run(data_dir, backend, tmp_path):
     pytest.importorskip(backend, reason=f"backend {backend} is not installed")
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    path = compiled_path(backend)  # eager on the CPU; a CUDA graph for torch on a GPU
     record_path, plot_path = tmp_path / "run.json", tmp_path / "acc.png"
     out = ok(
         run_example(
@@ -186,14 +234,15 @@ def test_train_mnist_short_run(data_dir, backend, tmp_path):
     assert out[1].split()[0] == "0"
     assert out[2].split()[0] == "end"
     assert re.fullmatch(
-        rf"backend={backend} device=\S.* dtype=float32 path=eager test_acc=0\.\d{{4}} "
+        rf"backend={backend} device=\S.* dtype=float32 path={re.escape(path)} "
+        r"test_acc=0\.\d{4} "
         r"wall=\S+s ms_per_iter=\S+",
         out[-1],
     ), out[-1]
 
     record = json.loads(record_path.read_text())
     assert record["backend"] == backend
-    assert record["path"] == "eager"  # the fastest path on the CPU for both
+    assert record["path"] == path
     assert record["iters"] == 300
     assert record["seed"] == 3
     assert record["iter_per_epoch"] == 600
@@ -446,8 +495,6 @@ def test_smooth_curve_keeps_length_and_constants():
         from _ch6 import smooth_curve
     finally:
         sys.path.remove(str(EXAMPLES))
-    import numpy as np
-
     assert smooth_curve([1.0] * 50).tolist() == pytest.approx([1.0] * 50)
     steps = smooth_curve([0.0] * 20 + [1.0] * 20)
     assert len(steps) == 40

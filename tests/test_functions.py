@@ -97,3 +97,63 @@ def test_label_errors(backend: xprop.Backend) -> None:
         F.cross_entropy_error(y, backend.asarray(np.ones((3, 5))))
     with pytest.raises(ValueError, match="targets must have the predictions' shape"):
         F.mean_squared_error(y, backend.asarray(np.ones((3, 5))))
+
+
+# Every torch function that makes a new tensor from host values or from nothing.
+_TORCH_MAKERS = (
+    "asarray", "as_tensor", "tensor", "scalar_tensor", "full", "zeros", "ones", "empty",
+    "arange", "full_like", "zeros_like", "ones_like", "empty_like",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("labels", ["indices", "one-hot"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_functions_make_no_tensor_once_their_constants_exist(monkeypatch, labels, dtype):
+    """A repeated call makes no tensor: no Python number reaches a torch function.
+
+    array-api-compat turns a Python number passed to ``xp.maximum`` (or ``where``, ``clip``)
+    into a new tensor on the other argument's device at every call: on CUDA a blocking
+    host-to-device copy per step, and an error inside a CUDA-graph capture.  The first call
+    may make the cached constants (:mod:`xprop._constants`); the second must make nothing.
+    """
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    be = xprop.get_backend("torch", device="cpu", dtype=dtype)
+    rng = np.random.default_rng(0)
+    p = rng.random((4, 3)) + 0.1
+    y = be.asarray(p / p.sum(axis=1, keepdims=True))
+    y = y * be.asarray([[1.0, 0.0, 1.0]] * 4)  # zero probabilities: the floor is used
+    idx = be.asarray(np.array([0, 2, 1, 0]))
+    t = idx if labels == "indices" else be.asarray(np.eye(3)[[0, 2, 1, 0]])
+    target = be.asarray(rng.standard_normal((4, 3)))
+
+    made: list[str] = []
+    for name in _TORCH_MAKERS:
+        original = getattr(torch, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            out = _original(*args, **kwargs)
+            if not (args and out is args[0]):  # asarray of a tensor hands the tensor back
+                made.append(_name)
+            return out
+
+        monkeypatch.setattr(torch, name, counted)
+
+    def step() -> list[object]:
+        return [
+            F.cross_entropy_error(y, t),
+            F.cross_entropy_error(y[0], t[0]),
+            F.one_hot(idx, 3, be.dtype),
+            F.relu(target),
+            F.sigmoid(target),
+            F.softmax(target),
+            F.log_softmax(target),
+            F.mean_squared_error(y, target),
+        ]
+
+    first = step()
+    made.clear()
+    second = step()
+    assert made == [], f"tensors made by a repeated call: {made}"
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(be.to_numpy(a), be.to_numpy(b))
+    assert np.isfinite(be.to_numpy(first[0]))

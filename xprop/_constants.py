@@ -1,7 +1,8 @@
-"""Small constant arrays that compute code reuses: ones vectors, class ranges, a zero.
+"""Small constant arrays that compute code reuses: ones vectors, class ranges, 0-d numbers.
 
 A training step needs the same few constants every time (the ``arange(C)`` that one-hot
-encodes labels, the ones vectors of :mod:`xprop._sums`, the zero of ReLU).  Creating them
+encodes labels, the ones vectors of :mod:`xprop._sums`, the zero of ReLU, the floor under
+the probabilities of the cross-entropy).  Creating them
 costs a kernel launch each on a GPU, so they are made once per (namespace, shape, dtype,
 device) and kept.  Never while tracing or capturing, though: an array made inside
 ``jax.jit`` or a CUDA-graph capture belongs to that trace, and keeping it would poison the
@@ -19,7 +20,7 @@ from array_api_compat import device as device_of
 
 from xprop.libraries import library_for
 
-__all__ = ["class_range", "ones", "zero"]
+__all__ = ["class_range", "constant", "ones", "smallest_normal", "zero"]
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
 _MAX_ENTRIES = 256  # a few per network shape; cleared wholesale if a program makes many
@@ -48,6 +49,31 @@ def zero(xp: Any, like: Any) -> Any:
     if found is None:
         found = _keep(key, xp, like, lambda: xp.zeros((), dtype=dtype, device=dev))
     return found
+
+
+def constant(xp: Any, like: Any, value: float) -> Any:
+    """A 0-d array holding ``value`` in ``like``'s dtype, on ``like``'s device.
+
+    For a number an ``xp`` *function* takes: ``xp.maximum(y, constant(xp, y, 0.5))``, not
+    ``xp.maximum(y, 0.5)``, for the reason :func:`zero` gives.  (Operators are fine with
+    Python numbers: ``y * 0.5`` makes no array.)  ``value`` must be a Python number.
+    """
+    dtype, dev = like.dtype, _device(like)
+    # repr: -0.0 and 0.0 are equal keys but different constants; nan is not even equal
+    # to itself.  The type too: 1 and 1.0 are the same in a float dtype but not in others.
+    key = ("constant", type(value).__name__, repr(value), id(xp), dtype, dev)
+    found = _lookup(key)
+    if found is None:
+        found = _keep(key, xp, like, lambda: xp.full((), value, dtype=dtype, device=dev))
+    return found
+
+
+def smallest_normal(xp: Any, like: Any) -> Any:
+    """The smallest positive normal number of ``like``'s floating dtype, 0-d, on its device.
+
+    The floor ``xp.maximum(p, smallest_normal(xp, p))`` keeps ``log(p)`` finite.
+    """
+    return constant(xp, like, float(xp.finfo(like.dtype).smallest_normal))
 
 
 def class_range(xp: Any, like: Any, num_classes: int, dtype: Any) -> Any:

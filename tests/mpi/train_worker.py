@@ -38,6 +38,13 @@ def main() -> int:
     parser.add_argument("--raise-on-rank", type=int)
     args = parser.parse_args()
 
+    if "jax" in args.backends.split(","):
+        import jax
+
+        # As tests/conftest.py does for the suite: full float32 matrix products, not JAX's
+        # TF32 default on NVIDIA GPUs, whose rounding would break the 1e-5 agreement of a
+        # float32 run on 1 rank and on 2 (tests/test_distributed.py).
+        jax.config.update("jax_default_matmul_precision", "highest")
     dp = DataParallel()
     odd = dp.rank == dp.size - 1 and dp.size > 1  # the rank that disagrees, if told to
     data = np.random.default_rng(123)

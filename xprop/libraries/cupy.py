@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,15 @@ class CuPyLibrary(ArrayLibrary):
     stream capture (cupy/cupy#6290), and every step has matrix products.  A CUDA-aware MPI
     reads CuPy buffers on the GPU (``__cuda_array_interface__``); any other MPI gets them
     staged through host memory.
+
+    Loading it also makes array-api-compat's CuPy namespace honour ``device=`` in its
+    creation functions (:func:`honour_device`): as released, ``zeros``, ``ones``, ``arange``,
+    ``full``, ``empty`` and the ``*_like`` functions ignore it and create on the current
+    device, so a backend on GPU 1 would get its biases and constants on GPU 0.  CuPy runs
+    every kernel on its current device, though, whatever device its inputs are on
+    (reading another GPU's memory over peer access, with a ``PerformanceWarning``): a
+    program that trains on another GPU than the current one must also make it current,
+    ``cupy.cuda.Device(i).use()`` (per thread).
     """
 
     name = "cupy"
@@ -28,7 +39,9 @@ class CuPyLibrary(ArrayLibrary):
 
     def load(self) -> Any:
         import array_api_compat.cupy as xp
+        import cupy
 
+        honour_device(xp, cupy.cuda.Device)
         return xp
 
     def check(self, xp: Any) -> None:
@@ -126,6 +139,51 @@ class CuPyLibrary(ArrayLibrary):
                 a[...] = src[offset : offset + a.size].reshape(a.shape)
                 offset += a.size
         return list(arrays)
+
+
+#: The creation functions of the standard that take ``device=``; array-api-compat 1.16's
+#: CuPy versions accept it and ignore it (``common._aliases``: "CuPy multi-device support
+#: is currently impossible without using the global device or a context manager").
+_CREATION = ("arange", "empty", "eye", "full", "linspace", "ones", "zeros")
+#: Those whose device defaults to their argument's, where CuPy uses the current device.
+_CREATION_LIKE = ("empty_like", "full_like", "ones_like", "zeros_like")
+
+
+def honour_device(xp: ModuleType, device_type: type) -> None:
+    """Make the creation functions of namespace ``xp`` create arrays on their ``device=``.
+
+    ``xp`` is array-api-compat's CuPy namespace, the module object itself: compute code
+    gets it from ``array_api_compat.array_namespace(x)``, so a patched copy would not be
+    seen there.  Each function is replaced, once (it is idempotent), by one that runs the
+    original inside ``with device_type(device.id)`` (``cupy.cuda.Device``) when ``device``
+    is given, and for the ``*_like`` functions when it is not, on their argument's device,
+    as the array API standard says.  Without ``device`` the others create on the current
+    device, as before.  Nothing changes where the device is the current one already; the
+    rest of the process gets what the standard promises, which nothing can rely on not
+    getting.
+    """
+    for name in _CREATION + _CREATION_LIKE:
+        create = getattr(xp, name, None)
+        if create is None or getattr(create, "_xprop_enters_device", False):
+            continue
+        setattr(xp, name, _entering_device(create, device_type, like=name in _CREATION_LIKE))
+
+
+def _entering_device(
+    create: Callable[..., Any], device_type: type, *, like: bool
+) -> Callable[..., Any]:
+    @functools.wraps(create)
+    def on_device(*args: Any, device: Any = None, **kwargs: Any) -> Any:
+        if device is None and like and args:
+            found = getattr(args[0], "device", None)  # a CuPy array's; not NumPy's "cpu"
+            device = found if isinstance(found, device_type) else None
+        if device is None:
+            return create(*args, **kwargs)
+        with device_type(getattr(device, "id", device)):
+            return create(*args, device=device, **kwargs)
+
+    on_device._xprop_enters_device = True  # type: ignore[attr-defined]
+    return on_device
 
 
 def _cuda_version(code: int) -> str:

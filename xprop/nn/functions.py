@@ -10,7 +10,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from xprop._constants import class_range, zero
+from xprop._constants import class_range, smallest_normal, zero
 from xprop._labels import (
     as_label_dtype,
     batch_labels,
@@ -192,7 +192,9 @@ def cross_entropy_error(y: Any, t: Any, *, check_labels: bool = True) -> Any:
         target = t if t.dtype == y.dtype else xp.astype(t, y.dtype)
     else:
         target = one_hot(t, y.shape[1], y.dtype, check_labels=check_labels)
-    tiny = xp.finfo(y.dtype).smallest_normal
+    # A cached 0-d floor, not a Python float: array-api-compat would turn the float into a
+    # new device array at every call (a blocking copy on CUDA, illegal in a CUDA graph).
+    tiny = smallest_normal(xp, y)
     return -xp.sum(target * xp.log(xp.maximum(y, tiny))) / y.shape[0]
 
 
