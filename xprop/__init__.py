@@ -21,7 +21,8 @@ from xprop.backend import (
 )
 from xprop.checkpoint import CheckpointError
 from xprop.datasets import DatasetError, load_mnist
-from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
+from xprop.gradcheck import GradientCheckResult, check_backward
+from xprop.gradient import numerical_gradient
 from xprop.info import show_versions
 from xprop.nets.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.nets.two_layer_net import TwoLayerNet
