@@ -93,6 +93,9 @@ def mpi(session: nox.Session) -> None:
     env = {
         "OPENBLAS_NUM_THREADS": "1",  # one BLAS thread per rank: ranks share the cores
         "OMP_NUM_THREADS": "1",
+        # JAX takes 75 % of a GPU at its first use: the two ranks (and the test process
+        # that starts them) share one GPU, so each allocates what it uses instead.
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
         "MPIEXEC_TIMEOUT": "900",  # a hang becomes a failure
         "XPROP_REQUIRE_MPI": "1",  # a distributed test that would skip fails instead
     }

@@ -188,6 +188,7 @@ def _mpiexec() -> str:
 def launch(args: argparse.Namespace, ranks: int, mode: str, out: Path) -> None:
     env = dict(os.environ)
     env.update(dict.fromkeys(THREAD_VARS, "1"))
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX ranks sharing one GPU
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [
         _mpiexec(), "-n", str(ranks), sys.executable, __file__, "--worker", "--mode", mode,

@@ -13,6 +13,12 @@ import os
 
 import pytest
 
+# JAX takes 75 % of a GPU's memory at its first use, leaving too little for the
+# subprocesses and MPI ranks some tests start on the same GPU (they inherit this
+# environment): every process allocates what it uses.  Set before JAX is imported; a value
+# set outside the tests wins.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import xprop
 from xprop.backend import BackendError
 

@@ -214,6 +214,41 @@ def test_register_backend_rejects_what_is_not_a_library_class() -> None:
         xprop.register_backend(NoLoad)
 
 
+def test_a_selector_chooses_the_backend_its_name_stands_for(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    from xprop import backend as selection
+
+    asked = []
+
+    def smallest(dtype: str) -> xprop.Backend:
+        asked.append(dtype)
+        return xprop.get_backend("numpy", dtype=dtype)
+
+    clean_env.setitem(selection._SELECTORS, "smallest", None)  # removed again afterwards
+    selection.register_selector("smallest", smallest, overwrite=True)
+    assert xprop.get_backend("smallest", dtype="float64").dtype_name == "float64"
+    clean_env.setenv("XPROP_BACKEND", "smallest")
+    assert xprop.get_backend().name == "numpy"
+    assert asked == ["float64", "float32"]
+    assert "auto" in selection._SELECTORS  # registered by xprop.auto, which import xprop loads
+
+
+def test_register_selector_rejects_taken_and_bad_names(clean_env: pytest.MonkeyPatch) -> None:
+    from xprop.auto import auto_backend
+    from xprop.backend import register_selector
+
+    with pytest.raises(BackendError, match="'numpy' is the name of an array library"):
+        register_selector("numpy", auto_backend)
+    with pytest.raises(BackendError, match="already a selector; pass overwrite=True"):
+        register_selector("auto", lambda dtype: xprop.get_backend("numpy"))
+    register_selector("auto", auto_backend)  # the same function again: nothing changes
+    with pytest.raises(BackendError, match="non-empty string"):
+        register_selector(" auto", auto_backend)
+    with pytest.raises(BackendError, match="needs a function of the dtype name"):
+        register_selector("fastest", "auto")  # type: ignore[arg-type]
+
+
 def test_asarray_device_and_dtypes(backend32: xprop.Backend) -> None:
     be = backend32
     xp = be.xp

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import xprop
 from xprop import BatchNormalization
-from xprop.gradient import check_backward
+from xprop.gradcheck import check_backward
 
 SETTINGS = settings(
     max_examples=6,

@@ -62,6 +62,7 @@ def _env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("OPENBLAS_NUM_THREADS", "1")  # the ranks share the cores
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # ranks may share one GPU
     env.pop("XPROP_BACKEND", None)  # the workers name their backends
     env.update(extra)
     return env
@@ -140,6 +141,19 @@ def test_device_for_local_rank_takes_one_device_per_rank():
     assert [device_for_local_rank(r, ["g0", "g1"]) for r in range(4)] == ["g0", "g1"] * 2
     with pytest.raises(ValueError, match="no accelerator"):
         device_for_local_rank(0, [])
+
+
+def test_ranks_sharing_a_node_turn_jax_preallocation_off(monkeypatch):
+    from xprop.distributed.placement import ENV_JAX_PREALLOCATE, share_accelerators
+
+    monkeypatch.delenv(ENV_JAX_PREALLOCATE, raising=False)
+    share_accelerators(1)  # one rank on the node: JAX may take the GPU
+    assert ENV_JAX_PREALLOCATE not in os.environ
+    share_accelerators(2)
+    assert os.environ[ENV_JAX_PREALLOCATE] == "false"
+    monkeypatch.setenv(ENV_JAX_PREALLOCATE, "true")  # the user's explicit setting wins
+    share_accelerators(2)
+    assert os.environ[ENV_JAX_PREALLOCATE] == "true"
 
 
 def test_cuda_awareness_can_be_stated(monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 
 import xprop
 from xprop import Dropout
-from xprop.gradient import check_backward
+from xprop.gradcheck import check_backward
 
 
 def _normal(be: xprop.Backend, shape: tuple[int, ...], seed: int):

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 import xprop
 from xprop import Relu, Sigmoid, SoftmaxWithLoss
 from xprop._namespace import namespace
-from xprop.gradient import check_backward, numerical_gradient
+from xprop.gradcheck import check_backward
+from xprop.gradient import numerical_gradient
 
 
 def test_numerical_gradient_book_function(backend: xprop.Backend) -> None:
@@ -31,6 +32,18 @@ def test_numerical_gradient_matrix_shape(backend: xprop.Backend) -> None:
     # Central differences of x**3 give exactly 3 x**2 + h**2: the O(h**2) error term.
     want = 3 * np.arange(6.0).reshape(2, 3) ** 2 + 1e-8
     np.testing.assert_allclose(backend.to_numpy(grad), want, rtol=1e-7, atol=1e-9)
+
+
+def test_the_checker_is_still_importable_from_its_former_module() -> None:
+    """``from xprop.gradient import check_backward``, as before xprop.gradcheck existed."""
+    from xprop import gradcheck, gradient
+    from xprop.gradient import GradientCheckResult
+    from xprop.gradient import check_backward as former
+
+    assert former is gradcheck.check_backward is xprop.check_backward
+    assert GradientCheckResult is gradcheck.GradientCheckResult
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        gradient.no_such_name  # noqa: B018
 
 
 class SoftmaxIgnoringDout(SoftmaxWithLoss):
@@ -105,7 +118,7 @@ def test_checker_falls_back_to_the_host_without_float64(
     backend32: xprop.Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A device with no float64 (Apple MPS): the check runs on the host with NumPy."""
-    import xprop.gradient as G
+    import xprop.gradcheck as G
 
     class NoFloat64:  # the backend's namespace, except that float64 casts fail
         def __getattr__(self, name: str):  # type: ignore[no-untyped-def]

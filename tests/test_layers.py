@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import xprop
 from xprop import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
-from xprop.gradient import check_backward
+from xprop.gradcheck import check_backward
 
 SETTINGS = settings(
     max_examples=8,

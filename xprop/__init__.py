@@ -9,6 +9,8 @@ networks, the Trainer — and portable safetensors checkpoints come with it.
 
 import sys as _sys
 
+from xprop import auto  # noqa: F401  (registers the backend name "auto")
+from xprop._version import __version__
 from xprop.backend import (
     ArrayLibrary,
     Backend,
@@ -21,7 +23,8 @@ from xprop.backend import (
 )
 from xprop.checkpoint import CheckpointError
 from xprop.datasets import DatasetError, load_mnist
-from xprop.gradient import GradientCheckResult, check_backward, numerical_gradient
+from xprop.gradcheck import GradientCheckResult, check_backward
+from xprop.gradient import numerical_gradient
 from xprop.info import show_versions
 from xprop.nets.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.nets.two_layer_net import TwoLayerNet
@@ -41,8 +44,6 @@ from xprop.nn.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, 
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from xprop.training.step import TrainStep
 from xprop.training.trainer import Trainer
-
-__version__ = "0.1.0"
 
 # The module paths of earlier releases, before the package was laid out by concept
 # (``nn``, ``nets``, ``training``, ``libraries``): the same modules under their old names,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -11,6 +12,7 @@ __all__ = [
     "MixedBackendError",
     "check_count",
     "check_flag",
+    "check_positive",
     "dtype_name",
     "isdtype",
     "namespace",
@@ -198,3 +200,18 @@ def check_count(value: Any, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
     return int(value)
+
+
+def check_positive(value: Any, name: str, *, zero_ok: bool = False) -> float:
+    """``value`` as a ``float`` if it is a finite number ``> 0`` (``>= 0`` with ``zero_ok``).
+
+    Raises ``TypeError`` for a non-number (``bool`` included), ``ValueError`` for NaN, an
+    infinity, a negative number or (without ``zero_ok``) zero.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
+        bound = "at least 0" if zero_ok else "positive"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return number

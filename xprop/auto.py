@@ -6,6 +6,11 @@ that, so a laptop's CPU can beat a data-centre GPU.  A bigger network turns the 
 around.  :func:`choose_backend` settles it by measurement: it builds the network on every
 available backend and device, runs a few compiled training steps on random data of the
 right shape, and returns the fastest together with what it measured.
+
+Importing this module registers the backend name ``"auto"`` with
+:func:`xprop.backend.register_selector` (``import xprop`` does), so that
+``get_backend("auto")`` and ``XPROP_BACKEND=auto`` land in :func:`auto_backend` without
+backend selection importing a network.
 """
 
 from __future__ import annotations
@@ -14,9 +19,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xprop.backend import Backend, BackendError, available_backends, get_backend, library
+from xprop.backend import (
+    Backend,
+    BackendError,
+    available_backends,
+    get_backend,
+    library,
+    register_selector,
+)
+from xprop.nets.two_layer_net import TwoLayerNet
 
-__all__ = ["BackendChoice", "auto_backend", "choose_backend"]
+__all__ = ["AUTO", "BackendChoice", "auto_backend", "choose_backend", "last_choice"]
+
+#: The backend name that stands for the fastest backend here.
+AUTO = "auto"
 
 # The reference implementation proves code standard-clean; it is not meant to be fast.
 _NOT_FOR_SPEED = ("array_api_strict",)
@@ -93,8 +109,6 @@ def choose_backend(
     BackendError
         When no candidate could be timed (the message says why for each).
     """
-    from xprop.nets.two_layer_net import TwoLayerNet
-
     if names is None:
         names = [n for n in available_backends() if n not in _NOT_FOR_SPEED]
     timings: dict[str, float] = {}
@@ -178,3 +192,6 @@ def auto_backend(dtype: str = "float32") -> Backend:
 def last_choice(dtype: str = "float32") -> BackendChoice | None:
     """What ``get_backend("auto")`` measured in this process for ``dtype``, if it ran."""
     return _AUTO_CACHE.get(dtype)
+
+
+register_selector(AUTO, auto_backend)

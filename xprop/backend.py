@@ -8,8 +8,11 @@ each library lives in one class per library, in :mod:`xprop.libraries`.
 A backend is chosen by name (argument, else ``XPROP_BACKEND``, else ``"numpy"``), with a
 floating dtype (argument, else ``XPROP_DTYPE``, else ``float32``) and a device (argument,
 else ``XPROP_DEVICE``, else the library's default: the current GPU for CuPy, CUDA for
-PyTorch when it is available).  The name ``"auto"`` times the book's network on every
-available backend and device and takes the fastest (:func:`xprop.auto.choose_backend`).
+PyTorch when it is available).  A few names stand for a way of choosing instead of a
+library — *selectors*, registered by the module that defines them with
+:func:`register_selector`: ``"auto"`` times the book's network on every available backend
+and device and takes the fastest (:mod:`xprop.auto`).  Selection itself never imports a
+network, so no network module depends on this one in a circle.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import contextlib
 import contextvars
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,7 @@ __all__ = [
     "HostRNG",
     "available_backends",
     "get_backend",
+    "register_selector",
     "set_backend",
     "use_backend",
 ]
@@ -48,7 +52,6 @@ __all__ = [
 ENV_BACKEND = "XPROP_BACKEND"
 ENV_DTYPE = "XPROP_DTYPE"
 ENV_DEVICE = "XPROP_DEVICE"
-AUTO = "auto"
 
 _FLOAT_DTYPES = ("float32", "float64", "float16")
 
@@ -383,10 +386,9 @@ def _blamed(exc: BackendError, sources: dict[str, str]) -> list[str]:
 
 
 def _make(name: str, device: Any, dtype: Any) -> Backend:
-    if name == AUTO:
-        from xprop.auto import auto_backend
-
-        return auto_backend(dtype=_dtype_label(None, dtype))
+    selector = _SELECTORS.get(name)
+    if selector is not None:
+        return selector(_dtype_label(None, dtype))
     lib, xp = _load(name)
     float_dtype = _float_dtype(xp, dtype, name)
     lib.prepare_dtype(_dtype_name(xp, float_dtype))
@@ -405,6 +407,55 @@ def _make(name: str, device: Any, dtype: Any) -> Backend:
             f"{_dtype_name(xp, float_dtype)}; choose another dtype (XPROP_DTYPE=float32)"
         )
     return Backend(name=name, xp=xp, device=dev, dtype=float_dtype, library=lib)
+
+
+# --------------------------------------------------------------------------------------
+# Selectors: names that choose a backend rather than name a library
+# --------------------------------------------------------------------------------------
+
+# name -> the function that chooses: it takes the dtype name, returns the Backend.
+_SELECTORS: dict[str, Callable[[str], Backend]] = {}
+
+
+def register_selector(
+    name: str, choose: Callable[[str], Backend], *, overwrite: bool = False
+) -> None:
+    """Make ``get_backend(name)`` (and ``XPROP_BACKEND=name``) return ``choose(dtype)``.
+
+    A selector is a backend name that stands for a way of choosing one rather than for an
+    array library: ``"auto"`` (:mod:`xprop.auto`) measures and returns the fastest backend.
+    ``choose`` is called with the dtype asked for, as a name (``"float32"``), and returns
+    a :class:`Backend`; a device asked for is not passed (the selector chooses it).  The
+    module that defines a selector registers it, so that selection never imports what a
+    selector needs (``"auto"`` builds networks).
+
+    Raises
+    ------
+    BackendError
+        ``name`` is not a non-empty string without surrounding spaces, ``choose`` is not
+        callable, or the name is taken by an array library or (without ``overwrite``) by
+        another selector.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise BackendError(
+            f"a selector's name must be a non-empty string without surrounding spaces, "
+            f"got {name!r}"
+        )
+    if not callable(choose):
+        raise BackendError(
+            f"register_selector({name!r}, ...) needs a function of the dtype name that "
+            f"returns a Backend, got {type(choose).__name__} {choose!r:.60}"
+        )
+    if name in known_backends():
+        raise BackendError(
+            f"{name!r} is the name of an array library's backend; choose another name for "
+            "the selector"
+        )
+    if name in _SELECTORS and not overwrite and _SELECTORS[name] is not choose:
+        raise BackendError(
+            f"the backend name {name!r} is already a selector; pass overwrite=True to replace it"
+        )
+    _SELECTORS[name] = choose
 
 
 def _current_defaults() -> dict[str, Any]:

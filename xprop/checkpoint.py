@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from xprop._namespace import dtype_name
+from xprop._version import __version__
 from xprop.files import write_atomically
 
 __all__ = ["CheckpointError", "Checkpointable", "load_params", "read_metadata", "save_params"]
@@ -239,8 +240,6 @@ def _dtype_of(backend: Any, x: Any) -> str:
 
 
 def _version() -> str:
-    from xprop import __version__
-
     return __version__
 
 

@@ -11,15 +11,34 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["write_atomically"]
 
-# The process umask, read once at import: a temporary file is created private (0600), and
-# the finished file gets the permissions an ordinary new file would have.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+_umask_lock = threading.Lock()
+
+
+def _current_umask() -> int:
+    """The process umask (e.g. ``0o022``), read without changing it where the system allows.
+
+    Linux reports it in the ``Umask:`` line of ``/proc/self/status``.  Elsewhere the only way
+    to read it is to set it and set it back, which this does under a lock and through the
+    private value ``0o077``: a file another thread creates in that instant comes out more
+    private than asked, never less.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux (or a kernel older than 4.7): ask by setting it
+    with _umask_lock:
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return umask
 
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
@@ -40,7 +59,8 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
         write(tmp)
         with open(tmp, "rb+") as f:  # the bytes are on disk before the name points at them
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        # mkstemp made it private (0600); give it what an ordinary new file would have.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, target)  # atomic on POSIX and Windows
     except BaseException:
         with contextlib.suppress(OSError):

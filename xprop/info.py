@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-import xprop
+from xprop._version import __version__
 from xprop.backend import _make, get_backend
 from xprop.libraries import BackendError, known_backends, library
 
@@ -60,7 +60,7 @@ def versions() -> dict[str, Any]:
     # "blas" section then lists (torch brings its own).
     backends = {name: _backend(name) for name in known_backends()}
     return {
-        "xprop": {"version": xprop.__version__, "path": str(Path(xprop.__file__).parent)},
+        "xprop": {"version": __version__, "path": str(Path(__file__).parent)},
         "system": _system(),
         "dependencies": {name: _distribution(name) for name in DEPENDENCIES},
         "blas": _blas(),

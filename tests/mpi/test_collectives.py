@@ -231,3 +231,15 @@ def test_trainer_batch_must_divide_among_the_ranks(dp):
     net = xprop.MultiLayerNet(20, [8], 4, backend=backend, seed=0)
     with pytest.raises(DistributedError, match="51 samples does not divide evenly among 2"):
         xprop.Trainer(net, *_trainer_data(backend), mini_batch_size=51, comm=dp)
+
+
+def test_ranks_on_one_node_turn_jax_preallocation_off(monkeypatch):
+    from xprop.distributed import DataParallel
+
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    dp = DataParallel()  # both ranks: making one is a collective
+    assert dp.local_size == 2  # mpiexec -n 2 on one machine
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")  # a user's choice wins
+    DataParallel()
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"

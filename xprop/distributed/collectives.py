@@ -1,95 +1,38 @@
-"""Data-parallel training on MPI: the same script on one process, on N, on a cluster.
+"""The collectives of data-parallel training: :class:`DataParallel`.
 
-Every rank (process) holds the whole network and the whole data set.  Each step, every rank
-draws the *same* global minibatch indices from the seeded host generator, takes its own
-contiguous slice of them (:meth:`DataParallel.shard`), computes the gradient of its slice,
-and the ranks average their gradients (:meth:`DataParallel.average_gradients`: one buffer
-for all parameters, one ``Allreduce``).  The network's loss is a mean over the batch, so
-the average of equal slices' mean gradients is the mean gradient of the global batch: N
-ranks with global batch ``B`` take the step one process takes with batch ``B``, up to
-floating-point rounding.  Ranks start identical (:meth:`DataParallel.broadcast_params`)
-and stay identical, since they apply the same update to the same parameters.
-
-MPI is reached through mpi4py (``pip install 'xprop[mpi]'`` installs mpi4py and MPICH with
-its ``mpiexec``)::
-
-    dp = DataParallel()  # mpi4py.MPI.COMM_WORLD; DataParallel(comm) for any communicator
-    net = xprop.TwoLayerNet(784, 50, 10, backend=dp.get_backend(), seed=0)
-    dp.broadcast_params(net.params)  # every rank starts from rank 0's parameters
-    for i in range(iters):
-        idx = dp.shard(rng.choice(60000, 1024))  # this rank's slice of the global batch
-        grads = net.gradient(xp.take(x_train, idx, axis=0), xp.take(t_train, idx, axis=0))
-        grads = dp.average_gradients(grads)  # in place; a new dict on JAX
-        for key in net.params:
-            net.params[key] -= lr * grads[key]
-    acc = dp.accuracy(net, x_test, t_test)  # each rank scores a slice; the counts are summed
-
-    $ mpiexec -n 2 python train.py
-
-What each array library needs (host buffers, a CUDA-aware MPI reading GPU memory, JAX's
-immutable arrays) lives in its :class:`~xprop.ArrayLibrary` (``pack``/``unpack``); this
-module only speaks MPI.  Nothing here hangs on a mistake: the ranks compare the names,
-shapes and dtypes of what they exchange once, before the first collective on data, and
-raise the same :class:`DistributedError` on every rank when they differ; a rank that fails
-with any other error aborts them all, naming itself and the error.  Importing this module
-does not import mpi4py: :class:`DataParallel` does.  Like :mod:`xprop.checkpoint`, it works
-with host buffers and imports NumPy.
+Every rank draws the same global minibatch indices, takes its slice of them
+(:meth:`DataParallel.shard`), and the ranks average their gradients
+(:meth:`DataParallel.average_gradients`: one buffer per dtype, one ``Allreduce``), after
+starting from rank 0's parameters (:meth:`DataParallel.broadcast_params`).  See
+:mod:`xprop.distributed` for the whole picture; :mod:`~xprop.distributed.layout` holds what
+the ranks compare before they exchange, :mod:`~xprop.distributed.abort` what happens when one
+rank fails, :mod:`~xprop.distributed.mpi` how MPI is reached.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import numbers
 import os
-import sys
-import time
-import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, NoReturn
 
-from xprop._namespace import dtype_name, namespace, require_array
+from xprop._namespace import namespace
 from xprop.backend import ENV_DEVICE, Backend, get_backend
+from xprop.distributed.abort import abort as abort_ranks
+from xprop.distributed.abort import abort_on_error as abort_ranks_on_error
+from xprop.distributed.abort import install_excepthook
+from xprop.distributed.errors import DistributedError
+from xprop.distributed.layout import Layout, difference, fingerprint, groups, keys, layout
+from xprop.distributed.mpi import ENV_CUDA_AWARE, import_mpi, mpi_is_cuda_aware
+from xprop.distributed.placement import device_for_local_rank, share_accelerators
 from xprop.libraries import library_for
 
-__all__ = [
-    "INSTALL_HINT",
-    "DataParallel",
-    "DistributedError",
-    "device_for_local_rank",
-    "mpi_is_cuda_aware",
-]
+__all__ = ["DataParallel"]
 
-#: How to get MPI, for error messages.
-INSTALL_HINT = (
-    "pip install 'xprop[mpi]' (mpi4py with the MPICH library and its mpiexec); on a "
-    "cluster, build mpi4py against the cluster's MPI instead: "
-    "pip install --no-binary=mpi4py mpi4py"
-)
-#: Set to 1 or 0 to say whether MPI reads GPU memory, where the library cannot tell.
-ENV_CUDA_AWARE = "XPROP_MPI_CUDA_AWARE"
-#: Seconds between printing why a rank aborts and aborting (for the message to get out).
-ABORT_GRACE_S = 0.5
-
-logger = logging.getLogger(__name__)
-
-
-class DistributedError(ValueError):
-    """MPI is missing, the ranks disagree on what they exchange, or a global batch does not
-    divide among them; the message says what to do."""
-
-
-def _import_mpi() -> Any:
-    """``mpi4py.MPI``, or a :class:`DistributedError` naming the extra that installs it."""
-    try:
-        from mpi4py import MPI
-    except (ImportError, RuntimeError) as exc:  # RuntimeError: mpi4py found no MPI library
-        raise DistributedError(
-            f"data-parallel training needs MPI, which is not available here "
-            f"({type(exc).__name__}: {exc}); install it with: {INSTALL_HINT}"
-        ) from exc
-    return MPI
+# The name users and tests know these log lines by, whichever module writes them.
+logger = logging.getLogger("xprop.distributed")
 
 
 class DataParallel:
@@ -124,10 +67,17 @@ class DataParallel:
         mpi4py or an MPI library is not installed (the message names the ``mpi`` extra).
     TypeError
         ``comm`` is not an mpi4py intra-communicator.
+
+    Notes
+    -----
+    With more than one rank on this node, ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` is set
+    unless the environment sets it (:func:`~xprop.distributed.placement.share_accelerators`),
+    so that JAX ranks sharing a GPU each allocate what they use instead of the first taking
+    75 % of it: make the ``DataParallel`` before this process's first JAX array.
     """
 
     def __init__(self, comm: Any = None, *, abort_on_error: bool = True) -> None:
-        MPI = _import_mpi()
+        MPI = import_mpi()
         self._MPI = MPI
         if comm is None:
             comm = MPI.COMM_WORLD
@@ -143,12 +93,13 @@ class DataParallel:
         self.local_rank: int = node.Get_rank()
         self.local_size: int = node.Get_size()
         node.Free()
-        self._agreed: dict[str, tuple[Any, ...]] = {}  # what -> the layout the ranks agreed on
+        share_accelerators(self.local_size)  # before this rank's first JAX array
+        self._agreed: dict[str, Layout] = {}  # what -> the layout the ranks agreed on
         self._fingerprints: dict[str, Any] = {}  # what -> a cheap local check of the same
         self._buffers: dict[tuple[Any, ...], Any] = {}  # reused flat buffers, per layout
         self._staging_said = False
         if abort_on_error and self.size > 1:
-            _install_excepthook(self)
+            install_excepthook(self.abort)
 
     def __repr__(self) -> str:
         return f"<DataParallel rank {self.rank} of {self.size}>"
@@ -269,12 +220,12 @@ class DataParallel:
         first difference: ranks that disagree would otherwise exchange buffers of
         different sizes, which MPI may not notice (or may wait for forever).
         """
-        mine = _layout(arrays)
+        mine = layout(arrays)
         everyone = self.comm.allgather(mine) if self.size > 1 else [mine]
         for rank, theirs in enumerate(everyone):
             if theirs != everyone[0]:
                 raise DistributedError(
-                    f"the ranks disagree on the {what}: {_difference(everyone[0], theirs, rank)}"
+                    f"the ranks disagree on the {what}: {difference(everyone[0], theirs, rank)}"
                     "; every rank must build the same network with the same dtype (check "
                     "each rank's command line and its XPROP_DTYPE/XPROP_BACKEND)"
                 )
@@ -295,15 +246,15 @@ class DataParallel:
             raise ValueError(f"root must be a rank, an integer, got {root!r}")
         if not 0 <= root < self.size:
             raise ValueError(f"root must be a rank in 0..{self.size - 1}, got {root}")
-        layout = self._check_layout(params, "parameters")
+        agreed = self._check_layout(params, "parameters")
         if self.size == 1:
             return params
-        for group in _groups(layout):
-            keys = [params_key for params_key in _keys(params) if str(params_key) in group]
-            arrays = [params[k] for k in keys]
+        for group in groups(agreed):
+            names = [params_key for params_key in keys(params) if str(params_key) in group]
+            arrays = [params[k] for k in names]
             buffer = self._pack("parameters", group, arrays)
             self.comm.Bcast(buffer, root=root)
-            for key, new in zip(keys, self._unpack(buffer, arrays), strict=True):
+            for key, new in zip(names, self._unpack(buffer, arrays), strict=True):
                 if new is not params[key]:
                     params[key] = new
         return params
@@ -339,20 +290,20 @@ class DataParallel:
             The ranks' arrays differ in keys, shapes or dtypes (on every rank), or this
             rank's arrays changed since that check.
         """
-        layout = self._check_layout(arrays, what)
+        agreed = self._check_layout(arrays, what)
         if self.size == 1:
             return arrays
         out: dict[str, Any] | None = None
-        for group in _groups(layout):
-            keys = [k for k in _keys(arrays) if str(k) in group]
-            members = [arrays[k] for k in keys]
+        for group in groups(agreed):
+            names = [k for k in keys(arrays) if str(k) in group]
+            members = [arrays[k] for k in names]
             buffer = self._pack(what, group, members)
             self.comm.Allreduce(self._MPI.IN_PLACE, buffer, op=self._MPI.SUM)
             buffer /= self.size
             new = self._unpack(buffer, members)
             if any(n is not a for n, a in zip(new, members, strict=True)):
                 out = dict(arrays) if out is None else out
-                out.update(zip(keys, new, strict=True))
+                out.update(zip(names, new, strict=True))
         return arrays if out is None else out
 
     # -- failure ----------------------------------------------------------------------
@@ -373,14 +324,8 @@ class DataParallel:
         failure (without a traceback).  With one rank the exception propagates as usual;
         ``SystemExit(0)`` always does.
         """
-        try:
+        with abort_ranks_on_error(self.comm, expected, errorcode):
             yield
-        except BaseException as exc:
-            if self.size == 1 or (isinstance(exc, SystemExit) and not exc.code):
-                raise
-            if not isinstance(exc, (SystemExit, *expected)):
-                traceback.print_exc()
-            self.abort(exc, errorcode)
 
     def abort(self, error: BaseException | str, errorcode: int = 1) -> NoReturn:
         """Print which rank failed and why, then abort every rank of :attr:`comm`.
@@ -388,40 +333,27 @@ class DataParallel:
         Never returns: this process ends with ``errorcode`` even where ``MPI_Abort``
         returns before the launcher has killed it.
         """
-        what = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        print(
-            f"xprop.distributed: rank {self.rank} of {self.size} failed: {what}; "
-            f"aborting all {self.size} ranks",
-            file=sys.stderr,
-            flush=True,
-        )
-        # The launcher forwards each rank's output through a pipe and stops reading when it
-        # tears the job down: give it a moment, or the message may be lost (MPICH's Hydra).
-        time.sleep(ABORT_GRACE_S)
-        self.comm.Abort(errorcode)
-        # MPI_Abort may return before the launcher kills this process (MPICH does): nothing
-        # of this rank's program may run after it.
-        os._exit(errorcode)
+        abort_ranks(self.comm, error, errorcode)
 
     # -- internals --------------------------------------------------------------------
 
-    def _check_layout(self, arrays: Mapping[str, Any], what: str) -> tuple[Any, ...]:
+    def _check_layout(self, arrays: Mapping[str, Any], what: str) -> Layout:
         """The layout of ``arrays``, agreed with the other ranks the first time."""
         agreed = self._agreed.get(what)
         if agreed is None:
             self.check_same(arrays, what)
-            self._fingerprints[what] = _fingerprint(arrays)
+            self._fingerprints[what] = fingerprint(arrays)
             return self._agreed[what]
-        fingerprint = _fingerprint(arrays)
-        if fingerprint is not None and fingerprint == self._fingerprints.get(what):
+        current = fingerprint(arrays)
+        if current is not None and current == self._fingerprints.get(what):
             return agreed  # the usual step: a few microseconds, not a full description
-        mine = _layout(arrays)
+        mine = layout(arrays)
         if mine == agreed:
-            self._fingerprints[what] = fingerprint  # the same arrays in another dict order
+            self._fingerprints[what] = current  # the same arrays in another dict order
         else:
             raise DistributedError(
                 f"this rank's {what} changed after the ranks agreed on them: "
-                f"{_difference(agreed, mine, self.rank)}; the other ranks still exchange the "
+                f"{difference(agreed, mine, self.rank)}; the other ranks still exchange the "
                 "old ones, so training cannot go on (keep the network's parameters fixed in "
                 "keys, shapes and dtypes, or make a new DataParallel)"
             )
@@ -459,134 +391,3 @@ class DataParallel:
             )
         self._staging_said = True
         return False
-
-
-# ------------------------------------------------------------------------------------------
-# Helpers
-# ------------------------------------------------------------------------------------------
-
-
-def device_for_local_rank(local_rank: int, devices: Sequence[Any]) -> Any:
-    """The device of the ``local_rank``-th rank on a node: ``devices[local_rank % len]``.
-
-    Raises ``ValueError`` when there is no device to choose from.
-    """
-    if not devices:
-        raise ValueError("no accelerator to place this rank on; choose a CPU backend")
-    return devices[local_rank % len(devices)]
-
-
-_cuda_aware: bool | None = None
-
-
-def mpi_is_cuda_aware() -> bool:
-    """Whether the MPI library reads GPU memory itself (a CUDA-aware build).
-
-    ``$XPROP_MPI_CUDA_AWARE`` (``1`` or ``0``) decides when set; otherwise the loaded MPI
-    library is asked (``MPIX_Query_cuda_support``, which Open MPI and MPICH provide);
-    an MPI that cannot be asked counts as not CUDA-aware.
-    """
-    global _cuda_aware
-    env = os.environ.get(ENV_CUDA_AWARE, "").strip()
-    if env:
-        if env not in ("0", "1"):
-            raise DistributedError(f"{ENV_CUDA_AWARE} must be 0 or 1, got {env!r}")
-        return env == "1"
-    if _cuda_aware is None:
-        _cuda_aware = _query_cuda_support()
-    return _cuda_aware
-
-
-def _query_cuda_support() -> bool:
-    _import_mpi()  # loads the MPI library into this process
-    try:
-        with open("/proc/self/maps") as maps:  # Linux: where the loaded libmpi lies
-            paths = {line.split()[-1] for line in maps if "libmpi" in line}
-    except OSError:
-        return False
-    for path in sorted(paths):
-        try:
-            query = ctypes.CDLL(path).MPIX_Query_cuda_support
-        except (OSError, AttributeError):
-            continue
-        query.restype = ctypes.c_int
-        return bool(query())
-    return False
-
-
-def _keys(arrays: Mapping[str, Any]) -> list[Any]:
-    """The keys in a fixed order, the same on every rank whatever the dict's order."""
-    return sorted(arrays, key=str)
-
-
-def _layout(arrays: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, ...], str], ...]:
-    """``(key, shape, dtype)`` of every array, in :func:`_keys` order: what ranks compare."""
-    if not isinstance(arrays, Mapping):
-        raise TypeError(
-            f"expected a dict of arrays (like net.params or net.gradient(x, t)), got "
-            f"{type(arrays).__name__}"
-        )
-    out = []
-    for key in _keys(arrays):
-        value = arrays[key]
-        require_array(value, f"entry {key!r}")
-        xp = namespace(value)
-        out.append((str(key), tuple(int(d) for d in value.shape), dtype_name(xp, value.dtype)))
-    return tuple(out)
-
-
-def _fingerprint(arrays: Mapping[str, Any]) -> Any:
-    """Keys, shapes and dtype objects in the dict's order (``None`` for a non-array)."""
-    try:
-        return tuple((k, tuple(v.shape), v.dtype) for k, v in arrays.items())
-    except (AttributeError, TypeError):
-        return None
-
-
-def _groups(layout: tuple[tuple[str, tuple[int, ...], str], ...]) -> list[frozenset[str]]:
-    """The keys of each dtype (one buffer per dtype), in a fixed order."""
-    by_dtype: dict[str, set[str]] = {}
-    for key, _, dtype in layout:
-        by_dtype.setdefault(dtype, set()).add(key)
-    return [frozenset(by_dtype[d]) for d in sorted(by_dtype)]
-
-
-def _describe(entry: tuple[str, tuple[int, ...], str]) -> str:
-    key, shape, dtype = entry
-    return f"{key} {shape} {dtype}"
-
-
-def _difference(reference: tuple[Any, ...], other: tuple[Any, ...], rank: int) -> str:
-    """The first difference between rank 0's layout and ``rank``'s, in words."""
-    ref = {e[0]: e for e in reference}
-    got = {e[0]: e for e in other}
-    missing = sorted(set(ref) - set(got))
-    extra = sorted(set(got) - set(ref))
-    if missing or extra:
-        return (
-            f"rank {rank} has keys {sorted(got)} where rank 0 has {sorted(ref)} "
-            f"(missing: {missing}, extra: {extra})"
-        )
-    for key in ref:
-        if ref[key] != got[key]:
-            return f"rank {rank} has {_describe(got[key])} where rank 0 has {_describe(ref[key])}"
-    return "they differ"
-
-
-_hooked: list[DataParallel] = []
-
-
-def _install_excepthook(dp: DataParallel) -> None:
-    """Abort every rank when an exception nobody catches ends this one (installed once)."""
-    _hooked[:] = [dp]  # the newest DataParallel's communicator is the one aborted
-    if getattr(sys.excepthook, "_xprop_abort", False):
-        return
-    previous = sys.excepthook
-
-    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
-        previous(exc_type, exc, tb)  # the usual traceback first
-        if _hooked:
-            _hooked[0].abort(exc)
-
-    hook._xprop_abort = True  # type: ignore[attr-defined]
-    sys.excepthook = hook
