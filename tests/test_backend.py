@@ -178,9 +178,9 @@ def test_registered_class_gets_every_hook(clean_env: pytest.MonkeyPatch) -> None
         def synchronize(self, device, arrays=()):
             calls.append(f"synchronize {len(arrays)}")
 
-        def step_class(self, device):
-            calls.append("step_class")
-            return super().step_class(device)
+        def step_kind(self, device):
+            calls.append("step_kind")
+            return super().step_kind(device)
 
     xprop.register_backend(Counting)
     try:
@@ -190,7 +190,7 @@ def test_registered_class_gets_every_hook(clean_env: pytest.MonkeyPatch) -> None
         loss = step(be.asarray(np.ones((5, 3))), be.asarray(np.arange(5) % 2))
         be.synchronize(loss)
         assert float(be.to_numpy(loss)) > 0
-        assert calls == ["parse_device", "step_class", "synchronize 1", "to_numpy"]
+        assert calls == ["parse_device", "step_kind", "synchronize 1", "to_numpy"]
         assert xprop.libraries.library_for(strict).name == "array_api_strict"  # built-in first
     finally:
         unregister_backend("counting")

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from xprop.training.step import TrainStep
 
 __all__ = ["ArrayLibrary", "BackendError"]
 
@@ -173,16 +170,15 @@ class ArrayLibrary:
         """
         return False
 
-    def step_class(self, device: Any) -> type[TrainStep]:
-        """The training step class for networks whose arrays are on ``device``.
+    def step_kind(self, device: Any) -> str:
+        """Which training step fits networks whose arrays are on ``device``.
 
-        ``net.compile_step(optimizer)`` builds ``step_class(device)(net, optimizer)``.  The
-        default is :class:`~xprop.training.step.EagerStep`, the step as it is; a library
-        with a compiler names its own (:mod:`xprop.training` holds them all).
+        ``net.compile_step(optimizer)`` builds the step of that kind
+        (:func:`xprop.training.compile.compile_step`): ``"eager"`` (the default, the step
+        as it is), ``"jax.jit"`` or ``"torch CUDA graph"``.  Only the kind is said here;
+        the steps themselves live in :mod:`xprop.training`.
         """
-        from xprop.training.step import EagerStep
-
-        return EagerStep
+        return "eager"
 
     # -- flat buffers for MPI (xprop.distributed) -----------------------------------------
 

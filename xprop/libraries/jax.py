@@ -135,7 +135,5 @@ class JaxLibrary(ArrayLibrary):
 
         return isinstance(x, jax.core.Tracer)
 
-    def step_class(self, device: Any) -> type:
-        from xprop.training.jit import JitStep
-
-        return JitStep
+    def step_kind(self, device: Any) -> str:
+        return "jax.jit"

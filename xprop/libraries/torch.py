@@ -138,9 +138,5 @@ class TorchLibrary(ArrayLibrary):
             return True
         return bool(x.is_cuda) and torch.cuda.is_current_stream_capturing()
 
-    def step_class(self, device: Any) -> type:
-        if device.type == "cuda":
-            from xprop.training.cuda_graph import CudaGraphStep
-
-            return CudaGraphStep
-        return super().step_class(device)
+    def step_kind(self, device: Any) -> str:
+        return "torch CUDA graph" if device.type == "cuda" else "eager"

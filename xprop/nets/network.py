@@ -217,7 +217,7 @@ class Network(Checkpointable):
         Compiled steps do not range-check labels (a compiled program cannot raise on data):
         validate them once before training, as :func:`xprop.load_mnist` does.
         """
-        from xprop.training.step import compile_step
+        from xprop.training.compile import compile_step
 
         return compile_step(self, optimizer)
 

@@ -10,7 +10,8 @@ one training step — forward, backward, the optimizer's update — over and ove
 - everything else (NumPy, CuPy, array-api-strict, PyTorch on the CPU): :class:`EagerStep`,
   the step as it is, which already reads nothing from the device.
 
-Each library class says which of these fits it (``ArrayLibrary.step_class``); all of them
+Each library class says which of these fits it (``ArrayLibrary.step_kind``), and
+:func:`xprop.training.compile.compile_step` builds it; all of them
 run the one function :func:`apply_step`, so they compute the same numbers, and have the
 same two calls, so a training loop is written once.  Compiled steps draw Dropout masks on
 the device, from keys drawn ahead from the network's generator in the order the eager path
@@ -37,7 +38,6 @@ __all__ = [
     "check_learning_rate",
     "check_network",
     "check_run_inputs",
-    "compile_step",
     "draw_keys",
     "eager_step",
     "random_layers",
@@ -65,14 +65,6 @@ class TrainStep(Protocol):
     def __call__(self, x: Any, t: Any) -> Any: ...
 
     def run(self, x: Any, t: Any, index_batches: Any) -> Any: ...
-
-
-def compile_step(net: Any, optimizer: Any) -> TrainStep:
-    """``net.compile_step(optimizer)``: the step class the network's library names."""
-    check_network(net)
-    optimizer = as_optimizer(optimizer)
-    step_class = net.backend.library.step_class(net.backend.device)
-    return step_class(net, optimizer)
 
 
 def apply_step(

@@ -23,7 +23,7 @@ from xprop._namespace import check_count, check_flag, namespace
 from xprop.backend import Backend, get_backend
 from xprop.nets.network import Network
 from xprop.optimizers import get_optimizer
-from xprop.training.step import compile_step
+from xprop.training.compile import compile_step
 
 __all__ = ["Trainer"]
 
