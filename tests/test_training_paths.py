@@ -215,3 +215,25 @@ def test_bad_inputs_to_compile_step(numpy_backend: xprop.Backend) -> None:
 
     with pytest.raises(TypeError, match=r"lacks backend, backprop.*compiled=False"):
         xprop.Trainer(NotANetwork(), x, t, x, t, verbose=False, compiled=True)
+
+
+def test_compiled_steps_check_labels_and_indices_before_they_run(backend: xprop.Backend) -> None:
+    """Nothing can raise inside a compiled program: labels and indices are checked first."""
+    be = backend
+    x, _ = _data(be)
+    bad = be.asarray(np.array([0, 1, 7, 2] * (N // 4)))  # 7 of 4 classes
+    net = xprop.TwoLayerNet(IN, 10, OUT, backend=be, seed=0)  # checks labels
+    before = _host(be, net.params)
+    step = net.compile_step(Adam())
+    with pytest.raises(ValueError, match=r"labels out of range: found values in \[0, 7\]"):
+        step(x, bad)
+    with pytest.raises(ValueError, match="labels out of range"):
+        step.run(x, bad, np.zeros((2, 4), dtype=np.int64))
+    good = be.asarray(np.arange(N) % OUT)
+    with pytest.raises(IndexError, match=r"indices in \[0, 1000\] but x has 48 samples"):
+        step.run(x, good, np.array([[0, 1, 2, 1000]]))
+    with pytest.raises(IndexError, match=r"indices in \[-1, 2\]"):
+        step.run(x, good, be.asarray(np.array([[0, -1, 2]])))
+    with pytest.raises(ValueError, match=r"integer array \(k, B\)"):
+        step.run(x, good, np.zeros(4, dtype=np.int64))
+    _assert_close(_host(be, net.params), before, "nothing trained")

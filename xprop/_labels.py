@@ -215,16 +215,22 @@ def one_hot_targets(xp: Any, y: Any, t: Any, *, check_range: bool) -> tuple[Any,
     labels outside ``[0, C)`` raise ``ValueError`` (one device read: the count of hits);
     without it they become all-zero rows.
     """
-    require_array(y, "logits x")
-    require_array(t, "labels t")
-    require_float(xp, y, "logits x")
-    check_scores_shape(tuple(y.shape), "logits")
-    is_hot = labels_are_one_hot(xp, t)
+    try:  # what the labels are (and that both are arrays of the right kinds), once per kind
+        key = (type(y), y.dtype, y.shape[-1:], type(t), t.dtype)
+        kind = _TARGET_KINDS.get(key)
+    except (AttributeError, TypeError):  # not arrays, or an unhashable dtype
+        key, kind = None, None
+    if kind is None:
+        kind = _target_kind(xp, y, t)
+        if key is not None:
+            if len(_TARGET_KINDS) > 256:
+                _TARGET_KINDS.clear()
+            _TARGET_KINDS[key] = kind
+    is_hot, dtype = kind
     y, t = batch_labels(xp, y, t, is_hot, "logits")
     if is_hot:  # float64 labels must not turn float32 maths float64
         return y, t if t.dtype == y.dtype else xp.astype(t, y.dtype)
     n, c = y.shape
-    dtype = label_dtype(xp, t, c)
     t = as_label_dtype(xp, t, dtype)
     hot = t[:, None] == class_range(xp, t, c, dtype)
     # A label outside [0, C) leaves its row all False: one count finds it (one device
@@ -232,3 +238,17 @@ def one_hot_targets(xp: Any, y: Any, t: Any, *, check_range: bool) -> tuple[Any,
     if check_range and read_labels(xp, xp.count_nonzero(hot), t) != n:
         check_label_range(xp, t, c)  # raises, naming the range of labels found
     return y, xp.astype(hot, y.dtype)
+
+
+# (scores type, dtype, classes, labels type, dtype) -> (one-hot?, compare dtype): checked
+_TARGET_KINDS: dict[tuple[Any, ...], tuple[bool, Any]] = {}
+
+
+def _target_kind(xp: Any, y: Any, t: Any) -> tuple[bool, Any]:
+    """Check that ``y`` holds floating scores and ``t`` labels; (one-hot?, compare dtype)."""
+    require_array(y, "logits x")
+    require_array(t, "labels t")
+    require_float(xp, y, "logits x")
+    check_scores_shape(tuple(y.shape), "logits")
+    is_hot = labels_are_one_hot(xp, t)
+    return is_hot, None if is_hot else label_dtype(xp, t, y.shape[-1])

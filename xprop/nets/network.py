@@ -41,6 +41,7 @@ from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
 from xprop.checkpoint import Checkpointable
 from xprop.gradient import numerical_gradient as _numerical_gradient
+from xprop.nn.layer import Layer
 
 __all__ = ["Network", "init_std"]
 
@@ -71,6 +72,9 @@ class Network(Checkpointable):
     last_loss : array or None
         The 0-d loss of the last :meth:`loss` call (also made by :meth:`gradient`), left on
         the device.
+    output_size : int, optional
+        The number of classes, where the subclass sets it: compiled steps check integer
+        labels against it before they run (they cannot raise inside).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -99,6 +103,7 @@ class Network(Checkpointable):
         self._links: list[tuple[str, Any, str]] = []
         self._buffer_links: list[tuple[str, Any, str]] = []
         self._calls: list[tuple[Any, bool]] = []
+        self._grad_names: list[tuple[str, Any, str]] = []
 
     # -- the book's API -------------------------------------------------------------------
 
@@ -169,7 +174,7 @@ class Network(Checkpointable):
         grad = self.last_layer.backward(dout)
         for layer in reversed(self.layers.values()):
             grad = layer.backward(grad)
-        grads = {key: getattr(layer, "d" + attr) for key, layer, attr in self._links}
+        grads = {key: getattr(layer, grad) for key, layer, grad in self._grad_names}
         self.penalty_gradient(grads, dout)
         return grads
 
@@ -293,6 +298,7 @@ class Network(Checkpointable):
         twin._links = [(k, copies[id(layer)], a) for k, layer, a in self._links]
         twin._buffer_links = [(k, copies[id(layer)], a) for k, layer, a in self._buffer_links]
         twin._calls = [(copies[id(layer)], flag) for layer, flag in self._calls]
+        twin._grad_names = [(k, copies[id(layer)], g) for k, layer, g in self._grad_names]
         return twin
 
     # -- links between params and layers ----------------------------------------------------
@@ -331,6 +337,12 @@ class Network(Checkpointable):
             (layer, bool(getattr(layer, "takes_train_flg", False)))
             for layer in self.layers.values()
         ]
+        self._grad_names = [(key, layer, "d" + attr) for key, layer, attr in self._links]
+        # The data enter at the first layer, which checks them; the layers after it are
+        # fed by checked layers and skip their checks (the loss layer checks the labels).
+        for i, layer in enumerate(self.layers.values()):
+            if isinstance(layer, Layer):
+                layer.checks = i == 0
 
 
 def _buffer_key(layer_name: str, attr: str) -> str:

@@ -46,6 +46,7 @@ class TwoLayerNet(Network):
     layers : OrderedDict
         ``'Affine1'``, ``'Relu1'``, ``'Affine2'``.
     last_layer : SoftmaxWithLoss
+    input_size, hidden_size, output_size : int
     """
 
     def __init__(
@@ -59,11 +60,15 @@ class TwoLayerNet(Network):
         seed: int | None = None,
         check_labels: bool = True,
     ) -> None:
-        input_size = check_count(input_size, "input_size")
-        hidden_size = check_count(hidden_size, "hidden_size")
-        output_size = check_count(output_size, "output_size")
+        sizes = (
+            check_count(input_size, "input_size"),
+            check_count(hidden_size, "hidden_size"),
+            check_count(output_size, "output_size"),
+        )
+        input_size, hidden_size, output_size = sizes
         check_flag(check_labels, "check_labels")
         super().__init__(backend, seed)
+        self.input_size, self.hidden_size, self.output_size = sizes
         be, rng = self.backend, self.rng
         # initialize the weights
         self.params = {}

@@ -12,11 +12,13 @@ Subclasses write those two methods as the book does; the checks live here:
 - :meth:`Layer.check_dout` — ``backward`` came after a ``forward``, and ``dout`` has the
   output's shape;
 
-each costs a few attribute reads and comparisons, so a layer checks every call, used alone
-or inside a network.  The class attributes say what a network needs to know about a layer:
-which attributes are trained parameters (``param_names``), which are state kept between
-calls but not trained (``buffer_names``, e.g. BatchNorm's running statistics), and
-whether ``forward`` takes the training flag (``takes_train_flg``).
+each costs a few attribute reads and comparisons, so a layer used alone checks every
+call; inside a network only the first layer does (the data enter there), the others are
+fed by checked layers (:attr:`Layer.checks`).  The class attributes say what a network
+needs to know about a layer: which attributes are trained parameters (``param_names``),
+which are state kept between calls but not trained (``buffer_names``, e.g. BatchNorm's
+running statistics), and whether ``forward`` takes the training flag
+(``takes_train_flg``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class Layer:
         BatchNormalization).
     """
 
+    #: Whether :meth:`check_input` and :meth:`check_dout` check (a layer used alone does).
+    #: A network turns it off in the layers after its first: their inputs and upstream
+    #: gradients come from its own layers, checked where the data entered.
+    checks: bool = True
+
     param_names: ClassVar[tuple[str, ...]] = ()
     buffer_names: ClassVar[tuple[str, ...]] = ()
     takes_train_flg: ClassVar[bool] = False
@@ -62,6 +69,8 @@ class Layer:
         W"``).  ``features``: the number of values per sample, ``d1 * d2 * ...`` of ``x``'s
         shape ``(N, d1, d2, ...)``, which ``owner`` expects.
         """
+        if not self.checks:
+            return namespace(x)
         name = type(self).__name__
         xp = namespace(x) if like is None else namespace(x, like)
         require_array(x, f"{name} input x")
@@ -101,6 +110,8 @@ class Layer:
         ``shape`` is the output's shape, which the layer knows only after a forward pass;
         ``dtype``, if given, the dtype ``dout`` must have.  Returns ``dout``'s namespace.
         """
+        if not self.checks:
+            return namespace(dout)
         self.require_forward(shape)
         name = type(self).__name__
         got = getattr(dout, "shape", None)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from xprop.optimizers import Optimizer
-from xprop.training.step import apply_step, check_run_inputs, draw_keys, random_layers
+from xprop.training.step import (
+    apply_step,
+    check_labels,
+    check_run_inputs,
+    draw_keys,
+    random_layers,
+)
 
 __all__ = ["JitStep"]
 
@@ -22,8 +28,10 @@ class JitStep:
     (an array taken from them before the call is no longer valid).  :meth:`run` compiles a
     whole sequence of steps into one ``lax.scan``: one dispatch for an epoch.  The network
     is traced through a :meth:`~xprop.nets.network.Network.replica`, so the network itself
-    never holds a tracer.  Labels are not range-checked inside (a compiled program cannot
-    raise on data): validate them once before training.
+    never holds a tracer.  Labels are checked before the compiled program runs, never
+    inside (it cannot raise on data): at every call when the network checks labels (one
+    device read; build it with ``check_labels=False`` after validating the data once), and
+    once per label array in :meth:`run`.
     """
 
     kind = "jax.jit"
@@ -98,6 +106,7 @@ class JitStep:
         self.optimizer.iter += steps
 
     def __call__(self, x: Any, t: Any) -> Any:
+        check_labels(self.net, t)
         one, _ = self._compiled()
         params, buffers, state, lr, it, keys = self._inputs(1)
         keys = None if keys is None else keys[0]

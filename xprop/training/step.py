@@ -35,6 +35,7 @@ __all__ = [
     "TrainStep",
     "apply_step",
     "as_optimizer",
+    "check_labels",
     "check_learning_rate",
     "check_network",
     "check_run_inputs",
@@ -109,6 +110,7 @@ class EagerStep:
 
     def __init__(self, net: Any, optimizer: Optimizer) -> None:
         self.net, self.optimizer = net, optimizer
+        self._checked_labels: list[Any] = []  # label arrays validated already (kept alive)
 
     def __call__(self, x: Any, t: Any) -> Any:
         return eager_step(self.net, self.optimizer, x, t)
@@ -116,8 +118,7 @@ class EagerStep:
     def run(self, x: Any, t: Any, index_batches: Any) -> Any:
         """One step per row of ``index_batches``; the losses as an array ``(k,)``."""
         xp = namespace(x)
-        if isinstance(index_batches, np.ndarray):  # host indices: one copy to the device
-            index_batches = self.net.backend.asarray(index_batches)
+        index_batches = check_run_inputs(self.net, x, t, index_batches, self._checked_labels)
         losses = []
         for i in range(index_batches.shape[0]):
             idx = index_batches[i, ...]
@@ -203,8 +204,6 @@ def check_run_inputs(net: Any, x: Any, t: Any, index_batches: Any, checked: list
     once per array (:func:`xprop.validate_labels`, one device read), ``checked`` keeping the
     arrays already validated.  Returns the index rows on the device.
     """
-    from xprop.nn.functions import validate_labels
-
     on_host = isinstance(index_batches, np.ndarray)
     xp = np if on_host else namespace(x)
     shape = tuple(getattr(index_batches, "shape", ()))
@@ -230,10 +229,21 @@ def check_run_inputs(net: Any, x: Any, t: Any, index_batches: Any, checked: list
                 f"index_batches holds indices in [{lo}, {hi}] but x has {n} samples "
                 f"(valid indices are 0..{n - 1})"
             )
-    classes = getattr(net, "output_size", None)
-    checks = getattr(net.last_layer, "check_labels", False) and classes is not None
-    if checks and not any(t is seen for seen in checked):
-        validate_labels(t, classes)
+    if not any(t is seen for seen in checked):
+        check_labels(net, t)
         checked.append(t)
         del checked[:-4]  # a few data sets at most; the arrays are kept alive
     return net.backend.asarray(index_batches) if on_host else index_batches
+
+
+def check_labels(net: Any, t: Any) -> None:
+    """Validate labels ``t`` (:func:`xprop.validate_labels`) when the network checks labels.
+
+    A compiled program cannot raise on data, so a compiled step checks its labels before
+    it runs, never inside: one device read, as the eager step's loss layer makes.
+    """
+    from xprop.nn.functions import validate_labels
+
+    classes = getattr(net, "output_size", None)
+    if classes is not None and getattr(net.last_layer, "check_labels", False):
+        validate_labels(t, classes)
