@@ -8,8 +8,13 @@ reads or writes lives in tensors the graph keeps: the parameters and the optimiz
 into static tensors at the end of each step), the learning rate and the update count
 (0-d tensors the host sets when they change; the count is incremented by the graph), the
 Dropout keys, and the batch (copied into static inputs, or gathered inside the graph from a
-static index row).  Nothing in a captured step reads the device or copies host data: the
-labels are validated once, before any capture, never inside.
+static index row).  A graph holds addresses, not references: every tensor it reads that was
+made before its capture (the replica's layers and their Dropout indices, xprop's cached
+constants, the data of ``run``) is kept alive with it, since memory freed under a graph is
+handed out again and the graph would read someone else's numbers.  Nothing in a captured
+step reads the device or copies host data: the labels are checked before the graph runs,
+never inside (at every call when the network checks labels, once per label array in
+``run``).
 """
 
 from __future__ import annotations
@@ -17,8 +22,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from xprop import _constants
 from xprop.optimizers import Optimizer
-from xprop.training.step import apply_step, check_run_inputs, draw_keys, random_layers
+from xprop.training.step import (
+    apply_step,
+    check_labels,
+    check_run_inputs,
+    draw_keys,
+    random_layers,
+)
 
 __all__ = ["CudaGraphStep", "StepCaptureError"]
 
@@ -31,7 +43,8 @@ class CudaGraphStep:
     """The training step captured once per batch shape as a CUDA graph, then replayed.
 
     Warm-up runs on a side stream first (as PyTorch requires) and everything it changed is
-    restored afterwards, so compiling never changes the training result.  The graphs are
+    restored afterwards, so compiling never changes the training result; an error there is
+    the eager step's own (a bad batch, say) and is raised as it is.  The graphs are
     captured anew when ``net.params`` or the optimizer's state hold other tensors than those
     captured (compared by identity; the step keeps the captured tensors alive, so an
     identity cannot be reused), or when a hyperparameter other than the learning rate
@@ -72,6 +85,14 @@ class CudaGraphStep:
         net, opt = self.net, self.optimizer
         state = opt.prepare(net.params)
         buffers = net.running_stats()
+        missing = sorted(key for key, value in buffers.items() if value is None)
+        if missing:  # a graph reads and writes fixed tensors: they must exist first
+            raise ValueError(
+                f"{type(net).__name__}'s running statistics {missing} do not exist yet (a "
+                "BatchNormalization built with running_mean=None makes them on its first "
+                "forward pass); pass zeros of the feature count when building the layer, or "
+                "run net.predict(x) once before the first compiled step"
+            )
         if self._buffers is None or buffers.keys() != self._buffers.keys():
             self._buffers = {k: v.clone() for k, v in buffers.items()}
             self._graphs.clear()
@@ -121,9 +142,12 @@ class CudaGraphStep:
     # -- the two calls ------------------------------------------------------------------------
 
     def __call__(self, x: Any, t: Any) -> Any:
+        check_labels(self.net, t)  # before the graph, never inside (one device read)
         state = self._current()
         key = ("step", tuple(x.shape), x.dtype, tuple(t.shape), t.dtype)
-        graph, static_x, static_t, loss = self._graph(key, lambda: self._capture_step(x, t, state))
+        graph, static_x, static_t, loss, _ = self._graph(
+            key, lambda: self._capture_step(x, t, state)
+        )
         static_x.copy_(x)
         static_t.copy_(t)
         keys = draw_keys(self._random, 1)
@@ -143,11 +167,13 @@ class CudaGraphStep:
         index_batches = check_run_inputs(self.net, x, t, index_batches, self._checked_labels)
         state = self._current()
         steps, batch = int(index_batches.shape[0]), int(index_batches.shape[1])
+        if steps == 0:  # nothing to run, nothing to capture
+            return torch.empty(0, dtype=self._lr.dtype, device=self._device)
         key = ("run", id(x), id(t), batch)
         entry = self._graphs.get(key)
         if entry is not None and (entry[3] is not x or entry[4] is not t):
-            del self._graphs[key]  # an id reused by another array
-        graph, static_idx, loss, _, _ = self._graph(
+            del self._graphs[key]  # an id reused by another array (cannot be while kept)
+        graph, static_idx, loss, *_ = self._graph(
             key, lambda: self._capture_run(x, t, index_batches[0], state)
         )
         keys = draw_keys(self._random, steps)
@@ -165,8 +191,12 @@ class CudaGraphStep:
 
     # -- capture ------------------------------------------------------------------------------
 
-    def _body(self, state: dict[str, dict[str, Any]]) -> Any:
-        """One step on a replica of the network, the way the graph will run it."""
+    def _body(self, state: dict[str, dict[str, Any]]) -> tuple[Any, Any]:
+        """One step on a replica of the network, the way the graph will run it; the replica.
+
+        The replica must live as long as the graph: its layers hold what the warm-up made
+        and the capture reads (the Dropout layers' index arrays).
+        """
         net, opt = self.net, self.optimizer
         replica = net.replica()
         for j, name in enumerate(self._random_names):  # Dropout: device masks, static keys
@@ -181,28 +211,35 @@ class CudaGraphStep:
             self._it += 1
             return loss
 
-        return body
+        return body, replica
 
     def _capture_step(self, x: Any, t: Any, state: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
         static_x, static_t = x.clone(), t.clone()
-        body = self._body(state)
-        graph, loss = self._capture(lambda: body(static_x, static_t))
-        return graph, static_x, static_t, loss
+        body, replica = self._body(state)
+        graph, loss, kept = self._capture(lambda: body(static_x, static_t))
+        return graph, static_x, static_t, loss, (replica, kept)
 
     def _capture_run(
         self, x: Any, t: Any, first_idx: Any, state: dict[str, dict[str, Any]]
     ) -> tuple[Any, ...]:
         torch = self._torch
         static_idx = first_idx.clone()
-        body = self._body(state)
+        body, replica = self._body(state)
 
         def step() -> Any:
             return body(torch.index_select(x, 0, static_idx), torch.index_select(t, 0, static_idx))
 
-        graph, loss = self._capture(step)
-        return graph, static_idx, loss, x, t
+        graph, loss, kept = self._capture(step)
+        return graph, static_idx, loss, x, t, (replica, kept)
 
-    def _capture(self, step: Any) -> tuple[Any, Any]:
+    def _capture(self, step: Any) -> tuple[Any, Any, tuple[Any, ...]]:
+        """The graph of ``step()``, its loss, and the cached constants it may read.
+
+        xprop's constants (:mod:`xprop._constants`: ones vectors, ReLU's zero, ``arange(C)``)
+        that the capture read come from a cache that may drop them at any time (it is
+        cleared when full); those made during the capture are the graph's own.  So the
+        cache's arrays as they are at the end of the capture are kept with the graph.
+        """
         torch = self._torch
         saved = [a.clone() for a in (*self._captured, *self._buffers.values(), self._it)]
         live = [*self._captured, *self._buffers.values(), self._it]
@@ -218,17 +255,10 @@ class CudaGraphStep:
             try:
                 with torch.cuda.stream(side):
                     for _ in range(self.warmup_steps):
-                        step()
-            except Exception as exc:
+                        step()  # eager: its errors are the eager step's, raised as they are
+            finally:
                 previous.wait_stream(side)
                 restore()
-                raise StepCaptureError(
-                    f"the training step failed in its warm-up before CUDA-graph capture "
-                    f"({type(exc).__name__}: {exc}); train with compiled=False to see it "
-                    "in the eager step"
-                ) from exc
-            previous.wait_stream(side)
-            restore()
             graph = torch.cuda.CUDAGraph()
             failure: BaseException | None = None
             try:
@@ -251,4 +281,4 @@ class CudaGraphStep:
                     "data; train with compiled=False, or report this with `python -m xprop "
                     "info`"
                 ) from failure
-        return graph, loss
+        return graph, loss, tuple(_constants._CACHE.values())

@@ -26,6 +26,7 @@ from collections.abc import MutableMapping
 from typing import Any, Protocol
 
 import numpy as np
+from array_api_compat import device as device_of
 
 from xprop._namespace import namespace
 from xprop.optimizers import SGD, Optimizer
@@ -56,7 +57,9 @@ class TrainStep(Protocol):
     an array ``(k,)``.  ``step.kind`` names the path (``"eager"``, ``"jax.jit"``,
     ``"torch CUDA graph"``); ``step.net`` and ``step.optimizer`` are what it trains with.
     The optimizer's hyperparameters are read at every call (a learning-rate schedule
-    works); its ``iter`` counts the steps.
+    works); its ``iter`` counts the steps.  The network's own settings (layer shapes,
+    Dropout's ratio, BatchNorm's momentum, weight decay) are part of what a compiled step
+    compiles: build a new step after changing them.
     """
 
     kind: str
@@ -119,6 +122,9 @@ class EagerStep:
         """One step per row of ``index_batches``; the losses as an array ``(k,)``."""
         xp = namespace(x)
         index_batches = check_run_inputs(self.net, x, t, index_batches, self._checked_labels)
+        if not index_batches.shape[0]:  # no rows, no steps
+            params = next(iter(self.net.params.values()))
+            return xp.zeros((0,), dtype=params.dtype, device=device_of(params))
         losses = []
         for i in range(index_batches.shape[0]):
             idx = index_batches[i, ...]
