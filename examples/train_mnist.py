@@ -1,14 +1,11 @@
 """Training on MNIST (ch. 5.7.4)
 =============================
 
-Train the book's two-layer network on MNIST by backpropagation, on any backend.  The
-defaults are the book's protocol: a 784-50-10 network, minibatches of 100 drawn with
-replacement, plain SGD with learning rate 0.1, 10000 iterations, and the accuracy on all
-60000 training and 10000 test images once per epoch (every ``max(60000 / 100, 1) = 600``
-iterations, starting after the first one).  The final accuracy is measured after the last
-iteration too.  Expect about 97% test accuracy.
-
-Usage::
+The book's two-layer network trained on MNIST by backpropagation with :class:`xprop.Trainer`,
+on any backend.  The defaults are the book's protocol: 784-50-10, minibatches of 100 drawn
+with replacement, SGD with learning rate 0.1, 10000 iterations, the accuracy on all 60000
+training and 10000 test images every 600 iterations from the first one and after the last.
+Expect about 97% test accuracy.  Usage::
 
     python examples/train_mnist.py                      # numpy, or $XPROP_BACKEND
     python examples/train_mnist.py --backend torch --plot acc.png --json run.json
@@ -16,22 +13,11 @@ Usage::
     python examples/train_mnist.py --book-loop          # the book's loop, line by line
     mpiexec -n 2 python examples/train_mnist.py --data-parallel   # on 2 processes (MPI)
 
-By default the steps run on the fastest path of the backend (``net.compile_step``: ``jax.jit``
-on JAX, a CUDA graph for PyTorch on CUDA, the eager step elsewhere), an epoch of minibatch
-indices at a time; ``--book-loop`` runs the book's ``train_neuralnet.py`` loop instead
-(``grad = net.gradient(...)``; ``params[key] -= lr * grad[key]``).  Both draw the same
-minibatches and reach the same accuracy up to floating-point rounding.
-
-The data come from ``$XPROP_DATA_DIR`` (or ``--data-dir``, else they are downloaded; see
-:func:`xprop.datasets.load_mnist`).  ``--seed`` (default 0) seeds the initial weights and,
-with ``seed + 1``, the host generator that draws the minibatch indices: one seed gives the
-same run on every backend up to floating-point rounding.
-
-``--data-parallel`` trains on every process ``mpiexec`` starts (``pip install 'xprop[mpi]'``):
-``--batch-size`` is the global batch; each step every rank draws the same indices, takes its
-own slice of them, and the ranks average their gradients before the book's update
-(:mod:`xprop.distributed`).  The run is the single-process ``--book-loop`` run with the same
-global batch and seed, up to floating-point rounding; only rank 0 prints and writes files.
+The steps run through ``net.compile_step`` (``jax.jit`` on JAX, a CUDA graph for PyTorch on
+CUDA, the eager step elsewhere); ``--book-loop`` runs the book's loop on the same minibatches.
+``--seed`` seeds the weights and, as ``seed + 1``, the minibatches: the same run on every
+backend up to rounding.  ``--data-parallel`` is the ``--book-loop`` run, ``--batch-size`` the
+global batch, on every rank (:mod:`xprop.distributed`); rank 0 prints and writes files.
 """
 
 from __future__ import annotations
@@ -52,148 +38,92 @@ from xprop.datasets import DatasetError, load_mnist
 from xprop.distributed import DataParallel, DistributedError
 from xprop.files import write_atomically
 
-TRAIN_SIZE = 60000  # MNIST's training images
-INPUT_SIZE, OUTPUT_SIZE = 784, 10
-# A training run has diverged when an epoch's mean loss exceeds the first loss this much
-# (the first loss is about ln 10 = 2.3; a working run only falls from there).
-DIVERGENCE_FACTOR = 2.0
+TRAIN_SIZE, INPUT_SIZE, OUTPUT_SIZE = 60000, 784, 10  # MNIST's training images; the sizes
+DIVERGENCE_FACTOR = 2.0  # diverged: an epoch's mean loss this far above the first (~ln 10)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--backend", help="array library, or 'auto' (default: $XPROP_BACKEND or numpy)"
-    )
-    parser.add_argument("--dtype", help="float dtype (default: $XPROP_DTYPE or float32)")
-    parser.add_argument("--iters", type=int, default=10000, help="SGD steps (default 10000)")
-    parser.add_argument("--batch-size", type=int, default=100, help="minibatch size (100)")
-    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (0.1)")
-    parser.add_argument("--hidden", type=int, default=50, help="hidden units (50)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument(
-        "--book-loop",
-        action="store_true",
-        help="run the book's loop (net.gradient, then params[key] -= lr * grad[key]) "
-        "instead of the backend's fastest path",
-    )
-    parser.add_argument(
-        "--data-parallel",
-        action="store_true",
-        help="train on every MPI rank (mpiexec -n N ...), --batch-size being the global "
-        "batch; needs 'xprop[mpi]'",
-    )
-    parser.add_argument("--data-dir", help="folder with the MNIST files ($XPROP_DATA_DIR)")
-    parser.add_argument("--plot", type=Path, help="write the accuracy curves to this image")
-    parser.add_argument("--json", type=Path, help="write the run's record to this JSON file")
-    args = parser.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    p.add_argument("--backend", help="array library, or 'auto' ($XPROP_BACKEND, else numpy)")
+    p.add_argument("--dtype", help="float dtype ($XPROP_DTYPE, else float32)")
+    for flag, kind, default in [
+        ("--iters", int, 10000), ("--batch-size", int, 100), ("--lr", float, 0.1),
+        ("--hidden", int, 50), ("--seed", int, 0),
+    ]:  # fmt: skip
+        p.add_argument(flag, type=kind, default=default, help=f"default {default}")
+    p.add_argument("--book-loop", action="store_true", help="run the book's loop, step by step")
+    p.add_argument("--data-parallel", action="store_true", help="train on every MPI rank")
+    p.add_argument("--data-dir", help="folder with the MNIST files ($XPROP_DATA_DIR)")
+    p.add_argument("--plot", type=Path, help="write the accuracy curves to this image")
+    p.add_argument("--json", type=Path, help="write the run's record to this JSON file")
+    args = p.parse_args(argv)
     for name in ("iters", "batch_size", "hidden"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.batch_size > TRAIN_SIZE:
-        parser.error(
-            f"--batch-size {args.batch_size} is larger than the {TRAIN_SIZE} training images"
-        )
+        p.error(f"--batch-size {args.batch_size} is larger than the {TRAIN_SIZE} training images")
     if not (math.isfinite(args.lr) and args.lr > 0):
-        parser.error(f"--lr must be a finite positive number, got {args.lr}")
+        p.error(f"--lr must be a finite positive number, got {args.lr}")
     return args
 
 
 def check_outputs(args: argparse.Namespace) -> str | None:
     """Why the requested outputs cannot be written (checked before minutes of training)."""
-    for flag, path in (("--plot", args.plot), ("--json", args.json)):
+    for flag, path in [("--plot", args.plot), ("--json", args.json)]:
+        folder, why = path and path.resolve().parent, None
         if path is None:
             continue
-        folder = path.resolve().parent
         if path.is_dir():
-            return f"cannot write {flag} {path}: it is a folder; name a file in it"
-        if not folder.is_dir():
-            return f"cannot write {flag} {path}: folder {folder} does not exist"
-        try:  # the only sure test of writability: write something there
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".xprop-check-"):
-                pass
-        except OSError as exc:
-            return f"cannot write {flag} {path}: {exc.strerror or exc}"
-        if path.exists() and not os.access(path, os.W_OK):
-            return f"cannot write {flag} {path}: the file exists and is read-only"
-    if args.plot is not None:
-        try:
-            import matplotlib
-        except ImportError:
-            return "--plot needs matplotlib: pip install matplotlib (or 'xprop[examples]')"
-        matplotlib.use("Agg")  # files only: no display needed
-        from matplotlib.figure import Figure
-
-        formats = Figure().canvas.get_supported_filetypes()
-        suffix = args.plot.suffix.lstrip(".").lower()
-        if suffix not in formats:
-            what = f"'.{suffix}' is not an image format" if suffix else "the name has no suffix"
-            return (
-                f"cannot write --plot {args.plot}: {what}; end the name in one of: "
-                f".{', .'.join(sorted(formats))}"
-            )
-    return None
-
-
-def progress_bar(total: int) -> Any:
-    """A tqdm bar on an interactive terminal, else ``None`` (plain per-epoch lines)."""
-    if not sys.stdout.isatty():
+            why = "it is a folder; name a file in it"
+        elif not folder.is_dir():
+            why = f"folder {folder} does not exist"
+        elif path.exists() and not os.access(path, os.W_OK):
+            why = "the file exists and is read-only"
+        else:
+            try:  # the only sure test of writability: write something there
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".xprop-check-"):
+                    pass
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+        if why:
+            return f"cannot write {flag} {path}: {why}"
+    if args.plot is None:
         return None
     try:
-        from tqdm import tqdm
+        import matplotlib
     except ImportError:
+        return "--plot needs matplotlib: pip install matplotlib (or 'xprop[examples]')"
+    matplotlib.use("Agg")  # files only: no display needed
+    from matplotlib.figure import Figure
+
+    formats, suffix = Figure().canvas.get_supported_filetypes(), args.plot.suffix
+    if suffix[1:].lower() in formats:
         return None
-    return tqdm(total=total, file=sys.stdout, unit="it", dynamic_ncols=True)
+    what = f"'{suffix}' is not an image format" if suffix else "the name has no suffix"
+    return f"cannot write --plot {args.plot}: {what}; end it in .{', .'.join(sorted(formats))}"
 
 
-def evaluation_iterations(iters: int, iter_per_epoch: float) -> list[int]:
-    """The iterations after which the book evaluates: those with ``i % iter_per_epoch == 0``.
-
-    ``>=`` rather than ``%`` also handles a fractional ``iter_per_epoch`` (a batch size that
-    does not divide 60000).
-    """
-    evals, next_eval = [], 0.0
-    for i in range(iters):
-        if i >= next_eval:
-            evals.append(i)
-            next_eval += iter_per_epoch
-    return evals
-
-
-def select_backend(
-    args: argparse.Namespace, say: Any, dp: DataParallel | None
-) -> tuple[xprop.Backend, str | None]:
-    """The backend to train on; for ``auto``, the fastest for this network, with its report."""
-    name = args.backend or os.environ.get("XPROP_BACKEND") or None
+def select_backend(args: argparse.Namespace, dp: DataParallel | None) -> tuple[Any, str | None]:
+    """The backend to train on and, for ``auto`` (the fastest for this network), its report."""
+    name = args.backend or os.environ.get("XPROP_BACKEND")
+    if name is None or name.strip() != "auto":
+        get = xprop.get_backend if dp is None else dp.get_backend  # one GPU per rank
+        return get(name, dtype=args.dtype), None
     if dp is not None:
-        if name is not None and name.strip() == "auto":
-            raise xprop.BackendError(
-                "--backend auto times the backends on each rank on its own, and ranks could "
-                "choose differently; name the backend with --data-parallel"
-            )
-        return dp.get_backend(name, dtype=args.dtype), None  # one GPU per rank
-    if name is not None and name.strip() == "auto":
-        dtype = args.dtype or os.environ.get("XPROP_DTYPE") or "float32"
-        choice = choose_backend(INPUT_SIZE, args.hidden, OUTPUT_SIZE, args.batch_size, dtype=dtype)
-        say(choice.report())
-        return choice.backend, choice.report()
-    return xprop.get_backend(name, dtype=args.dtype), None
+        raise xprop.BackendError(
+            "--backend auto times the backends on each rank on its own, and ranks could "
+            "choose differently; name the backend with --data-parallel"
+        )
+    dtype = args.dtype or os.environ.get("XPROP_DTYPE") or "float32"
+    choice = choose_backend(INPUT_SIZE, args.hidden, OUTPUT_SIZE, args.batch_size, dtype=dtype)
+    return choice.backend, choice.report()
 
 
 def train(args: argparse.Namespace, dp: DataParallel | None = None) -> dict[str, Any]:
-    """Run the book's training protocol; returns the record written by ``--json``.
-
-    With ``dp``, every rank trains on its slice of each global minibatch and the ranks
-    average their gradients; only rank 0 prints.
-
-    Raises ``FloatingPointError`` when the loss stops being finite or training diverges.
-    """
-    root = dp is None or dp.is_root
+    """The book's protocol; returns the ``--json`` record.  ``FloatingPointError``: diverged."""
     if dp is not None:
         dp.local_batch_size(args.batch_size)  # fails now, not after loading the data
-    bar = progress_bar(args.iters) if root else None
-    say = (print if bar is None else bar.write) if root else (lambda *_: None)
-    backend, auto_report = select_backend(args, say, dp)
-    xp = backend.xp
+    backend, auto = select_backend(args, dp)
     (x_train, t_train), (x_test, t_test) = load_mnist(
         normalize=True, one_hot_label=True, data_dir=args.data_dir, backend=backend
     )
@@ -201,180 +131,90 @@ def train(args: argparse.Namespace, dp: DataParallel | None = None) -> dict[str,
     net = xprop.TwoLayerNet(
         INPUT_SIZE, args.hidden, OUTPUT_SIZE, backend=backend, seed=args.seed, check_labels=False
     )
-    rng = backend.rng(args.seed + 1)  # minibatch indices: the same numbers on every backend
-    iter_per_epoch = max(TRAIN_SIZE / args.batch_size, 1)
-    # Data parallel: the gradients are averaged between computing and applying them, which
-    # a compiled step cannot do inside; the book's loop can.
-    step = None if args.book_loop or dp is not None else net.compile_step(args.lr)
-    if dp is not None:
-        dp.broadcast_params(net.params)  # every rank starts from rank 0's weights
-        accuracy = dp.accuracy  # each rank scores a slice of the images; counts summed
-    else:
-        accuracy = xprop.TwoLayerNet.accuracy
-    path = "book loop" if step is None else step.kind
+    evals: list[Any] = []  # xprop.training.trainer.Evaluation: every epoch's, then the final
 
-    record: dict[str, Any] = {
-        "backend": backend.name,
-        "device": str(backend.device),
-        "dtype": backend.dtype_name,
-        "path": path if dp is None else f"{path}, data parallel on {dp.size} ranks",
-        "ranks": 1 if dp is None else dp.size,
-        "seed": args.seed,
-        "iters": args.iters,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "hidden": args.hidden,
-        "iter_per_epoch": iter_per_epoch,
-        "eval_iters": [],
-        "train_loss_list": [],
-        "train_acc_list": [],
-        "test_acc_list": [],
-    }
-    if auto_report is not None:
-        record["auto"] = auto_report
-    say(f"{'epoch':>5}  {'train_acc':>9}  {'test_acc':>8}")
+    def report(ev: Any) -> str | None:  # the row of an evaluation, after a divergence check
+        first = trainer.train_loss_list[0]
+        if ev.train_loss > DIVERGENCE_FACTOR * first:
+            raise FloatingPointError(
+                f"training diverged: the mean loss of the steps up to iteration {ev.iteration} "
+                f"is {ev.train_loss:.4g}, more than {DIVERGENCE_FACTOR:g}x the first loss "
+                f"{first:.4g} (lr={args.lr}); lower --lr"
+            )
+        repeat = ev.final and evals[-1].iteration == ev.iteration  # the last epoch's, again
+        evals.append(ev)
+        label = "end" if ev.final else ev.epoch - 1
+        return None if repeat else f"{label:>5}  {ev.train_acc:>9.4f}  {ev.test_acc:>8.4f}"
 
-    pending: list[Any] = []  # this epoch's losses (before each update), still on the device
-    eval_time = 0.0
-
-    def evaluate(i: int) -> tuple[float, float]:
-        nonlocal eval_time
-        backend.synchronize(*pending, *net.params.values())  # charge training to training
-        start = time.perf_counter()
-        # One device read per epoch: the losses since the last evaluation.
-        losses = backend.to_numpy(xp.concat([xp.reshape(p, (-1,)) for p in pending])).tolist()
-        if dp is not None:  # each rank's loss is on its slice: the mean is the global batch's
-            losses = dp.average(losses)
-        pending.clear()
-        check_divergence(losses, record["train_loss_list"], i, args, backend.dtype_name)
-        record["train_loss_list"].extend(losses)
-        accs = accuracy(net, x_train, t_train), accuracy(net, x_test, t_test)
-        eval_time += time.perf_counter() - start
-        return accs
-
+    trainer = xprop.Trainer(
+        net, x_train, t_train, x_test, t_test, mini_batch_size=args.batch_size,
+        optimizer_param={"lr": args.lr}, max_iter=args.iters, report=report,
+        seed=args.seed + 1, comm=dp, compiled=False if args.book_loop else None,
+    )  # fmt: skip
+    if trainer.verbose:  # rank 0
+        print(
+            *[auto] if auto else [], f"{'epoch':>5}  {'train_acc':>9}  {'test_acc':>8}", sep="\n"
+        )
     start = time.perf_counter()
-    book_evals = evaluation_iterations(args.iters, iter_per_epoch)
-    # The book's evaluations, then one more after the last step if that is not one of them.
-    stops = book_evals + ([args.iters - 1] if book_evals[-1] != args.iters - 1 else [])
-    done = 0  # steps taken so far
-    for stop in stops:
-        steps = stop + 1 - done
-        if step is None:
-            for _ in range(steps):  # the book's train_neuralnet.py, line by line
-                batch_mask = rng.choice(TRAIN_SIZE, args.batch_size)
-                if dp is not None:  # data parallel: this rank's slice of the global batch
-                    batch_mask = dp.shard(batch_mask)
-                x_batch = xp.take(x_train, batch_mask, axis=0)
-                t_batch = xp.take(t_train, batch_mask, axis=0)
-                grad = net.gradient(x_batch, t_batch)
-                if dp is not None:  # the mean over the ranks: the global batch's gradient
-                    grad = dp.average_gradients(grad)
-                for key in net.params:
-                    net.params[key] -= args.lr * grad[key]
-                pending.append(net.last_layer.loss)
-        else:
-            # The epoch's minibatch indices in one draw and one copy to the device: the
-            # same numbers as one draw per step.  The steps run in as few dispatches as
-            # the backend allows and read nothing back.
-            batches = rng.choice(TRAIN_SIZE, (steps, args.batch_size))
-            pending.append(step.run(x_train, t_train, batches))
-        done = stop + 1
-        train_acc, test_acc = evaluate(stop)
-        if stop in book_evals:
-            label = str(len(record["train_acc_list"]))
-            record["eval_iters"].append(stop)
-            record["train_acc_list"].append(train_acc)
-            record["test_acc_list"].append(test_acc)
-        else:
-            label = "end"
-        say(f"{label:>5}  {train_acc:>9.4f}  {test_acc:>8.4f}")
-        if bar is not None:
-            bar.update(steps)
-            bar.set_postfix(train_acc=f"{train_acc:.4f}", test_acc=f"{test_acc:.4f}")
-    if bar is not None:
-        bar.close()
-    wall = time.perf_counter() - start
-
-    record.update(
-        train_acc=train_acc,
-        test_acc=test_acc,
-        wall_time_s=wall,
-        eval_time_s=eval_time,
-        train_time_s=wall - eval_time,
-        ms_per_iter=1000 * (wall - eval_time) / args.iters,
-    )
-    return record
-
-
-def check_divergence(
-    losses: list[float], earlier: list[float], i: int, args: argparse.Namespace, dtype: str
-) -> None:
-    """Raise ``FloatingPointError`` on a non-finite loss or an epoch far above the first loss."""
-    bad = next((v for v in losses if not math.isfinite(v)), None)
-    if bad is not None:
-        raise FloatingPointError(
-            f"the loss became {bad} by iteration {i} (lr={args.lr}, dtype={dtype}); "
-            "training diverged: lower --lr"
-        )
-    first = (earlier or losses)[0]
-    mean = sum(losses) / len(losses)
-    if mean > DIVERGENCE_FACTOR * first:
-        raise FloatingPointError(
-            f"training diverged: the mean loss of the steps up to iteration {i} is {mean:.4g}, "
-            f"more than {DIVERGENCE_FACTOR:g}x the first loss {first:.4g} (lr={args.lr}); "
-            "lower --lr"
-        )
+    trainer.train()
+    wall, eval_time = time.perf_counter() - start, sum(ev.seconds for ev in evals)
+    path = "book loop" if trainer.step is None else trainer.step.kind
+    return {
+        "backend": backend.name, "device": str(backend.device), "dtype": backend.dtype_name,
+        "path": path if dp is None else f"{path}, data parallel on {dp.size} ranks",
+        "ranks": 1 if dp is None else dp.size, "seed": args.seed, "iters": args.iters,
+        "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
+        "iter_per_epoch": trainer.iter_per_epoch,
+        "eval_iters": [ev.iteration for ev in evals[:-1]],
+        "train_loss_list": trainer.train_loss_list,
+        "train_acc_list": trainer.train_acc_list, "test_acc_list": trainer.test_acc_list,
+        **({"auto": auto} if auto else {}),
+        "train_acc": evals[-1].train_acc, "test_acc": evals[-1].test_acc,
+        "wall_time_s": wall, "eval_time_s": eval_time, "train_time_s": wall - eval_time,
+        "ms_per_iter": 1000 * (wall - eval_time) / args.iters,
+    }  # fmt: skip
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
-    """The book's figure 5-32 style plot: train and test accuracy per epoch."""
+    """The book's figure 5-32: training and test accuracy per epoch."""
     import matplotlib.pyplot as plt
 
-    epochs = range(len(record["train_acc_list"]))
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.plot(epochs, record["train_acc_list"], marker="o", label="train acc")
-    ax.plot(epochs, record["test_acc_list"], marker="s", linestyle="--", label="test acc")
-    ax.set_xlabel("epochs")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.0)
+    ax.plot(record["train_acc_list"], marker="o", label="train acc")
+    ax.plot(record["test_acc_list"], marker="s", linestyle="--", label="test acc")
+    ax.set(xlabel="epochs", ylabel="accuracy", ylim=(0, 1.0))
     ax.legend(loc="lower right")
-    ax.set_title(
-        f"TwoLayerNet 784-{record['hidden']}-10 on {record['backend']} ({record['dtype']}): "
-        f"test {record['test_acc']:.4f}",
-        fontsize=10,
-    )
     ax.grid(alpha=0.3)
+    ax.set_title(f"TwoLayerNet 784-{record['hidden']}-10 on {record['backend']} "
+                 f"({record['dtype']}): test {record['test_acc']:.4f}", fontsize=10)  # fmt: skip
     fig.tight_layout()
-    fmt = path.suffix.lstrip(".").lower()
-    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format=fmt))
-    plt.close(fig)
+    try:
+        write_atomically(
+            path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix[1:].lower())
+        )
+    finally:
+        plt.close(fig)
 
 
 def save_outputs(args: argparse.Namespace, record: dict[str, Any]) -> int:
-    """Write ``--json`` and ``--plot`` (each on its own: one failing never costs the other)."""
-    status = 0
-    if args.json is not None:
-        text = json.dumps(record, indent=2) + "\n"
+    """Write ``--json`` and ``--plot``, each on its own (one failing never costs the other)."""
+    status, text = 0, json.dumps(record, indent=2) + "\n"
+    plot_path = args.plot if record.get("train_acc_list") else None
+    for flag, path, write in [
+        ("--json", args.json, lambda: write_atomically(args.json, lambda t: t.write_text(text))),
+        ("--plot", plot_path, lambda: plot(record, args.plot)),
+    ]:
         try:
-            write_atomically(args.json, lambda tmp: tmp.write_text(text))
-        except OSError as exc:
-            print(f"error: could not write --json {args.json}: {exc}", file=sys.stderr)
-            status = 3
-    if args.plot is not None and record.get("train_acc_list"):
-        try:
-            plot(record, args.plot)
+            if path is not None:
+                write()
         except (OSError, ValueError) as exc:
-            print(f"error: could not write --plot {args.plot}: {exc}", file=sys.stderr)
+            print(f"error: could not write {flag} {path}: {exc}", file=sys.stderr)
             status = 3
     return status
 
 
 def fail(message: str, status: int, dp: DataParallel | None) -> int:
-    """Report an error and return ``status``; with several MPI ranks, end them all.
-
-    The other ranks may be waiting for this one in a collective: aborting them (naming
-    this rank and the error) is what keeps a failure on one rank from hanging the rest.
-    """
+    """Report an error; with several MPI ranks, abort them all (the others may be waiting)."""
     if dp is not None and dp.size > 1:
         dp.abort(message, status)
     print(f"error: {message}", file=sys.stderr)
@@ -383,12 +223,10 @@ def fail(message: str, status: int, dp: DataParallel | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    dp = None
-    if args.data_parallel:
-        try:
-            dp = DataParallel()  # MPI's COMM_WORLD: every process mpiexec started
-        except DistributedError as exc:
-            return fail(str(exc), 2, None)
+    try:
+        dp = DataParallel() if args.data_parallel else None  # every process mpiexec started
+    except DistributedError as exc:
+        return fail(str(exc), 2, None)
     # Only rank 0 writes: only rank 0 checks (and ends every rank if it cannot).
     problem = check_outputs(args) if dp is None or dp.is_root else None
     if problem is not None:

@@ -176,3 +176,93 @@ def test_errors(numpy_backend) -> None:
     with pytest.raises(ValueError, match="set them on the object instead"):
         Trainer(net, *data, optimizer=Adam(), optimizer_param={"lr": 0.1})
     assert Trainer(net, *data, optimizer="adam").optimizer.lr == 0.01  # the book's default
+
+
+# --------------------------------------------------------------------------------------
+# max_iter= and report= (what examples/train_mnist.py trains with)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "book-loop"])
+def test_max_iter_trains_exactly_that_many_steps(numpy_backend, compiled) -> None:
+    def run(**options) -> Trainer:
+        trainer = Trainer(
+            _net(numpy_backend), *_data(numpy_backend), optimizer="sgd",
+            optimizer_param={"lr": 0.1}, verbose=False, seed=3, compiled=compiled, **options,
+        )  # fmt: skip
+        trainer.train()
+        return trainer
+
+    book = run(epochs=4)  # 300 samples, batches of 100: 12 steps, evaluations at 0, 3, 6, 9
+    short = run(epochs=4, max_iter=7)  # epochs no longer sets the length
+    assert (short.max_iter, short.current_iter, len(short.train_loss_list)) == (7, 7, 7)
+    assert short.train_loss_list == book.train_loss_list[:7]  # the same batches, cut short
+    assert short.train_acc_list == book.train_acc_list[:3]  # the epochs' schedule: 0, 3, 6
+    longer = run(max_iter=14)  # not the default 20 epochs' 60 steps
+    assert len(longer.train_loss_list) == 14
+    assert len(longer.test_acc_list) == 5  # at 0, 3, 6, 9, 12
+    assert longer.train_loss_list[:12] == book.train_loss_list
+
+
+def test_max_iter_must_be_a_positive_integer(numpy_backend) -> None:
+    data = _data(numpy_backend)
+    with pytest.raises(ValueError, match="max_iter must be an integer of at least 1, got 0"):
+        Trainer(_net(numpy_backend), *data, max_iter=0)
+    with pytest.raises(TypeError, match=r"max_iter must be an integer, got float 5\.0"):
+        Trainer(_net(numpy_backend), *data, max_iter=5.0)
+    with pytest.raises(TypeError, match="report must be callable, got str 'print'"):
+        Trainer(_net(numpy_backend), *data, report="print")
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "book-loop"])
+def test_report_receives_every_evaluation(numpy_backend, compiled, capsys) -> None:
+    from xprop.training.trainer import Evaluation
+
+    seen: list[Evaluation] = []
+
+    def report(ev: Evaluation) -> str | None:
+        seen.append(ev)
+        return None if ev.epoch == 2 and not ev.final else f"row {ev.iteration} {ev.final}"
+
+    x, t, xt, tt = _data(numpy_backend)
+    trainer = Trainer(
+        _net(numpy_backend), x, t, xt, tt, mini_batch_size=100, optimizer="sgd",
+        optimizer_param={"lr": 0.1}, max_iter=8, report=report, seed=0, compiled=compiled,
+    )  # fmt: skip
+    test_acc = trainer.train()
+    # Evaluations after steps 0, 3 and 6 (3 steps an epoch), then the final one after step 7.
+    assert [(ev.epoch, ev.iteration, ev.final) for ev in seen] == [
+        (1, 0, False), (2, 3, False), (3, 6, False), (3, 7, True),
+    ]  # fmt: skip
+    assert [ev.train_acc for ev in seen[:3]] == trainer.train_acc_list
+    assert [ev.test_acc for ev in seen[:3]] == trainer.test_acc_list
+    losses = trainer.train_loss_list
+    for ev, (lo, hi) in zip(seen, [(0, 1), (1, 4), (4, 7), (7, 8)], strict=True):
+        assert ev.train_loss == pytest.approx(np.mean(losses[lo:hi]), rel=1e-12)
+        assert ev.seconds >= 0
+    # The final evaluation: all the test data (the returned accuracy), and the training data.
+    assert seen[-1].test_acc == test_acc == trainer.network.accuracy(xt, tt)
+    assert seen[-1].train_acc == trainer.network.accuracy(x, t)
+    # Its lines in place of the book's: None prints nothing, nor does the book's final line.
+    assert capsys.readouterr().out.splitlines() == ["row 0 False", "row 6 False", "row 7 True"]
+
+
+def test_report_without_verbose_prints_nothing_and_can_stop_training(numpy_backend, capsys):
+    seen = []
+
+    def stop_at_second(ev) -> str:
+        seen.append(ev.iteration)
+        if len(seen) == 2:
+            raise FloatingPointError(f"stopped at {ev.iteration}")
+        return "a line"
+
+    trainer = Trainer(
+        _net(numpy_backend), *_data(numpy_backend), epochs=3, report=stop_at_second,
+        verbose=False,
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match="stopped at 3"):
+        trainer.train()
+    assert seen == [0, 3]
+    assert len(trainer.train_loss_list) == 4  # steps 0-3; none after the failed evaluation
+    assert trainer.test_acc is None
+    assert capsys.readouterr().out == ""

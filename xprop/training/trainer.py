@@ -10,14 +10,17 @@ batches on every backend, and on either path); losses kept on the device and rea
 epoch (no host sync per step); a tqdm bar on a terminal and plain lines otherwise; a clear
 error when the loss diverges; and, with ``comm=``, data-parallel training on MPI ranks
 (:mod:`xprop.distributed`).  ``compiled=False`` runs the book's loop line by line.
+``max_iter=`` trains an exact number of steps, and ``report=`` receives every evaluation
+(an :class:`Evaluation`) and writes its line.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from xprop._namespace import check_count, check_flag, namespace
 from xprop.backend import Backend, get_backend
@@ -25,7 +28,40 @@ from xprop.nets.network import Network
 from xprop.optimizers import get_optimizer
 from xprop.training.compile import compile_step
 
-__all__ = ["Trainer"]
+__all__ = ["Evaluation", "Trainer"]
+
+
+class Evaluation(NamedTuple):
+    """One evaluation of a :class:`Trainer` run: what ``report`` receives.
+
+    Attributes
+    ----------
+    epoch : int
+        How many epochs' evaluations have been made, this one included (``1`` for the
+        evaluation after the first step: the book's ``epoch:1``); the last epoch's number
+        for the final evaluation.
+    iteration : int
+        The step after which it was measured, counted from 0.
+    train_loss : float
+        The mean loss of the steps since the previous evaluation (NaN if none).
+    train_acc, test_acc : float
+        The accuracies: on the evaluation samples (``evaluate_sample_num_per_epoch``) for
+        an epoch's evaluation; for the final one, ``train_acc`` on the training sample and
+        ``test_acc`` on all the test data (:attr:`Trainer.test_acc`).
+    seconds : float
+        How long the evaluation took (reading the losses, the accuracies), timed from the
+        moment the device had finished the steps before it.
+    final : bool
+        Whether this is the evaluation after the last step, made by :meth:`Trainer.train`.
+    """
+
+    epoch: int
+    iteration: int
+    train_loss: float
+    train_acc: float
+    test_acc: float
+    seconds: float
+    final: bool
 
 
 class Trainer:
@@ -41,7 +77,8 @@ class Trainer:
         Data and labels (integer or one-hot) on the network's backend and device.
     epochs : int
         Length of training: ``int(epochs * iter_per_epoch)`` steps, where
-        ``iter_per_epoch = max(len(x_train) / mini_batch_size, 1)``.
+        ``iter_per_epoch = max(len(x_train) / mini_batch_size, 1)``; ``max_iter`` overrides
+        it.
     mini_batch_size : int
         Samples per step, drawn at random with replacement (the book's ``np.random.choice``).
     optimizer : str or Optimizer
@@ -54,7 +91,18 @@ class Trainer:
         Evaluate on the first this many training and test samples; ``None``: all of them.
     verbose : bool
         Report progress: a tqdm bar on a terminal (when tqdm is installed), else one line
-        per epoch; and the final test accuracy.
+        per epoch; and the final test accuracy (or the lines ``report`` writes).
+    max_iter : int, optional
+        The exact number of steps to train, in place of ``int(epochs * iter_per_epoch)``;
+        the evaluations keep the epochs' schedule (see Notes).
+    report : callable, optional
+        ``report(evaluation) -> str | None``, called with an :class:`Evaluation` after
+        every epoch's evaluation and, in place of the book's final lines, once after the
+        last step (``final=True``; the final evaluation then also measures the training
+        accuracy).  Called on every rank whatever ``verbose``; when ``verbose``, the line it
+        returns is printed in place of the book's (through the bar on a terminal), and
+        ``None`` prints nothing.  An exception it raises (a ``FloatingPointError`` for a
+        run that goes wrong, say) stops training.
     seed : int, optional
         Seed of the host generator that draws the minibatch indices.
     compiled : bool, optional
@@ -92,7 +140,7 @@ class Trainer:
         ``network.loss(x_batch, t_batch)`` after the update).  Filled once per epoch (and at
         the end of :meth:`train`): the losses wait on the device.
     train_acc_list, test_acc_list : list of float
-        Accuracies of each evaluation.
+        Accuracies of each epoch's evaluation (not the final one).
     test_acc : float or None
         The accuracy on all test data after :meth:`train`.
 
@@ -117,6 +165,8 @@ class Trainer:
         evaluate_sample_num_per_epoch: int | None = None,
         verbose: bool = True,
         *,
+        max_iter: int | None = None,
+        report: Callable[[Evaluation], str | None] | None = None,
         seed: int | None = None,
         backend: Backend | None = None,
         comm: Any = None,
@@ -134,6 +184,10 @@ class Trainer:
         check_count(mini_batch_size, "mini_batch_size")
         if evaluate_sample_num_per_epoch is not None:
             check_count(evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch")
+        if max_iter is not None:
+            max_iter = check_count(max_iter, "max_iter")
+        if report is not None and not callable(report):
+            raise TypeError(f"report must be callable, got {type(report).__name__} {report!r}")
         for what, x, t in (("training", x_train, t_train), ("test", x_test, t_test)):
             if x.shape[0] != t.shape[0]:
                 raise ValueError(
@@ -151,6 +205,7 @@ class Trainer:
             verbose = verbose and self.dp.is_root
         self.network = network
         self.verbose = verbose
+        self.report = report
         self.x_train, self.t_train = x_train, t_train
         self.x_test, self.t_test = x_test, t_test
         self.epochs = epochs
@@ -175,7 +230,7 @@ class Trainer:
         self._rng = self.backend.rng(seed)
         self.train_size = x_train.shape[0]
         self.iter_per_epoch = max(self.train_size / mini_batch_size, 1)
-        self.max_iter = int(epochs * self.iter_per_epoch)
+        self.max_iter = int(epochs * self.iter_per_epoch) if max_iter is None else max_iter
         self.current_iter = 0
         self.current_epoch = 0
         self._next_eval = 0.0
@@ -211,7 +266,7 @@ class Trainer:
         if self.current_iter >= self._next_eval:
             self._next_eval += self.iter_per_epoch
             self.current_epoch += 1
-            self._evaluate()
+            self._evaluate(self.current_iter)
         self.current_iter += 1
         if self._bar is not None:
             self._bar.update(1)
@@ -248,7 +303,7 @@ class Trainer:
         if self.current_iter - 1 >= self._next_eval:
             self._next_eval += self.iter_per_epoch
             self.current_epoch += 1
-            self._evaluate()
+            self._evaluate(self.current_iter - 1)
         if self._bar is not None:
             self._bar.update(steps)
 
@@ -266,37 +321,69 @@ class Trainer:
                     self._run_steps(self._steps_to_evaluation())
             for _ in range(self.max_iter - self.current_iter):
                 self.train_step()
-            self._flush_losses()
+            start = self._wait_for_steps()
+            mean_loss = self._flush_losses()
             self.test_acc = self._accuracy(self.x_test, self.t_test)
+            if self.report is not None:
+                train_acc = self._accuracy(*self._samples()[:2])
+                evaluation = Evaluation(
+                    self.current_epoch, self.current_iter - 1, mean_loss, train_acc,
+                    self.test_acc, time.perf_counter() - start, final=True,
+                )  # fmt: skip
+                self._say(self.report(evaluation))
+            else:
+                self._say("=============== Final Test Accuracy ===============")
+                self._say(f"test acc:{self.test_acc:.4f}")
         finally:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
-        if self.verbose:
-            print("=============== Final Test Accuracy ===============")
-            print(f"test acc:{self.test_acc:.4f}")
         return self.test_acc
 
-    def _evaluate(self) -> None:
-        mean_loss = self._flush_losses()
+    def _samples(self) -> tuple[Any, Any, Any, Any]:
+        """The training and test data an epoch's evaluation measures."""
         x_train, t_train, x_test, t_test = self.x_train, self.t_train, self.x_test, self.t_test
         n = self.evaluate_sample_num_per_epoch
         if n is not None:
             x_train, t_train = x_train[:n, ...], t_train[:n, ...]
             x_test, t_test = x_test[:n, ...], t_test[:n, ...]
+        return x_train, t_train, x_test, t_test
+
+    def _wait_for_steps(self) -> float:
+        """Wait for the device to finish the steps queued so far; the time then."""
+        self.backend.synchronize(*self._pending, *self.network.params.values())
+        return time.perf_counter()
+
+    def _evaluate(self, iteration: int) -> None:
+        """The epoch's evaluation after step ``iteration``: losses read, accuracies, report."""
+        start = self._wait_for_steps()
+        mean_loss = self._flush_losses()
+        x_train, t_train, x_test, t_test = self._samples()
         train_acc = self._accuracy(x_train, t_train)
         test_acc = self._accuracy(x_test, t_test)
         self.train_acc_list.append(train_acc)
         self.test_acc_list.append(test_acc)
-        if not self.verbose:
+        if self.report is not None:
+            evaluation = Evaluation(
+                self.current_epoch, iteration, mean_loss, train_acc, test_acc,
+                time.perf_counter() - start, final=False,
+            )  # fmt: skip
+            line = self.report(evaluation)
+        else:
+            line = (
+                f"=== epoch:{self.current_epoch}, train loss:{mean_loss:.4f}, "
+                f"train acc:{train_acc:.4f}, test acc:{test_acc:.4f} ==="
+            )
+        self._say(line)
+        if self.verbose and self._bar is not None:
+            self._bar.set_postfix(train_acc=f"{train_acc:.4f}", test_acc=f"{test_acc:.4f}")
+
+    def _say(self, line: str | None) -> None:
+        """Print ``line`` when verbose (through the bar on a terminal); ``None``: nothing."""
+        if not self.verbose or line is None:
             return
-        line = (
-            f"=== epoch:{self.current_epoch}, train loss:{mean_loss:.4f}, "
-            f"train acc:{train_acc:.4f}, test acc:{test_acc:.4f} ==="
-        )
         if self._bar is not None:
             self._bar.write(line)
-            self._bar.set_postfix(train_acc=f"{train_acc:.4f}", test_acc=f"{test_acc:.4f}")
         else:
             print(line, flush=True)
 
