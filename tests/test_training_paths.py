@@ -96,7 +96,11 @@ def test_compiled_step_equals_the_book_loop(
     want = {k: v for k, v in _host(be, book.params).items() if k not in noise}
     got = {k: v for k, v in _host(be, compiled.params).items() if k not in noise}
     _assert_close(got, want, what)
-    _assert_close(_host(be, compiled.running_stats()), _host(be, book.running_stats()), what)
+    # The batch means of those layers carry the same noise: their running means too.
+    noisy = {f"running_mean{k[1:]}" for k in noise}
+    want = {k: v for k, v in _host(be, book.running_stats()).items() if k not in noisy}
+    got = {k: v for k, v in _host(be, compiled.running_stats()).items() if k not in noisy}
+    _assert_close(got, want, what)
     for slot, arrays in book_opt.state.items():
         want = {k: v for k, v in _host(be, arrays).items() if k not in noise}
         got = {k: v for k, v in _host(be, opt.state[slot]).items() if k not in noise}

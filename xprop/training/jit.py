@@ -44,6 +44,9 @@ class JitStep:
         self._one: Any = None
         self._many: Any = None
         self._checked_labels: list[Any] = []  # label arrays validated already (kept alive)
+        self._lr = self._it = None  # 0-d device arrays, with the host values they hold
+        self._lr_value: float | None = None
+        self._it_value: int | None = None
 
     def _compiled(self) -> tuple[Any, Any]:
         """The compiled functions, made anew when a hyperparameter other than lr changed."""
@@ -68,7 +71,7 @@ class JitStep:
                 twin.keys, twin.device_masks = keys[j], True
             state = {slot: dict(arrays) for slot, arrays in state.items()}
             loss = apply_step(replica, optimizer, params, state, lr, it, x, t)
-            return params, replica.running_stats(), state, loss
+            return params, replica.running_stats(), state, it + 1, loss
 
         def many(params, buffers, state, lr, it, keys, x, t, index_batches):
             xp = net.backend.xp
@@ -77,41 +80,48 @@ class JitStep:
                 params, buffers, state, it = carry
                 idx, step_keys = inputs
                 xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
-                params, buffers, state, loss = one(
-                    params, buffers, state, lr, it, step_keys, xb, tb
-                )
-                return (params, buffers, state, it + 1), loss
+                *carry, loss = one(params, buffers, state, lr, it, step_keys, xb, tb)
+                return tuple(carry), loss
 
             carry = (params, buffers, state, it)
-            (params, buffers, state, _), losses = jax.lax.scan(body, carry, (index_batches, keys))
-            return params, buffers, state, losses
+            (params, buffers, state, it), losses = jax.lax.scan(body, carry, (index_batches, keys))
+            return params, buffers, state, it, losses
 
-        return jax.jit(one, donate_argnums=(0, 1, 2)), jax.jit(many, donate_argnums=(0, 1, 2))
+        donated = (0, 1, 2, 4)  # params, buffers, state, count: updated in place by XLA
+        return jax.jit(one, donate_argnums=donated), jax.jit(many, donate_argnums=donated)
 
     def _inputs(self, steps: int) -> tuple[Any, ...]:
         net, optimizer = self.net, self.optimizer
         state = optimizer.prepare(net.params)
         be = net.backend
-        # The update count as an array of the parameters' dtype: an input of the program.
-        it = be.xp.asarray(optimizer.iter + 1, dtype=be.dtype, device=be.device)
+        # The learning rate and the update count live on the device as 0-d arrays in the
+        # parameters' dtype, inputs of the program; they are made anew only when the host's
+        # values differ from what the device holds (a schedule, a loaded checkpoint).
+        if optimizer.lr != self._lr_value:
+            self._lr = be.xp.asarray(optimizer.lr, dtype=be.dtype, device=be.device)
+            self._lr_value = optimizer.lr
+        if optimizer.iter + 1 != self._it_value:
+            self._it = be.xp.asarray(optimizer.iter + 1, dtype=be.dtype, device=be.device)
+            self._it_value = optimizer.iter + 1
         keys = draw_keys(self._random, steps)
         if keys is not None:
             keys = be.asarray(keys)
-        return dict(net.params), net.running_stats(), state, optimizer.lr, it, keys
+        return dict(net.params), net.running_stats(), state, self._lr, self._it, keys
 
-    def _store(self, params: Any, buffers: Any, state: Any, steps: int) -> None:
+    def _store(self, params: Any, buffers: Any, state: Any, it: Any, steps: int) -> None:
         self.net.params.update(params)
         self.net.set_running_stats(buffers)
         self.optimizer.set_state(state)
         self.optimizer.iter += steps
+        self._it, self._it_value = it, self.optimizer.iter + 1  # the program counted on
 
     def __call__(self, x: Any, t: Any) -> Any:
         check_labels(self.net, t)
         one, _ = self._compiled()
         params, buffers, state, lr, it, keys = self._inputs(1)
         keys = None if keys is None else keys[0]
-        params, buffers, state, loss = one(params, buffers, state, lr, it, keys, x, t)
-        self._store(params, buffers, state, 1)
+        params, buffers, state, it, loss = one(params, buffers, state, lr, it, keys, x, t)
+        self._store(params, buffers, state, it, 1)
         return loss
 
     def run(self, x: Any, t: Any, index_batches: Any) -> Any:
@@ -120,10 +130,10 @@ class JitStep:
         _, many = self._compiled()
         steps = int(index_batches.shape[0])
         params, buffers, state, lr, it, keys = self._inputs(steps)
-        params, buffers, state, losses = many(
+        params, buffers, state, it, losses = many(
             params, buffers, state, lr, it, keys, x, t, index_batches
         )
-        self._store(params, buffers, state, steps)
+        self._store(params, buffers, state, it, steps)
         return losses
 
 
