@@ -468,3 +468,36 @@ def test_asarray_never_shares_memory_with_the_caller(backend32: xprop.Backend) -
     out = backend32.to_numpy(net.params["W1"])
     out += 1  # to_numpy is a copy too
     assert not np.array_equal(backend32.to_numpy(net.params["W1"]), out)
+
+
+@pytest.mark.parametrize(
+    ("env", "want"),
+    [
+        ({"MPI_LOCALNRANKS": "2"}, "false"),
+        ({"OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, "false"),
+        ({"MPI_LOCALNRANKS": "1"}, "unset"),
+        ({"MPI_LOCALNRANKS": "2", "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}, "true"),
+        ({}, "unset"),
+    ],
+)
+def test_jax_allocates_on_demand_when_ranks_share_a_node(env: dict, want: str) -> None:
+    """Several MPI ranks on one node: JAX must not take 75% of the GPU in each."""
+    pytest.importorskip("jax", reason="JAX is not installed")
+    import subprocess
+    import sys
+
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
+        and k != "XLA_PYTHON_CLIENT_PREALLOCATE"
+    }
+    code = (
+        "import os, xprop; xprop.get_backend('jax'); "
+        "print(os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE', 'unset'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+        check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert out.strip().splitlines()[-1] == want

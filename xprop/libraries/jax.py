@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,13 @@ class JaxLibrary(ArrayLibrary):
     install_hint = "pip install 'xprop[jax]'"
 
     def load(self) -> Any:
+        # JAX takes 75% of a GPU's memory when it first uses it: a second MPI rank on the
+        # same node would then fail.  Launchers say how many ranks share the node (MPICH's
+        # MPI_LOCALNRANKS, Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE); with more than one, JAX
+        # allocates on demand (a user's explicit XLA_PYTHON_CLIENT_PREALLOCATE wins).
+        local = os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
+        if local and local.isdigit() and int(local) > 1:
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         import jax.numpy as jnp
 
         return jnp
