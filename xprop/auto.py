@@ -88,7 +88,7 @@ def choose_backend(
 
     Each candidate is a backend name and one device of each kind it has (e.g. torch on
     ``cuda:0`` and on ``cpu``).  For each, the network's compiled step
-    (:meth:`~xprop.TwoLayerNet.compile_step`) runs once to compile and warm up, then
+    (:meth:`~xprop.nets.network.Network.compile_step`) runs once to compile and warm up, then
     ``repeats`` times ``steps`` steps on random data, waiting for the device at the end of
     each; the best of the repeats counts (other work on the machine only ever adds time).
 

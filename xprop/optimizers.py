@@ -6,8 +6,8 @@ transcription of the book gives the same numbers).  The code is array-API clean 
 in place: on NumPy, CuPy, PyTorch and array-api-strict ``params[key] -= step`` writes into
 the existing parameter array (no new parameter array per step), and the optimizer's state
 arrays are updated in place too; where arrays are immutable (JAX) the same statements rebind
-the dict entries, and layers that read the dict live (:meth:`xprop.nn.layers.Affine.bound`)
-train all the same.
+the dict entries, and the networks, which hand their layers the dict's current arrays before
+every forward pass (:class:`xprop.nets.network.Network`), train all the same.
 
 State (velocities, squared-gradient sums, moments) is keyed by parameter name, created on
 the first update with ``zeros_like`` of each parameter (same library, device and dtype),

@@ -219,8 +219,8 @@ class Network(Checkpointable):
         minibatch indices, in as few dispatches as the library allows.  ``step.kind`` says
         which path was taken (see :mod:`xprop.training.step`).
 
-        Compiled steps do not range-check labels (a compiled program cannot raise on data):
-        validate them once before training, as :func:`xprop.load_mnist` does.
+        A compiled program cannot raise on data: compiled steps check labels and index
+        rows before they run (:func:`xprop.training.step.check_labels`), never inside.
         """
         from xprop.training.compile import compile_step
 
