@@ -9,7 +9,7 @@ time, not CPU time), the best of several repeats.
   one (``--before PATH``, e.g. ``git worktree add ../xprop-before <commit>``), alternating
   between the two in fresh processes; and hand-optimised NumPy (``reference_nets``).
 - ``caches``: the same step with each cache of this checkout taken out in turn (the ones
-  vectors of the bias sums, the namespace-by-type table, the ``isdtype`` table).
+  vectors of the bias sums, the namespace-by-type table).
 - ``recipe``: the chapter-6 recipe's step (``MultiLayerNetExtend(784, [150, 100], 10)``,
   BatchNorm, Adam, batch 100): the book's loop body vs the compiled step, per backend.
 - ``trainer``: ``Trainer`` on the recipe with real MNIST (``XPROP_DATA_DIR``), compiled vs
@@ -155,13 +155,6 @@ def caches(number: int, repeat: int) -> dict:
     out["no namespace table"] = timed()
     table.clear()
     table.update(by_type)
-    real_isdtype = _namespace.isdtype
-    _namespace.isdtype = lambda xp, dtype, kind: bool(xp.isdtype(dtype, kind))
-    import xprop._labels as labels_module
-
-    labels_module.isdtype = _namespace.isdtype
-    out["no isdtype table"] = timed()
-    _namespace.isdtype = labels_module.isdtype = real_isdtype
     return out
 
 

@@ -83,19 +83,8 @@ def namespace(*arrays: Any) -> Any:
 
 
 def isdtype(xp: Any, dtype: Any, kind: str) -> bool:
-    """``xp.isdtype(dtype, kind)``, remembered: NumPy's takes microseconds, and every layer
-    asks it of every input."""
-    try:
-        key = (id(xp), dtype, kind)
-        found = _ISDTYPE.get(key)
-    except TypeError:  # a dtype without a hash
-        return bool(xp.isdtype(dtype, kind))
-    if found is None:
-        found = _ISDTYPE[key] = bool(xp.isdtype(dtype, kind))
-    return found
-
-
-_ISDTYPE: dict[tuple[Any, Any, str], bool] = {}
+    """``xp.isdtype(dtype, kind)`` as a Python bool."""
+    return bool(xp.isdtype(dtype, kind))
 
 
 def require_float(xp: Any, x: Any, what: str) -> None:
