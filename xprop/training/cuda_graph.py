@@ -26,6 +26,7 @@ from xprop import _constants
 from xprop.optimizers import Optimizer
 from xprop.training.step import (
     apply_step,
+    as_optimizer,
     check_labels,
     check_run_inputs,
     draw_keys,
@@ -55,10 +56,10 @@ class CudaGraphStep:
     warmup_steps = 3
     max_graphs = 8
 
-    def __init__(self, net: Any, optimizer: Optimizer) -> None:
+    def __init__(self, net: Any, optimizer: Optimizer | float) -> None:
         import torch
 
-        self.net, self.optimizer = net, optimizer
+        self.net, self.optimizer = net, as_optimizer(optimizer)
         self._torch = torch
         be = net.backend
         self._device = be.device

@@ -7,6 +7,7 @@ from typing import Any
 from xprop.optimizers import Optimizer
 from xprop.training.step import (
     apply_step,
+    as_optimizer,
     check_labels,
     check_run_inputs,
     draw_keys,
@@ -36,8 +37,8 @@ class JitStep:
 
     kind = "jax.jit"
 
-    def __init__(self, net: Any, optimizer: Optimizer) -> None:
-        self.net, self.optimizer = net, optimizer
+    def __init__(self, net: Any, optimizer: Optimizer | float) -> None:
+        self.net, self.optimizer = net, as_optimizer(optimizer)
         self._random = random_layers(net)
         self._random_names = [_name_of(net, layer) for layer in self._random]
         self._hyper: dict[str, float] | None = None

@@ -111,8 +111,8 @@ class EagerStep:
 
     kind = "eager"
 
-    def __init__(self, net: Any, optimizer: Optimizer) -> None:
-        self.net, self.optimizer = net, optimizer
+    def __init__(self, net: Any, optimizer: Optimizer | float) -> None:
+        self.net, self.optimizer = net, as_optimizer(optimizer)
         self._checked_labels: list[Any] = []  # label arrays validated already (kept alive)
 
     def __call__(self, x: Any, t: Any) -> Any:
