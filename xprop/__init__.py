@@ -29,6 +29,7 @@ from xprop.info import show_versions
 from xprop.nets.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.nets.two_layer_net import TwoLayerNet
 from xprop.nn.batch_norm import BatchNormalization
+from xprop.nn.conv import Convolution
 from xprop.nn.dropout import Dropout
 from xprop.nn.functions import (
     cross_entropy_error,
@@ -40,7 +41,9 @@ from xprop.nn.functions import (
     softmax,
     validate_labels,
 )
+from xprop.nn.im2col import col2im, im2col
 from xprop.nn.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.nn.pooling import Pooling
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from xprop.training.step import TrainStep
 from xprop.training.trainer import Trainer
@@ -73,6 +76,7 @@ __all__ = [
     "BackendError",
     "BatchNormalization",
     "CheckpointError",
+    "Convolution",
     "DatasetError",
     "Dropout",
     "GradientCheckResult",
@@ -82,6 +86,7 @@ __all__ = [
     "MultiLayerNet",
     "MultiLayerNetExtend",
     "Nesterov",
+    "Pooling",
     "RMSprop",
     "Relu",
     "Sigmoid",
@@ -92,8 +97,10 @@ __all__ = [
     "__version__",
     "available_backends",
     "check_backward",
+    "col2im",
     "cross_entropy_error",
     "get_backend",
+    "im2col",
     "load_mnist",
     "log_softmax",
     "mean_squared_error",
