@@ -26,7 +26,9 @@ from xprop.datasets import DatasetError, load_mnist
 from xprop.gradcheck import GradientCheckResult, check_backward
 from xprop.gradient import numerical_gradient
 from xprop.info import show_versions
+from xprop.nets.deep_conv_net import DeepConvNet
 from xprop.nets.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
+from xprop.nets.simple_conv_net import SimpleConvNet
 from xprop.nets.two_layer_net import TwoLayerNet
 from xprop.nn.batch_norm import BatchNormalization
 from xprop.nn.conv import Convolution
@@ -78,6 +80,7 @@ __all__ = [
     "CheckpointError",
     "Convolution",
     "DatasetError",
+    "DeepConvNet",
     "Dropout",
     "GradientCheckResult",
     "MSELoss",
@@ -90,6 +93,7 @@ __all__ = [
     "RMSprop",
     "Relu",
     "Sigmoid",
+    "SimpleConvNet",
     "SoftmaxWithLoss",
     "TrainStep",
     "Trainer",
