@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from xprop._constants import ones
-from xprop._namespace import check_flag, dtype_name, namespace, require_array, require_float
+from xprop._namespace import check_flag, namespace, require_array, require_float
 from xprop.nn.im2col import check_geometry, columns, output_size, uncolumns
-from xprop.nn.layer import Layer
+from xprop.nn.layer import Layer, check_bias
 
 __all__ = ["Convolution"]
 
@@ -132,14 +132,4 @@ def check_filters(W: Any, b: Any) -> None:
         )
     if b is None:
         return
-    require_array(b, "Convolution bias b")
-    if b.dtype != W.dtype:
-        raise TypeError(
-            f"Convolution bias b has dtype {dtype_name(xp, b.dtype)} but W has "
-            f"{dtype_name(xp, W.dtype)}; create both with the same backend and dtype"
-        )
-    if tuple(b.shape) != (W.shape[0],):
-        raise ValueError(
-            f"Convolution bias b must have shape ({W.shape[0]},) to match W of shape "
-            f"{tuple(W.shape)}, got {tuple(b.shape)}"
-        )
+    check_bias(xp, W, b, W.shape[0], "Convolution")

@@ -25,9 +25,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from xprop._namespace import namespace, require_array, require_float, require_same_float
+from xprop._namespace import (
+    dtype_name,
+    namespace,
+    require_array,
+    require_float,
+    require_same_float,
+)
 
-__all__ = ["Layer"]
+__all__ = ["Layer", "check_bias"]
 
 
 class Layer:
@@ -130,3 +136,21 @@ class Layer:
         if dtype is not None and dout.dtype != dtype:
             require_same_float(xp, dout, f"{name}.backward: dout", dtype, "the layer")
         return xp
+
+
+def check_bias(xp: Any, W: Any, b: Any, units: int, who: str) -> None:
+    """Raise unless the bias ``b`` is an array ``(units,)`` in the weights ``W``'s dtype.
+
+    ``who`` names the layer in the message (``"Affine"``, ``"Convolution"``).
+    """
+    require_array(b, f"{who} bias b")
+    if b.dtype != W.dtype:
+        raise TypeError(
+            f"{who} bias b has dtype {dtype_name(xp, b.dtype)} but W has "
+            f"{dtype_name(xp, W.dtype)}; create both with the same backend and dtype"
+        )
+    if tuple(b.shape) != (units,):
+        raise ValueError(
+            f"{who} bias b must have shape ({units},) to match W of shape "
+            f"{tuple(W.shape)}, got {tuple(b.shape)}"
+        )

@@ -15,10 +15,10 @@ from array_api_compat import device as _device
 
 from xprop._constants import zero
 from xprop._labels import one_hot_targets
-from xprop._namespace import check_flag, dtype_name, namespace, require_array, require_float
+from xprop._namespace import check_flag, namespace, require_array, require_float
 from xprop._sums import column_sums, row_sums
 from xprop.nn.functions import sigmoid, squared_error_parts
-from xprop.nn.layer import Layer
+from xprop.nn.layer import Layer, check_bias
 
 __all__ = [
     "AddLayer",
@@ -254,17 +254,7 @@ def check_weights(W: Any, b: Any) -> None:
         )
     if b is None:
         return
-    require_array(b, "Affine bias b")
-    if b.dtype != W.dtype:
-        raise TypeError(
-            f"Affine bias b has dtype {dtype_name(xp, b.dtype)} but W has "
-            f"{dtype_name(xp, W.dtype)}; create both with the same backend and dtype"
-        )
-    if tuple(b.shape) != (W.shape[1],):
-        raise ValueError(
-            f"Affine bias b must have shape ({W.shape[1]},) to match W of shape "
-            f"{tuple(W.shape)}, got {tuple(b.shape)}"
-        )
+    check_bias(xp, W, b, W.shape[1], "Affine")
 
 
 class SoftmaxWithLoss(Layer):

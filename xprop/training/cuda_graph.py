@@ -121,9 +121,9 @@ class CudaGraphStep:
 
     def _set_keys(self, keys: Any) -> None:
         """Dropout keys ``(L, 2)`` from the host, one fill each: no host-to-device copy."""
-        for j in range(keys.shape[0]):
+        for j in range(len(keys)):
             for i in range(2):
-                self._keys[j, i].fill_(int(keys[j, i]))
+                self._keys[j, i].fill_(keys[j][i])
 
     def _stepped(self) -> None:
         self.optimizer.iter += 1
@@ -179,7 +179,7 @@ class CudaGraphStep:
         )
         keys = draw_keys(self._random, steps)
         if keys is not None:
-            keys = self.net.backend.asarray(keys)  # one copy for the whole run
+            keys = self.net.backend.asarray(keys, dtype="int32")  # one copy for the run
         losses = torch.empty(steps, dtype=loss.dtype, device=loss.device)
         for i in range(steps):
             static_idx.copy_(index_batches[i])

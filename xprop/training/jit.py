@@ -106,7 +106,7 @@ class JitStep:
             self._it_value = optimizer.iter + 1
         keys = draw_keys(self._random, steps)
         if keys is not None:
-            keys = be.asarray(keys)
+            keys = be.asarray(keys, dtype="int32")
         return dict(net.params), net.running_stats(), state, self._lr, self._it, keys
 
     def _store(self, params: Any, buffers: Any, state: Any, it: Any, steps: int) -> None:

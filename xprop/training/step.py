@@ -25,7 +25,6 @@ import numbers
 from collections.abc import MutableMapping
 from typing import Any, Protocol
 
-import numpy as np
 from array_api_compat import device as device_of
 
 from xprop._namespace import namespace
@@ -188,58 +187,55 @@ def random_layers(net: Any) -> list[Any]:
     return [layer for layer in net.layers.values() if callable(getattr(layer, "draw_keys", None))]
 
 
-def draw_keys(layers: list[Any], steps: int) -> Any:
-    """The mask keys of ``steps`` training steps for ``layers``: a host int32 array
-    ``(steps, len(layers), 2)``, drawn from each layer's generator in the order the eager
-    path draws them (step by step, layer by layer); ``None`` without such layers."""
+def draw_keys(layers: list[Any], steps: int) -> list[list[list[int]]] | None:
+    """The mask keys of ``steps`` training steps for ``layers``: host integers, nested
+    ``[step][layer][2]``, drawn from each layer's generator in the order the eager path
+    draws them (step by step, layer by layer); ``None`` without such layers.  A step puts
+    them on the device with ``backend.asarray(keys, dtype="int32")``."""
     if not layers:
         return None
-    keys = np.empty((steps, len(layers), 2), dtype=np.int32)
-    for i in range(steps):
-        for j, layer in enumerate(layers):
-            keys[i, j] = layer.draw_keys()
-    return keys
+    return [[[int(k) for k in layer.draw_keys()] for layer in layers] for _ in range(steps)]
 
 
 def check_run_inputs(net: Any, x: Any, t: Any, index_batches: Any, checked: list[Any]) -> Any:
     """What a compiled ``run`` checks before it starts (nothing can raise inside it).
 
     ``index_batches`` must be a 2-D integer array with every index in ``[0, len(x))``:
-    checked on the host when it is a NumPy array (then copied to the device, once), else
-    with one device read.  When the network checks labels, the labels ``t`` are validated
-    once per array (:func:`xprop.validate_labels`, one device read), ``checked`` keeping the
-    arrays already validated.  Returns the index rows on the device.
+    checked where it lies (host indices, as a NumPy array, cost no device read; they are
+    then copied to the device once).
+    When the network checks labels, the labels ``t`` are validated once per array
+    (:func:`xprop.validate_labels`, one device read), ``checked`` keeping the arrays already
+    validated.  Returns the index rows on the device.
     """
-    on_host = isinstance(index_batches, np.ndarray)
-    xp = np if on_host else namespace(x)
-    shape = tuple(getattr(index_batches, "shape", ()))
-    dtype = getattr(index_batches, "dtype", None)
-    if on_host:
-        integral = np.issubdtype(dtype, np.integer)
-    else:
-        integral = dtype is not None and namespace(index_batches).isdtype(dtype, "integral")
-    if len(shape) != 2 or not integral:
+    xp = namespace(x)
+    try:  # the indices' own library: host indices (NumPy) are checked where they are
+        ns = namespace(index_batches)
+    except TypeError:  # a list: put it on the device first
+        index_batches, ns = net.backend.asarray(index_batches), xp
+    shape = tuple(index_batches.shape)
+    if len(shape) != 2 or not ns.isdtype(index_batches.dtype, "integral"):
         raise ValueError(
             f"index_batches must be an integer array (k, B) of minibatch indices, one row "
-            f"per step, got {getattr(index_batches, 'dtype', type(index_batches).__name__)} "
-            f"of shape {shape}"
+            f"per step, got {index_batches.dtype} of shape {shape}"
         )
     if x.shape[0] != t.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but t has {t.shape[0]} labels")
     n = x.shape[0]
     if shape[0] and shape[1]:
-        bounds = xp.stack([xp.min(index_batches), xp.max(index_batches)])
-        lo, hi = (int(v) for v in (bounds if on_host else net.backend.to_numpy(bounds)))
+        # Free for host indices; for indices on an accelerator, a read once per run.
+        lo, hi = int(ns.min(index_batches)), int(ns.max(index_batches))
         if lo < 0 or hi >= n:
             raise IndexError(
                 f"index_batches holds indices in [{lo}, {hi}] but x has {n} samples "
                 f"(valid indices are 0..{n - 1})"
             )
+    if ns is not xp:
+        index_batches = net.backend.asarray(index_batches)  # one copy for the run
     if not any(t is seen for seen in checked):
         check_labels(net, t)
         checked.append(t)
         del checked[:-4]  # a few data sets at most; the arrays are kept alive
-    return net.backend.asarray(index_batches) if on_host else index_batches
+    return index_batches
 
 
 def check_labels(net: Any, t: Any) -> None:

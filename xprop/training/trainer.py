@@ -297,7 +297,7 @@ class Trainer:
         """
         block = self._rng.generator.integers(
             0, self.train_size, (steps, self.batch_size), dtype="int64"
-        )  # HostRNG.choice's numbers, left on the host: the step checks them there
+        )  # HostRNG.choice's numbers; the step copies them to the device once
         self._pending.append(self.step.run(self.x_train, self.t_train, block))
         self.current_iter += steps
         if self.current_iter - 1 >= self._next_eval:
