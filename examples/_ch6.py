@@ -4,6 +4,7 @@ smoothing and error handling.  Not an example itself."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import xprop
 from xprop.datasets import DatasetError, load_mnist
 from xprop.files import write_atomically
+from xprop.info import note_busy_cpu
 
 
 def parser(doc: str, plot: str | None) -> argparse.ArgumentParser:
@@ -28,7 +30,10 @@ def parser(doc: str, plot: str | None) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder with the MNIST files ($XPROP_DATA_DIR)")
     if plot is not None:
         p.add_argument(
-            "--plot", type=Path, default=Path(plot), help=f"PNG to write ({plot}); '' for none"
+            "--plot",
+            type=Path,
+            default=Path(plot),
+            help=f"PNG to write (default: {plot} in the current folder); '' for none",
         )
     return p
 
@@ -40,9 +45,12 @@ def positive(p: argparse.ArgumentParser, args: argparse.Namespace, *names: str) 
 
 
 def check_plot(path: Path | None) -> Path | None:
-    """The plot path, or None for no plot; exits (status 2) before training if unwritable."""
+    """The plot's absolute path (the examples print it once written: the default lands in the
+    current folder, where ``.gitignore`` hides it), or None for no plot; exits (status 2)
+    before training if unwritable."""
     if path is None or str(path) in ("", "."):
         return None
+    path = Path(os.path.abspath(path))
     if not path.resolve().parent.is_dir():
         _fail(f"cannot write {path}: folder {path.resolve().parent} does not exist")
     try:
@@ -61,6 +69,7 @@ def _fail(message: str) -> None:
 def load(args: argparse.Namespace, train_size: int | None = None) -> tuple[Any, ...]:
     """``(backend, x_train, t_train, x_test, t_test)`` with the first ``train_size`` images."""
     backend = xprop.get_backend(args.backend, dtype=args.dtype)
+    note_busy_cpu()  # on stderr: several BLAS threads on shared cores stall
     (x_train, t_train), (x_test, t_test) = load_mnist(
         normalize=True, data_dir=args.data_dir, backend=backend
     )

@@ -11,7 +11,7 @@ only near a good one.
 
 Usage::
 
-    python examples/batch_norm_test.py                        # writes batch_norm_test.png
+    python examples/batch_norm_test.py                        # writes ./batch_norm_test.png
     python examples/batch_norm_test.py --epochs 2 --scales 2 --plot ''   # short
 """
 

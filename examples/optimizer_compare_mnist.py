@@ -9,7 +9,7 @@ iterations (the book's figure 6-9).  Every 100 iterations the current losses are
 
 Usage::
 
-    python examples/optimizer_compare_mnist.py                # writes optimizer_compare_mnist.png
+    python examples/optimizer_compare_mnist.py  # writes ./optimizer_compare_mnist.png
     python examples/optimizer_compare_mnist.py --iters 200 --plot ''  # short, no plot
 
 The recorded loss of a step is that of the forward pass which computed its gradient (the

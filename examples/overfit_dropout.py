@@ -10,7 +10,7 @@ are plotted per epoch (the book's figure 6-23).
 
 Usage::
 
-    python examples/overfit_dropout.py                        # writes overfit_dropout.png
+    python examples/overfit_dropout.py                        # writes ./overfit_dropout.png
     python examples/overfit_dropout.py --dropout-ratio 0      # without Dropout
     python examples/overfit_dropout.py --epochs 3 --plot ''   # short
 """

@@ -10,7 +10,7 @@ accuracies per epoch are plotted (the book's figures 6-20 and 6-21).
 
 Usage::
 
-    python examples/overfit_weight_decay.py                   # writes overfit_weight_decay.png
+    python examples/overfit_weight_decay.py                   # writes ./overfit_weight_decay.png
     python examples/overfit_weight_decay.py --lambda 0        # the overfitting run
     python examples/overfit_weight_decay.py --epochs 3 --plot ''  # short
 """

@@ -37,6 +37,7 @@ from xprop.auto import choose_backend
 from xprop.datasets import DatasetError, load_mnist
 from xprop.distributed import DataParallel, DistributedError
 from xprop.files import write_atomically
+from xprop.info import note_busy_cpu
 
 TRAIN_SIZE, INPUT_SIZE, OUTPUT_SIZE = 60000, 784, 10  # MNIST's training images; the sizes
 DIVERGENCE_FACTOR = 2.0  # diverged: an epoch's mean loss this far above the first (~ln 10)
@@ -124,6 +125,8 @@ def train(args: argparse.Namespace, dp: DataParallel | None = None) -> dict[str,
     if dp is not None:
         dp.local_batch_size(args.batch_size)  # fails now, not after loading the data
     backend, auto = select_backend(args, dp)
+    if dp is None or dp.is_root:
+        note_busy_cpu()  # on stderr: several BLAS threads on shared cores stall
     (x_train, t_train), (x_test, t_test) = load_mnist(
         normalize=True, one_hot_label=True, data_dir=args.data_dir, backend=backend
     )

@@ -12,12 +12,13 @@ accuracy and (up to the libraries' rounding) the same scores.
 Usage::
 
     python examples/train_save_reload.py                                # numpy -> array_api_strict
-    python examples/train_save_reload.py --backend torch --to jax --path net.safetensors
+    python examples/train_save_reload.py --backend torch --to jax --path net.safetensors  # kept
     python examples/train_save_reload.py --epochs 1 --train-size 2000   # short
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +35,9 @@ def main() -> int:
     p.add_argument("--to", default="array_api_strict", help="backend to reload on")
     p.add_argument("--epochs", type=int, default=5, help="training epochs (5)")
     p.add_argument("--train-size", type=int, default=60000, help="training images (60000)")
-    p.add_argument("--path", type=Path, help="checkpoint file (default: a temporary one)")
+    p.add_argument(
+        "--path", type=Path, help="checkpoint file, kept (default: a temporary one, removed)"
+    )
     args = p.parse_args()
     _ch6.positive(p, args, "epochs", "train_size")
     if args.path is not None and not args.path.resolve().parent.is_dir():
@@ -55,14 +58,16 @@ def main() -> int:
     )  # fmt: skip
     trainer.train()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.path or Path(tmp) / "net.safetensors"
+    with tempfile.TemporaryDirectory(prefix="xprop-") as tmp:
+        path = Path(os.path.abspath(args.path or Path(tmp) / "net.safetensors"))
         net.save_params(path, optimizer=trainer.optimizer)
         meta = read_metadata(path)
         print(
-            f"saved {path.name}: {meta['class']} {meta['config']['hidden_size_list']} "
+            f"saved {path}: {meta['class']} {meta['config']['hidden_size_list']} "
             f"{meta['dtype']} from {meta['backend']} ({path.stat().st_size} bytes)"
         )
+        if args.path is None:
+            print("  (a temporary file, removed once reloaded; --path FILE keeps it)")
         reloaded = build(target, args.seed + 100)  # other initial weights: all overwritten
         optimizer = xprop.Adam()
         reloaded.load_params(path, optimizer=optimizer)

@@ -21,14 +21,18 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_example(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``examples/<name>`` with this interpreter and environment; never raises on rc."""
+def run_example(
+    name: str, *args: str, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``examples/<name>`` with this interpreter and environment (in the folder ``cwd``,
+    default this one); never raises on rc."""
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=dict(os.environ),
+        cwd=cwd,
         check=False,
     )
 
@@ -439,6 +443,7 @@ def test_optimizer_compare_mnist(data_dir, tmp_path):
     assert all(0 < v < 2.5 for v in losses.values())
     assert losses["Adam"] < losses["SGD"]  # SGD at lr 0.01 barely moves in 30 steps
     assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert out[-1] == f"plot: {plot}"  # tmp_path is absolute: printed as given
 
 
 def test_batch_norm_test(data_dir, tmp_path):
@@ -450,6 +455,7 @@ def test_batch_norm_test(data_dir, tmp_path):
     assert re.fullmatch(r"epoch:1 \| 0\.\d{4} - 0\.\d{4}", epochs[-1])
     assert out[0] == "============== 1/2: weight std 1 =============="
     assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert out[-1] == f"plot: {plot}"
 
 
 def test_overfit_weight_decay(data_dir, tmp_path):
@@ -457,15 +463,33 @@ def test_overfit_weight_decay(data_dir, tmp_path):
     out = ok(run_example("overfit_weight_decay.py", "--epochs", "3", "--plot", str(plot)))
     assert [line.split(",")[0] for line in out[:3]] == ["epoch:0", "epoch:1", "epoch:2"]
     assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert out[-1] == f"plot: {plot}"
 
 
 def test_overfit_dropout(data_dir, tmp_path):
-    plot = tmp_path / "dropout.png"
-    out = ok(run_example("overfit_dropout.py", "--epochs", "3", "--plot", str(plot)))
+    # No --plot: the default file, in the current folder, and its full path printed (the
+    # folder's .gitignore may hide it; the user still learns where it went).
+    out = ok(run_example("overfit_dropout.py", "--epochs", "3", cwd=tmp_path))
     assert out[0].startswith("=== epoch:1, train loss:")
     assert out[3] == "=============== Final Test Accuracy ==============="
     assert re.fullmatch(r"test acc:0\.\d{4}", out[4])
-    assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert out[-1].startswith("plot: ")
+    printed = Path(out[-1].removeprefix("plot: "))
+    assert printed.is_absolute()
+    assert printed.resolve() == (tmp_path / "overfit_dropout.png").resolve()
+    assert printed.read_bytes()[:8] == PNG_MAGIC
+    assert [p.name for p in tmp_path.iterdir()] == ["overfit_dropout.png"]
+
+
+def test_ch6_examples_print_the_full_path_of_a_relative_plot(data_dir, tmp_path):
+    (tmp_path / "figs").mkdir()
+    args = ("--epochs", "1", "--plot", "figs/../figs/wd.png")
+    out = ok(run_example("overfit_weight_decay.py", *args, cwd=tmp_path))
+    printed = Path(out[-1].removeprefix("plot: "))
+    assert printed.is_absolute()
+    assert ".." not in printed.parts  # normalised: the path a user can paste
+    assert printed.resolve() == (tmp_path / "figs" / "wd.png").resolve()
+    assert printed.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_train_save_reload(data_dir, tmp_path):
@@ -474,12 +498,33 @@ def test_train_save_reload(data_dir, tmp_path):
     args = ("--epochs", "1", "--train-size", "2000", "--to", "array_api_strict")
     out = ok(run_example("train_save_reload.py", *args, "--path", str(path)))
     assert "parameters identical: True" in out
-    assert any(line.startswith("saved net.safetensors: MultiLayerNetExtend") for line in out)
+    assert any(line.startswith(f"saved {path}: MultiLayerNetExtend") for line in out)
+    assert not any("temporary" in line for line in out)  # kept where --path said
     accuracy = next(line for line in out if line.startswith("test accuracy:"))
     first, second = re.findall(r"0\.\d{4}", accuracy)
     assert first == second
     assert float(first) > 0.8
     assert path.stat().st_size > 0
+
+
+def test_train_save_reload_says_its_checkpoint_is_temporary(data_dir, tmp_path):
+    pytest.importorskip("array_api_strict", reason="reloads on array_api_strict")
+    args = ("--epochs", "1", "--train-size", "500", "--to", "array_api_strict")
+    out = ok(run_example("train_save_reload.py", *args, cwd=tmp_path))
+    saved = next(i for i, line in enumerate(out) if line.startswith("saved "))
+    match = re.fullmatch(
+        r"saved (\S+): MultiLayerNetExtend \[100, 100\] .* \((\d+) bytes\)", out[saved]
+    )
+    assert match is not None, out[saved]
+    path = Path(match.group(1))
+    assert path.is_absolute()
+    assert path.name == "net.safetensors"
+    assert int(match.group(2)) > 0
+    assert out[saved + 1] == "  (a temporary file, removed once reloaded; --path FILE keeps it)"
+    assert not path.exists()  # as it said
+    assert not path.parent.exists()
+    assert list(tmp_path.iterdir()) == []  # nothing left in the current folder
+    assert "parameters identical: True" in out
 
 
 def test_ch6_examples_refuse_a_missing_plot_folder(tmp_path):

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import xprop
-from xprop.info import show_versions, versions
+import xprop.info
+from xprop.info import busy_cpu_note, note_busy_cpu, show_versions, versions
 from xprop.libraries import ArrayLibrary, known_backends, library, unregister_backend
 
 ROOT = Path(xprop.__file__).resolve().parents[1]
@@ -314,3 +315,63 @@ def test_cupy_reports_runtime_driver_and_gpus_from_its_runtime(monkeypatch):
         "cuda driver": "unknown (RuntimeError: cudaErrorInsufficientDriver)",
         "gpus": "0 NVIDIA H100 80GB HBM3, 1 NVIDIA L4",
     }
+
+
+# --------------------------------------------------------------------------------------
+# The busy-CPU note the examples print (several BLAS threads on shared cores stall)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("load", "cores", "threads"),
+    [(1.9, 2, 2), (0.51, 2, 2), (4.5, 8, 4), (1.0, 1, 2)],
+)
+def test_busy_cpu_note_when_load_and_threads_exceed_the_cores(load, cores, threads):
+    note = busy_cpu_note(load=load, cores=cores, threads=threads)
+    assert note is not None
+    assert note.startswith(f"note: the CPU is busy (1-minute load average {load:.2f} on {cores} ")
+    assert f"the BLAS runs {threads} threads" in note
+    # the fix, both ways
+    assert "OPENBLAS_NUM_THREADS=1 before the command" in note
+    assert "threadpoolctl.threadpool_limits(1)" in note
+
+
+@pytest.mark.parametrize(
+    ("load", "cores", "threads"),
+    [
+        (9.0, 2, 1),  # one thread: nothing to stall
+        (0.5, 2, 2),  # a quiet machine (at most BUSY_LOAD)
+        (0.0, 2, 2),
+        (2.0, 8, 4),  # the threads have free cores
+        (4.0, 8, 4),  # exactly enough cores
+    ],
+)
+def test_no_busy_cpu_note_when_nothing_is_oversubscribed(load, cores, threads):
+    assert busy_cpu_note(load=load, cores=cores, threads=threads) is None
+
+
+@pytest.mark.parametrize(("threads", "expected"), [("1", "1 None"), ("2", "2 note")])
+def test_busy_cpu_note_counts_the_threads_the_blas_runs(threads, expected):
+    # The BLAS reads its thread count when it loads: a fresh process with the variables set.
+    code = (
+        "from xprop.info import _compute_threads, busy_cpu_note\n"
+        "note = busy_cpu_note(load=100.0, cores=2)\n"
+        "print(_compute_threads(64), note and note.split(':')[0])\n"
+    )
+    env = dict(os.environ)
+    env.update(OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    result = _run("-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_note_busy_cpu_prints_once(monkeypatch):
+    monkeypatch.setattr(xprop.info, "_noted", False)  # as in a new process
+    out = io.StringIO()
+    assert note_busy_cpu(out, load=0.1, cores=2, threads=2) is None  # quiet: nothing, yet
+    assert out.getvalue() == ""
+    note = note_busy_cpu(out, load=3.0, cores=2, threads=2)
+    assert note is not None
+    assert out.getvalue() == note + "\n"
+    assert note_busy_cpu(out, load=3.0, cores=2, threads=2) is None  # once per process
+    assert out.getvalue() == note + "\n"

@@ -96,6 +96,9 @@ def test_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path)
     # 5.7.4: training reached the last iteration and learned
     accs = re.findall(r"iteration\s+(\d+)\s+train acc, test acc \| (\S+), (\S+)", text)
     assert [int(i) for i, _, _ in accs] == [600, 1200]
+    for _, train_acc, test_acc in accs:  # rounded to 4 decimals
+        assert re.fullmatch(r"[01]\.\d{4}", train_acc), accs
+        assert re.fullmatch(r"[01]\.\d{4}", test_acc), accs
     assert float(accs[-1][2]) > 0.85, accs
     assert f"test accuracy after {ITERS} iterations: {float(accs[-1][2]):.4f}" in text
     # the curve was drawn: one PNG from the plotting cell

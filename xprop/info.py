@@ -7,6 +7,9 @@ library knows beyond that (the CUDA runtime, GPU names: :meth:`ArrayLibrary.vers
 <xprop.libraries.ArrayLibrary.version_info>`), then the backend selected now and the
 ``XPROP_*`` environment variables in force.  :func:`versions` returns the same as a dict.
 
+:func:`busy_cpu_note` says, in one line, when the CPU is shared and the BLAS or OpenMP
+libraries run several threads, which then stall each other (the examples print it once).
+
 Nothing here raises because a library is broken: a library that fails to import, or fails
 to answer one question, is reported with its error in that place.
 """
@@ -29,7 +32,7 @@ from xprop._version import __version__
 from xprop.backend import _make, get_backend
 from xprop.libraries import BackendError, known_backends, library
 
-__all__ = ["show_versions", "versions"]
+__all__ = ["busy_cpu_note", "note_busy_cpu", "show_versions", "versions"]
 
 #: Distributions reported with xprop: its dependencies, then what its extras add.
 DEPENDENCIES = (
@@ -42,6 +45,12 @@ DEPENDENCIES = (
 )
 
 NVIDIA_SMI_TIMEOUT_S = 20
+
+#: A 1-minute load average above this counts as other work on the CPU (as the benchmarks do).
+BUSY_LOAD = 0.5
+
+#: Environment variables that set the thread count of the BLAS and OpenMP libraries.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def versions() -> dict[str, Any]:
@@ -110,6 +119,103 @@ def show_versions(file: IO[str] | None = None, *, as_json: bool = False) -> None
         print("  no XPROP_* variable is set", file=out)
     for key, value in env.items():
         print(f"  {key}={value}", file=out)
+
+
+def busy_cpu_note(
+    load: float | None = None, cores: int | None = None, threads: int | None = None
+) -> str | None:
+    """A note saying that the CPU is shared and several BLAS threads will stall, or None.
+
+    OpenBLAS (NumPy's BLAS) and OpenMP run one thread per core by default, and every call
+    waits for its slowest thread: when other processes hold some of the cores, those threads
+    wait for a turn and a run takes several times as long (the book's ``train_mnist.py`` on a
+    busy 2-core machine: 84-168 s with two threads, 16-31 s with one).  The note says so when the
+    1-minute load average exceeds ``BUSY_LOAD`` (0.5) and the load plus the threads exceed the
+    cores; it changes nothing itself.
+
+    Parameters
+    ----------
+    load : float, optional
+        The 1-minute load average (default: ``os.getloadavg()``; None where the OS has none,
+        as on Windows, and then no note).
+    cores : int, optional
+        The cores this process may use (default: its CPU affinity, else ``os.cpu_count()``).
+    threads : int, optional
+        The most threads a BLAS or OpenMP library loaded here runs (default: what
+        threadpoolctl reports, else the ``*_NUM_THREADS`` variables, else ``cores``).
+
+    Returns
+    -------
+    str or None
+        The note, with the load, the cores, the threads and the fix; None when nothing is
+        oversubscribed (or the load cannot be read).
+    """
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this OS
+            return None
+    cores = cores or _usable_cores()
+    threads = threads or _compute_threads(cores)
+    if threads <= 1 or load <= BUSY_LOAD or load + threads <= cores:
+        return None
+    return (
+        f"note: the CPU is busy (1-minute load average {load:.2f} on {cores} cores: other "
+        f"programs, or a run that just ended) and the BLAS runs {threads} threads, which stall "
+        "each other when they share the cores; this run may take several times longer.\n"
+        "      One thread: OPENBLAS_NUM_THREADS=1 before the command (MKL_NUM_THREADS=1 for "
+        "MKL, OMP_NUM_THREADS=1 for PyTorch), or threadpoolctl.threadpool_limits(1) in Python "
+        "(docs/performance.md)."
+    )
+
+
+_noted = False
+
+
+def note_busy_cpu(
+    file: IO[str] | None = None,
+    *,
+    load: float | None = None,
+    cores: int | None = None,
+    threads: int | None = None,
+) -> str | None:
+    """Print :func:`busy_cpu_note` (to ``sys.stderr`` by default) the first time it has one
+    in this process, and nothing after that; returns the note printed, or None.
+
+    ``load``, ``cores`` and ``threads`` go to :func:`busy_cpu_note` (default: this machine's).
+    """
+    global _noted
+    if _noted:
+        return None
+    note = busy_cpu_note(load, cores, threads)
+    if note is not None:
+        _noted = True
+        print(note, file=sys.stderr if file is None else file, flush=True)
+    return note
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # containers, taskset
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _compute_threads(cores: int) -> int:
+    """The most threads of a BLAS or OpenMP library loaded in this process."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [int(pool.get("num_threads") or 1) for pool in threadpool_info()]
+        if counts:
+            return max(counts)
+    except Exception:  # not installed, or it failed: the environment decides
+        pass
+    for key in THREAD_VARIABLES:
+        value = os.environ.get(key, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return cores
 
 
 def _section(out: IO[str], title: str, facts: dict[str, str]) -> None:
