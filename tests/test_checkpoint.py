@@ -542,6 +542,15 @@ def test_dropout_run_resumes_exactly(backend: xprop.Backend, tmp_path) -> None:
         opt_b.update(b.params, b.gradient(x, t))
     _assert_same(_net_host(backend, a), _net_host(backend, b))
     assert float(a.loss(x, t, train_flg=True)) == float(b.loss(x, t, train_flg=True))
+    # Save mid-run again and go on with compiled steps (keys drawn from the generator).
+    a.save_params(path, optimizer=opt_a)
+    c, opt_c = _tiny(backend, seed=6, lr=0.5)
+    c.load_params(path, optimizer=opt_c)
+    idx = backend.rng(3).choice(4, (5, 4))
+    want = a.compile_step(opt_a).run(x, t, idx)
+    got = c.compile_step(opt_c).run(x, t, idx)
+    np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(want))
+    _assert_same(_net_host(backend, a), _net_host(backend, c))
 
 
 def test_load_from_a_folder_or_a_fifo_says_what_it_is(tmp_path) -> None:
