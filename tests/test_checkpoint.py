@@ -571,3 +571,36 @@ def test_save_to_a_folder_or_an_empty_path_is_refused(tmp_path, monkeypatch) -> 
     with pytest.raises(ValueError, match=r"the path is empty"):
         net.save_params("")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX links, FIFOs and modes")
+def test_save_through_a_link_keeps_the_mode_and_never_replaces_a_device(tmp_path) -> None:
+    """Before: the link became a regular file (its target kept the old weights), a 0600
+    checkpoint became 0644, and a FIFO (or /dev/null, as root) was replaced."""
+    be = xprop.get_backend("numpy", dtype="float64")
+    old, new = MultiLayerNet(4, [3], 2, backend=be, seed=0), MultiLayerNet(4, [3], 2, backend=be)
+    real, link = tmp_path / "real.safetensors", tmp_path / "link.safetensors"
+    old.save_params(real)
+    real.chmod(0o600)
+    link.symlink_to(real.name)
+    new.save_params(link)
+    assert link.is_symlink()
+    assert oct(real.stat().st_mode & 0o777) == oct(0o600)
+    check = MultiLayerNet(4, [3], 2, backend=be, seed=3)
+    check.load_params(real)
+    for key, value in new.params.items():
+        np.testing.assert_array_equal(check.params[key], value)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"it exists and is a FIFO, not a regular file"):
+        new.save_params(fifo)
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    with pytest.raises(ValueError, match=r"-> /dev/null: it exists and is a character device"):
+        new.save_params(null)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fifo",
+        "link.safetensors",
+        "null",
+        "real.safetensors",
+    ]
