@@ -147,7 +147,7 @@ def _rewrite(path: Path, edit) -> None:
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     edit(tensors, meta)
-    meta["sha256"] = _digest(tensors)
+    meta["sha256"] = _digest(tensors, meta)
     path.write_bytes(save(tensors, metadata=meta))
 
 
@@ -194,7 +194,7 @@ ERRORS = {
     "config": (_config(activation="sigmoid"), r"activation is 'sigmoid' in the file but 'relu'"),
     "sizes": (_config(hidden_size_list=[5, 5]), r"hidden_size_list is \[5, 5\] in the file but"),
     "foreign": (_meta("format", "other"), r"is a safetensors file but not an xprop checkpoint"),
-    "version": (_meta("format_version", "2"), r"has format version '2'; this xprop"),
+    "version": (_meta("format_version", "3"), r"has format version '3'; this xprop"),
 }
 
 
@@ -217,7 +217,7 @@ def test_load_errors_leave_the_network_untouched(backend: xprop.Backend, tmp_pat
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (_flip_last_byte, r"is corrupt: its arrays do not match the SHA-256 digest"),
+        (_flip_last_byte, r"is corrupt: its arrays and metadata do not match the SHA-256"),
         (lambda p: p.write_bytes(p.read_bytes()[:-7]), r"is corrupt or not a safetensors file"),
         (lambda p: p.write_bytes(b"not a checkpoint at all"), r"corrupt or not a safetensors"),
         (lambda p: p.write_bytes(b""), r"is corrupt or not a safetensors file"),
@@ -344,3 +344,263 @@ def test_write_atomically_gives_an_ordinary_file_or_nothing(tmp_path) -> None:
         write_atomically(target, fails)
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+# -- round 2: the digest covers the metadata; crafted files; bad paths --------------------------
+
+
+def _tiny(be: xprop.Backend, seed: int, lr: float = 0.01) -> tuple:
+    """A small Dropout network and an Adam that has taken 3 steps (a short header)."""
+    net = MultiLayerNetExtend(3, [2], 2, use_dropout=True, backend=be, seed=seed)
+    x = be.asarray(np.random.default_rng(seed).standard_normal((4, 3)))
+    t = be.asarray(np.array([0, 1, 0, 1]))
+    opt = Adam(lr=lr)
+    for _ in range(3):
+        opt.update(net.params, net.gradient(x, t))
+    return net, opt
+
+
+def _opt_host(be: xprop.Backend, opt) -> tuple:
+    state = opt.state_dict()
+    slots = {
+        f"{slot}/{key}": be.to_numpy(value).copy()
+        for slot, arrays in state["slots"].items()
+        for key, value in arrays.items()
+    }
+    return state["class"], state["hyper"], state["iter"], slots
+
+
+def _net_host(be: xprop.Backend, net) -> dict:
+    return {k: be.to_numpy(v).copy() for k, v in net.params.items()}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_every_header_bit_flip_raises_or_loads_identically(backend: xprop.Backend, tmp_path):
+    """Each single-bit flip in the header (array table and metadata: the class, config,
+    optimizer hyperparameters and step count, the generator state) raises CheckpointError
+    and changes nothing, or loads exactly what was saved.  (Format 1's digest covered the
+    arrays only: 22 of these 11,136 flips loaded silently, e.g. lr 0.01 -> 1.01 or 0.11,
+    beta2 0.999 -> 0.899, Adam's step 3 -> 2.)"""
+    source, source_opt = _tiny(backend, seed=0)
+    path = tmp_path / "flip.safetensors"
+    source.save_params(path, optimizer=source_opt)
+    good = path.read_bytes()
+    header_end = 8 + struct.unpack("<Q", good[:8])[0]
+    saved_net, saved_opt = _net_host(backend, source), _opt_host(backend, source_opt)
+    saved_rng = source.rng.generator.bit_generator.state
+
+    def fresh():
+        net, opt = _tiny(backend, seed=1, lr=0.5)
+        state = opt.state_dict()
+        # What a failed load must leave alone: the very objects, and the numbers.
+        objects = (
+            dict(net.params),
+            {(s, k): a for s, arrays in state["slots"].items() for k, a in arrays.items()},
+            (state["hyper"], state["iter"]),
+            net.rng.generator.bit_generator.state,
+        )
+        return net, opt, objects, _net_host(backend, net), _opt_host(backend, opt)
+
+    def objects_now(net, opt):
+        state = opt.state_dict()
+        return (
+            dict(net.params),
+            {(s, k): a for s, arrays in state["slots"].items() for k, a in arrays.items()},
+            (state["hyper"], state["iter"]),
+            net.rng.generator.bit_generator.state,
+        )
+
+    net, opt, objects, net_values, opt_values = fresh()
+    raised = loaded = 0
+    fd = os.open(path, os.O_RDWR)  # one byte rewritten in place per flip (opening is slow)
+    try:
+        for bit in range(8 * header_end):
+            os.pwrite(fd, bytes([good[bit // 8] ^ (1 << (bit % 8))]), bit // 8)
+            try:
+                net.load_params(path, optimizer=opt)
+            except CheckpointError:
+                raised += 1
+                now = objects_now(net, opt)
+                assert all(now[0][k] is v for k, v in objects[0].items()), f"bit {bit}"
+                assert all(now[1][k] is v for k, v in objects[1].items()), f"bit {bit}"
+                assert now[2:] == objects[2:], f"bit {bit} changed the optimizer or generator"
+                continue
+            finally:
+                os.pwrite(fd, good[bit // 8 : bit // 8 + 1], bit // 8)
+            loaded += 1  # only where the flip does not change what is read
+            _assert_same(_net_host(backend, net), saved_net)
+            assert _opt_host(backend, opt)[:3] == saved_opt[:3], f"bit {bit} changed the optimizer"
+            _assert_same(_opt_host(backend, opt)[3], saved_opt[3])
+            assert net.rng.generator.bit_generator.state == saved_rng, f"bit {bit}"
+            net, opt, objects, net_values, opt_values = fresh()
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == good
+    # The values too, once: nothing was written into the arrays in place.
+    _assert_same(_net_host(backend, net), net_values)
+    _assert_same(_opt_host(backend, opt)[3], opt_values[3])
+    assert raised > 0.9 * 8 * header_end  # almost every flip is caught, not loaded
+    assert raised + loaded == 8 * header_end
+
+
+def test_format_1_checkpoints_still_load(backend: xprop.Backend, tmp_path) -> None:
+    """Files of the previous format (digest over the arrays only) load as before."""
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    from xprop.checkpoint import _digest
+
+    source, source_opt = _tiny(backend, seed=0)
+    path = tmp_path / "v1.safetensors"
+    source.save_params(path, optimizer=source_opt)
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta.pop("rng")
+    meta["format_version"] = "1"
+    meta["sha256"] = _digest(tensors)  # format 1: the arrays only
+    path.write_bytes(save(tensors, metadata=meta))
+    net, opt = _tiny(backend, seed=1, lr=0.5)
+    net.load_params(path, optimizer=opt)
+    _assert_same(_net_host(backend, net), _net_host(backend, source))
+    assert (opt.lr, opt.iter) == (0.01, 3)
+
+
+CRAFTED = {
+    "config a list": (_meta("config", "[1, 2]"), r"'config' must be a JSON object, got list"),
+    "config a number": (_meta("config", "5"), r"'config' must be a JSON object, got int"),
+    "config nested": (_meta("config", "[" * 100_000 + "]" * 100_000), r"'config' is nested"),
+    "info a string": (_meta("info", '"x"'), r"'info' must be a JSON object, got str"),
+    "optimizer a list": (_meta("optimizer", "[1]"), r"'optimizer' must be a JSON object"),
+    "optimizer hyper a list": (
+        _meta("optimizer", '{"class": "Adam", "hyper": [1], "iter": 3}'),
+        r"optimizer 'hyper' must be a JSON object",
+    ),
+    "optimizer iter a string": (
+        _meta("optimizer", '{"class": "Adam", "hyper": {}, "iter": "3"}'),
+        r"optimizer 'iter' must be an integer",
+    ),
+    "rng a list": (_meta("rng", "[]"), r"'rng' must be a JSON object, got list"),
+    "rng of another generator": (
+        _meta("rng", '{"bit_generator": "MT19937", "state": {}}'),
+        r"generator state is for 'MT19937', not PCG64",
+    ),
+    "bad json": (_meta("config", "{"), r"'config' is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_crafted_metadata_raises_checkpoint_error(backend: xprop.Backend, tmp_path, case) -> None:
+    source, source_opt = _tiny(xprop.get_backend("numpy", dtype="float64"), seed=0)
+    path = tmp_path / "crafted.safetensors"
+    source.save_params(path, optimizer=source_opt)
+    edit, message = CRAFTED[case]
+    _rewrite(path, edit)
+    with pytest.raises(CheckpointError, match=message):
+        read_metadata(path)
+    net, opt = _tiny(backend, seed=1, lr=0.5)
+    net_before, opt_before = _net_host(backend, net), _opt_host(backend, opt)
+    with pytest.raises(CheckpointError, match=message):
+        net.load_params(path, optimizer=opt)
+    _assert_same(_net_host(backend, net), net_before)
+    assert _opt_host(backend, opt)[:3] == opt_before[:3]
+
+
+def test_optimizer_of_another_network_is_refused_at_save(backend: xprop.Backend, tmp_path):
+    net_a, opt_a = _tiny(backend, seed=0)
+    net_b = MultiLayerNetExtend(3, [4], 2, use_dropout=True, backend=backend, seed=0)
+    path = tmp_path / "b.safetensors"
+    with pytest.raises(ValueError, match=r"optimizer's 'm' state for 'W1' has shape \(3, 2\)"):
+        net_b.save_params(path, optimizer=opt_a)
+    assert not path.exists()
+    other = MultiLayerNetExtend(3, [2], 2, use_batchnorm=True, backend=backend, seed=0)
+    with pytest.raises(ValueError, match=r"'m' state has keys \['W1', .*\] but the network"):
+        other.save_params(path, optimizer=opt_a)
+    assert not path.exists()
+    with pytest.raises(TypeError, match="optimizer must be an xprop optimizer"):
+        net_a.save_params(path, optimizer="adam")
+    net_a.save_params(path, optimizer=opt_a)  # its own optimizer: fine
+
+
+def test_dropout_run_resumes_exactly(backend: xprop.Backend, tmp_path) -> None:
+    """The Dropout masks come from the network's generator; its state is in the file, so
+    training continues with the masks the uninterrupted run draws (eager and compiled)."""
+    a, opt_a = _tiny(backend, seed=0)
+    path = tmp_path / "resume.safetensors"
+    a.save_params(path, optimizer=opt_a)
+    b, opt_b = _tiny(backend, seed=5, lr=0.5)
+    b.load_params(path, optimizer=opt_b)
+    x = backend.asarray(np.random.default_rng(9).standard_normal((4, 3)))
+    t = backend.asarray(np.array([1, 0, 1, 1]))
+    for _ in range(3):
+        opt_a.update(a.params, a.gradient(x, t))
+        opt_b.update(b.params, b.gradient(x, t))
+    _assert_same(_net_host(backend, a), _net_host(backend, b))
+    assert float(a.loss(x, t, train_flg=True)) == float(b.loss(x, t, train_flg=True))
+    # Save mid-run again and go on with compiled steps (keys drawn from the generator).
+    a.save_params(path, optimizer=opt_a)
+    c, opt_c = _tiny(backend, seed=6, lr=0.5)
+    c.load_params(path, optimizer=opt_c)
+    idx = backend.rng(3).choice(4, (5, 4))
+    want = a.compile_step(opt_a).run(x, t, idx)
+    got = c.compile_step(opt_c).run(x, t, idx)
+    np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(want))
+    _assert_same(_net_host(backend, a), _net_host(backend, c))
+
+
+def test_load_from_a_folder_or_a_fifo_says_what_it_is(tmp_path) -> None:
+    net = MultiLayerNet(4, [3], 2, backend="numpy")
+    with pytest.raises(IsADirectoryError, match=r"is a folder, not a checkpoint file"):
+        net.load_params(tmp_path)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo")
+        with pytest.raises(CheckpointError, match=r"is not a regular file \(a FIFO\)"):
+            net.load_params(tmp_path / "fifo")
+
+
+def test_save_to_a_folder_or_an_empty_path_is_refused(tmp_path, monkeypatch) -> None:
+    net = MultiLayerNet(4, [3], 2, backend="numpy")
+    with pytest.raises(IsADirectoryError, match=r"cannot write .*: it is a folder"):
+        net.save_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"the path is empty"):
+        net.save_params("")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX links, FIFOs and modes")
+def test_save_through_a_link_keeps_the_mode_and_never_replaces_a_device(tmp_path) -> None:
+    """Before: the link became a regular file (its target kept the old weights), a 0600
+    checkpoint became 0644, and a FIFO (or /dev/null, as root) was replaced."""
+    be = xprop.get_backend("numpy", dtype="float64")
+    old, new = MultiLayerNet(4, [3], 2, backend=be, seed=0), MultiLayerNet(4, [3], 2, backend=be)
+    real, link = tmp_path / "real.safetensors", tmp_path / "link.safetensors"
+    old.save_params(real)
+    real.chmod(0o600)
+    link.symlink_to(real.name)
+    new.save_params(link)
+    assert link.is_symlink()
+    assert oct(real.stat().st_mode & 0o777) == oct(0o600)
+    check = MultiLayerNet(4, [3], 2, backend=be, seed=3)
+    check.load_params(real)
+    for key, value in new.params.items():
+        np.testing.assert_array_equal(check.params[key], value)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"it exists and is a FIFO, not a regular file"):
+        new.save_params(fifo)
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    with pytest.raises(ValueError, match=r"-> /dev/null: it exists and is a character device"):
+        new.save_params(null)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fifo",
+        "link.safetensors",
+        "null",
+        "real.safetensors",
+    ]

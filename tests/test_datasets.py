@@ -229,6 +229,72 @@ def test_each_file_is_hashed_once_per_process(tiny_dir, monkeypatch):
     assert len(calls) == 4
 
 
+def _replace_with(path: Path, kind: str) -> None:
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:  # a link to an endless device
+        path.symlink_to("/dev/zero")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and /dev/zero are POSIX")
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [("fifo", "a FIFO"), ("folder", "a folder"), ("zero", "a character device")],
+)
+def test_a_data_file_that_is_not_a_regular_file_is_refused_before_hashing(tiny_dir, kind, what):
+    """Hashing a FIFO or /dev/zero would never end; a folder gave a raw IsADirectoryError."""
+    bad = tiny_dir / "train-labels-idx1-ubyte.gz"
+    _replace_with(bad, kind)
+    with pytest.raises(
+        DatasetError, match=f"train-labels-idx1-ubyte.gz.* is {what}, not a regular"
+    ):
+        load(MNIST_LIKE, tiny_dir)
+    assert bad.is_symlink() if kind == "zero" else bad.exists()  # never deleted
+
+
+def test_a_data_file_of_the_wrong_size_is_refused_before_hashing(tiny_dir, monkeypatch):
+    import dataclasses
+
+    sizes = {name: len(data) for name, data in CONTENT.items()}
+    spec = dataclasses.replace(MNIST_LIKE, sizes=sizes)
+    hashed = []
+    real = datasets._sha256
+    monkeypatch.setattr(datasets, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    bad = tiny_dir / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(CONTENT["t10k-images-idx3-ubyte.gz"] + b"\0" * 5)
+    size = sizes["t10k-images-idx3-ubyte.gz"]
+    with pytest.raises(DatasetError, match=rf"it is {size + 5} bytes, expected {size}"):
+        load(spec, tiny_dir)
+    assert bad.name not in hashed  # refused on its size alone
+    assert bad.exists()  # user data is never deleted
+
+
+def test_mnist_knows_the_sizes_of_its_files(real_data_dir):
+    for name, size in MNIST.sizes.items():
+        assert (real_data_dir / name).stat().st_size == size
+
+
+def test_missing_files_in_the_env_folder_are_named(tmp_path, monkeypatch):
+    pytest.importorskip("pooch", reason="downloads need the optional dependency pooch")
+    folder = write_files(tmp_path / "data")
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    (folder / "train-images-idx3-ubyte.gz").unlink()
+    monkeypatch.setenv("XPROP_DATA_DIR", str(folder))
+    with pytest.raises(DatasetError) as info:
+        load(MNIST_LIKE)
+    message = str(info.value)
+    assert f"XPROP_DATA_DIR is set to {str(folder)!r}" in message
+    assert "lacks train-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz" in message
+    assert "set XPROP_DATA_DIR=/that/folder" not in message
+    monkeypatch.delenv("XPROP_DATA_DIR")
+    with pytest.raises(DatasetError) as info:
+        load(MNIST_LIKE, folder)
+    assert f"data_dir is {str(folder)!r}" in str(info.value)
+
+
 # --------------------------------------------------------------------------------------
 # Corrupt, truncated and malformed files
 # --------------------------------------------------------------------------------------

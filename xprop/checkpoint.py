@@ -8,15 +8,17 @@ statistics (``running_mean1``, ``running_var1``, ...) — as host arrays, so a c
 saved on any backend and device loads on any other.  Optionally the optimizer's state is
 stored too (``optimizer/<slot>/<key>`` arrays), so that training resumes exactly.  The
 safetensors metadata (strings only) holds JSON: the format, the xprop version, the network
-class, its configuration, the dtype, the backend and device it was saved from, and a
-SHA-256 digest of all arrays.
+class, its configuration, the dtype, the backend and device it was saved from, the state
+of the network's host generator (which draws the Dropout masks), and a SHA-256 digest of
+all arrays and all other metadata (format 2; format 1, whose digest covered the arrays
+only, still loads).
 
 Saving is atomic: the file is written to a temporary file in the same folder, flushed to
 disk, then renamed over the target, so an interrupted save never leaves a half-written
 checkpoint (the old one, if any, stays intact).  Loading checks everything — readable file,
-format, class, configuration, digest, the set of keys, every shape and dtype — before it
-changes anything; any mismatch raises ``ValueError`` naming the key and both values, and
-leaves the network (and optimizer) untouched.
+format, digest, class, configuration, the set of keys, every shape and dtype — before it
+changes anything; any mismatch raises :class:`CheckpointError` (a ``ValueError``) naming
+the key and both values, and leaves the network (and optimizer) untouched.
 
 Like :mod:`xprop.datasets`, this module works on the host and imports NumPy.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,12 +37,14 @@ import numpy as np
 
 from xprop._namespace import dtype_name
 from xprop._version import __version__
-from xprop.files import write_atomically
+from xprop.files import check_target, write_atomically
 
 __all__ = ["CheckpointError", "Checkpointable", "load_params", "read_metadata", "save_params"]
 
 FORMAT = "xprop.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this xprop reads: 1 (digest over the arrays only) and 2 (arrays and metadata).
+READ_VERSIONS = (1, 2)
 OPTIMIZER_PREFIX = "optimizer/"
 
 
@@ -102,18 +107,27 @@ def save_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
         A network (:class:`~xprop.TwoLayerNet`, :class:`~xprop.MultiLayerNet`, ...).
     path : str or path
         The file to write (``.safetensors`` by convention); its folder must exist.  An
-        existing file is replaced atomically.
+        existing file is replaced atomically and keeps its permissions; a symbolic link is
+        followed (its target is replaced, the link stays).
     optimizer : Optimizer, optional
-        Also store its hyperparameters, update count and state arrays.
+        Also store its hyperparameters, update count and state arrays; they must be the
+        state of this network's parameters (the same keys, shapes and dtypes).
 
     Raises
     ------
     FileNotFoundError
         The folder does not exist.
+    IsADirectoryError
+        ``path`` is a folder.
+    ValueError
+        ``path`` is empty or names something other than a regular file (a FIFO, a
+        device); or ``optimizer`` holds the state of other parameters.
+    TypeError
+        ``optimizer`` is not an xprop optimizer.
     """
     from safetensors.numpy import save
 
-    path = Path(path)
+    path = check_target(path, what="a checkpoint")
     if not path.parent.is_dir():
         raise FileNotFoundError(
             f"cannot save a checkpoint to {path}: folder {path.parent} does not exist; "
@@ -132,25 +146,29 @@ def save_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
         "backend": backend.name,
         "device": str(backend.device),
     }
+    rng = _generator(net)
+    if rng is not None:
+        meta["rng"] = json.dumps(rng.bit_generator.state, sort_keys=True)
     if optimizer is not None:
-        state = optimizer.state_dict()
+        state = _optimizer_to_save(net, optimizer)
         for slot, arrays in state["slots"].items():
             for key, value in arrays.items():
                 tensors[f"{OPTIMIZER_PREFIX}{slot}/{key}"] = _host(backend, value)
         meta["optimizer"] = json.dumps(
             {"class": state["class"], "hyper": state["hyper"], "iter": state["iter"]}
         )
-    meta["sha256"] = _digest(tensors)
+    meta["sha256"] = _digest(tensors, meta)
     _atomic_write(path, save(tensors, metadata=meta))
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata of a checkpoint, JSON fields decoded (to see what network to build).
 
-    Raises :class:`CheckpointError` when the file is not a readable xprop checkpoint.
+    Raises :class:`CheckpointError` when the file is not a readable xprop checkpoint, or
+    its digest does not match (the metadata are checked as on load).
     """
-    meta, _ = _read(Path(path))
-    return _decode(Path(path), meta)
+    meta, tensors = _read(Path(path))
+    return _decode(Path(path), meta, tensors)
 
 
 def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None) -> None:
@@ -159,10 +177,16 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
     The arrays are copied to ``net``'s backend and device; ``params`` entries are rebound
     (layers read them live).  Without ``optimizer``, optimizer state in the file is ignored.
 
+    The state of the network's host generator (``net.rng``, which draws the Dropout masks)
+    is restored too when the file holds it, so that training resumes with the masks the
+    uninterrupted run would draw.
+
     Raises
     ------
     FileNotFoundError
         No file at ``path``.
+    IsADirectoryError
+        ``path`` is a folder.
     CheckpointError (a ValueError)
         A corrupt or foreign file, a wrong network class or configuration, a missing or
         extra key, a shape or dtype mismatch, or no optimizer state in the file when
@@ -170,12 +194,7 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
     """
     path = Path(path)
     meta, tensors = _read(path)
-    info = _decode(path, meta)
-    if _digest(tensors) != meta.get("sha256"):
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt: its arrays do not match the SHA-256 digest "
-            "stored when it was saved; save it again"
-        )
+    info = _decode(path, meta, tensors)
     name = type(net).__name__
     if info["class"] != name:
         raise CheckpointError(
@@ -201,6 +220,17 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
     opt_state = None
     if optimizer is not None:
         opt_state = _optimizer_state(path, info, tensors, net, optimizer)
+    generator = _generator(net)
+    rng_state = None
+    if generator is not None and "rng" in info:
+        ours = type(generator.bit_generator).__name__
+        if ours != info["rng"]["bit_generator"]:
+            raise CheckpointError(
+                f"checkpoint {path}: the generator state is for "
+                f"{info['rng']['bit_generator']}, but this {name}'s generator is {ours}; "
+                "build the network with backend.rng (numpy.random.default_rng)"
+            )
+        rng_state = info["rng"]
 
     # Everything checked: copy to the device (a failure here still changes nothing) ...
     moved = {k: backend.asarray(np.array(v), dtype=str(v.dtype)) for k, v in saved_net.items()}
@@ -216,6 +246,8 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
     net._load_checkpoint_buffers({key: moved[key] for key in buffers})
     if optimizer is not None:
         optimizer.load_state_dict(opt_state)
+    if rng_state is not None:
+        generator.bit_generator.state = rng_state
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -243,9 +275,14 @@ def _version() -> str:
     return __version__
 
 
-def _digest(tensors: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over every array's name, dtype, shape and bytes, in key order."""
+def _digest(tensors: Mapping[str, np.ndarray], meta: Mapping[str, str] | None = None) -> str:
+    """SHA-256 over the metadata (every entry but the digest itself; format 2), then every
+    array's name, dtype, shape and bytes, in key order.  ``meta=None``: format 1's digest
+    (the arrays only)."""
     h = hashlib.sha256()
+    if meta is not None:
+        entries = sorted((k, v) for k, v in meta.items() if k != "sha256")
+        h.update(json.dumps(entries).encode())
     for key in sorted(tensors):
         a = tensors[key]
         h.update(json.dumps([key, a.dtype.str, list(a.shape)]).encode())
@@ -260,8 +297,20 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _read(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     from safetensors import safe_open
 
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: the file does not exist")
+    try:
+        mode = path.stat().st_mode  # follows symbolic links
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}: the file does not exist") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(
+            f"{path} is a folder, not a checkpoint file; give the path of the .safetensors "
+            "file written by net.save_params"
+        )
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(
+            f"{path} is not a regular file ({_kind(mode)}); give the path of the "
+            ".safetensors file written by net.save_params"
+        )
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
@@ -274,28 +323,89 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     return meta, tensors
 
 
-def _decode(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+def _decode(path: Path, meta: dict[str, str], tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The metadata, checked against the digest and with its JSON fields decoded and typed."""
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is a safetensors file but not an xprop checkpoint (no format "
             f"{FORMAT!r} in its metadata); write checkpoints with net.save_params"
         )
-    if meta.get("format_version") != str(FORMAT_VERSION):
+    version = meta.get("format_version")
+    if version not in {str(v) for v in READ_VERSIONS}:
         raise CheckpointError(
-            f"checkpoint {path} has format version {meta.get('format_version')!r}; this "
-            f"xprop ({_version()}) reads version {FORMAT_VERSION}: upgrade xprop"
+            f"checkpoint {path} has format version {version!r}; this xprop ({_version()}) "
+            f"reads versions {', '.join(map(str, READ_VERSIONS))}: upgrade xprop"
+        )
+    if "sha256" not in meta:
+        raise CheckpointError(f"checkpoint {path} is corrupt: metadata lacks 'sha256'")
+    covered = meta if version != "1" else None  # format 1: the digest covers the arrays only
+    if _digest(tensors, covered) != meta["sha256"]:
+        what = "arrays and metadata" if covered is not None else "arrays"
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its {what} do not match the SHA-256 digest "
+            "stored when it was saved; save it again"
         )
     out: dict[str, Any] = dict(meta)
-    try:
-        for key in ("config", "info", "optimizer"):
-            if key in meta:
-                out[key] = json.loads(meta[key])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt: bad metadata ({exc})") from exc
-    for key in ("class", "config", "sha256"):
+    for key in ("config", "info", "optimizer", "rng"):
+        if key in meta:
+            out[key] = _json_object(path, key, meta[key])
+    for key in ("class", "config"):
         if key not in out:
             raise CheckpointError(f"checkpoint {path} is corrupt: metadata lacks {key!r}")
+    if "optimizer" in out:
+        opt = out["optimizer"]
+        if not isinstance(opt.get("class"), str):
+            raise CheckpointError(
+                f"checkpoint {path}: optimizer 'class' must be a string, got {opt.get('class')!r}"
+            )
+        if not isinstance(opt.get("hyper"), dict):
+            raise CheckpointError(
+                f"checkpoint {path}: optimizer 'hyper' must be a JSON object, got "
+                f"{_json_type(opt.get('hyper'))}"
+            )
+        iteration = opt.get("iter")
+        if isinstance(iteration, bool) or not isinstance(iteration, int):
+            raise CheckpointError(
+                f"checkpoint {path}: optimizer 'iter' must be an integer, got {iteration!r}"
+            )
+    if "rng" in out:
+        _check_rng(path, out["rng"])
     return out
+
+
+def _json_object(path: Path, key: str, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: metadata {key!r} is not valid JSON ({exc})"
+        ) from exc
+    except RecursionError:
+        raise CheckpointError(
+            f"checkpoint {path}: metadata {key!r} is nested too deeply to read; it was not "
+            "written by net.save_params"
+        ) from None
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: metadata {key!r} must be a JSON object, got "
+            f"{_json_type(value)} {_short(value)}; it was not written by net.save_params"
+        )
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(mode: int) -> str:
+    from xprop.files import file_kind
+
+    return file_kind(mode)
 
 
 def _check_keys(path: Path, what: str, expected: set[str], found: set[str]) -> None:
@@ -368,3 +478,62 @@ def _optimizer_state(
             shape, dtype = tuple(value.shape), _dtype_of(backend, value)
             _check_array(path, f"{OPTIMIZER_PREFIX}{slot}/{key}", arrays[key], shape, dtype)
     return state
+
+
+def _optimizer_to_save(net: Any, optimizer: Any) -> dict[str, Any]:
+    """``optimizer.state_dict()``, checked to be the state of ``net``'s parameters."""
+    from xprop.optimizers import Optimizer
+
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"optimizer must be an xprop optimizer (xprop.optimizers.Optimizer), got "
+            f"{type(optimizer).__name__}"
+        )
+    state = optimizer.state_dict()
+    backend, params = net.backend, net.params
+    fix = "pass the optimizer that trains this network (or save without optimizer=)"
+    for slot, arrays in state["slots"].items():
+        if set(arrays) != set(params):
+            raise ValueError(
+                f"cannot save {type(optimizer).__name__} with this {type(net).__name__}: "
+                f"the optimizer's {slot!r} state has keys {sorted(arrays)} but the network "
+                f"has {sorted(params)}; {fix}"
+            )
+        for key, value in params.items():
+            ours, theirs = tuple(value.shape), tuple(arrays[key].shape)
+            if ours != theirs:
+                raise ValueError(
+                    f"cannot save {type(optimizer).__name__} with this {type(net).__name__}: "
+                    f"the optimizer's {slot!r} state for {key!r} has shape {theirs} but the "
+                    f"parameter has {ours}; {fix}"
+                )
+            ours_dt, theirs_dt = _dtype_of(backend, value), _dtype_of(backend, arrays[key])
+            if ours_dt != theirs_dt:
+                raise ValueError(
+                    f"cannot save {type(optimizer).__name__} with this {type(net).__name__}: "
+                    f"the optimizer's {slot!r} state for {key!r} has dtype {theirs_dt} but "
+                    f"the parameter has {ours_dt}; {fix}"
+                )
+    return state
+
+
+def _generator(net: Any) -> np.random.Generator | None:
+    """The network's host generator (``net.rng.generator``, drawing the Dropout masks)."""
+    generator = getattr(getattr(net, "rng", None), "generator", None)
+    return generator if isinstance(generator, np.random.Generator) else None
+
+
+def _check_rng(path: Path, state: dict[str, Any]) -> None:
+    """Check a saved generator state by setting it on a scratch bit generator."""
+    name = state.get("bit_generator")
+    if name != "PCG64":  # what numpy.random.default_rng, hence backend.rng, uses
+        raise CheckpointError(
+            f"checkpoint {path}: the generator state is for {name!r}, not PCG64, the "
+            "generator of xprop's networks; it was not written by net.save_params"
+        )
+    try:
+        np.random.PCG64().state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: bad generator state ({type(exc).__name__}: {exc})"
+        ) from exc

@@ -15,10 +15,11 @@ import functools
 import gzip
 import hashlib
 import os
+import stat
 import sys
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ class _IdxDataset:
     ``files`` maps the roles ``train_images``, ``train_labels``, ``test_images`` and
     ``test_labels`` to file names; ``sha256`` maps each file name to its hex digest;
     ``mirrors`` are base URLs tried in order (file name appended); ``name`` is the cache
-    subfolder and the name used in messages.
+    subfolder and the name used in messages; ``sizes`` maps file names to their sizes in
+    bytes, checked before hashing (a file missing there: not checked).
     """
 
     name: str
@@ -50,6 +52,7 @@ class _IdxDataset:
     sha256: Mapping[str, str]
     mirrors: tuple[str, ...]
     num_classes: int = 10
+    sizes: Mapping[str, int] = field(default_factory=dict)
 
 
 _ROLES = ("train_images", "train_labels", "test_images", "test_labels")
@@ -80,6 +83,12 @@ MNIST = _IdxDataset(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ),
+    sizes={
+        "train-images-idx3-ubyte.gz": 9912422,
+        "train-labels-idx1-ubyte.gz": 28881,
+        "t10k-images-idx3-ubyte.gz": 1648877,
+        "t10k-labels-idx1-ubyte.gz": 4542,
+    },
 )
 
 
@@ -149,7 +158,8 @@ def _load_idx(
     """:func:`load_mnist` for any dataset of four IDX files (tests use tiny synthetic ones)."""
     be = get_backend(backend, dtype=dtype)
     folder, owned = _resolve_dir(spec, data_dir)
-    paths = {role: _fetch(spec, role, folder, owned) for role in _ROLES}
+    source = _source(data_dir) if not owned else None
+    paths = {role: _fetch(spec, role, folder, owned, source) for role in _ROLES}
     raw = {role: _read_idx(paths[role]) for role in _ROLES}
 
     out = []
@@ -228,22 +238,41 @@ def _resolve_dir(spec: _IdxDataset, data_dir: Any) -> tuple[Path, bool]:
     return folder, False
 
 
-def _fetch(spec: _IdxDataset, role: str, folder: Path, owned: bool) -> Path:
-    """The verified local path of one file, downloading it first if it is missing."""
+def _source(data_dir: Any) -> str:
+    """Who chose the (user) data folder, for messages: ``data_dir`` or the variable."""
+    if data_dir is not None and not (isinstance(data_dir, str) and not data_dir.strip()):
+        return "data_dir"
+    return ENV_DATA_DIR
+
+
+def _fetch(spec: _IdxDataset, role: str, folder: Path, owned: bool, source: str | None) -> Path:
+    """The verified local path of one file, downloading it first if it is missing.
+
+    ``source``: ``"data_dir"`` or ``"XPROP_DATA_DIR"`` for a folder the user chose (named
+    in the message when files are missing there), ``None`` for the cache folder.
+    """
     name = spec.files[role]
     path = folder / name
-    if not path.exists():
-        _download(spec, name, folder)
+    if not path.exists() and not path.is_symlink():
+        _download(spec, name, folder, source)
     _verify(spec, path, owned)
     return path
 
 
-def _download(spec: _IdxDataset, name: str, folder: Path) -> None:
+def _download(spec: _IdxDataset, name: str, folder: Path, source: str | None = None) -> None:
     files = ", ".join(spec.files[r] for r in _ROLES)
-    offline_fix = (
-        f"To work offline, put the four files ({files}) into one folder and set "
-        f"{ENV_DATA_DIR}=/that/folder (or pass data_dir=...)"
-    )
+    if source is None:
+        offline_fix = (
+            f"To work offline, put the four files ({files}) into one folder and set "
+            f"{ENV_DATA_DIR}=/that/folder (or pass data_dir=...)"
+        )
+    else:
+        missing = [spec.files[r] for r in _ROLES if not (folder / spec.files[r]).exists()]
+        chosen = f"{ENV_DATA_DIR} is set to" if source == ENV_DATA_DIR else "data_dir is"
+        offline_fix = (
+            f"{chosen} {str(folder)!r}, which lacks {', '.join(missing)} (of the four "
+            f"files {files}); to work offline, put the missing files there"
+        )
     try:
         import pooch
     except ImportError:
@@ -291,14 +320,35 @@ _VERIFIED: set[tuple[str, int, int, str]] = set()
 
 def _verify(spec: _IdxDataset, path: Path, owned: bool) -> None:
     expected = spec.sha256[path.name]
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
+    try:
+        info = path.stat()  # follows symbolic links: the file that would be read
+    except OSError as exc:  # a dangling link, a loop of links
+        raise DatasetError(
+            f"{spec.name} file {path} cannot be read ({exc}); replace it with the file "
+            f"from {spec.mirrors[0]}{path.name}"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        # Hashing a FIFO or /dev/zero would never end; a folder cannot be hashed.
+        from xprop.files import file_kind
+
+        target = path.resolve()
+        shown = f"{path} (-> {target})" if target != path.absolute() else str(path)
+        raise DatasetError(
+            f"{spec.name} file {shown} is {file_kind(info.st_mode)}, not a regular file; "
+            f"replace it with the file from {spec.mirrors[0]}{path.name}"
+        )
+    key = (str(path.resolve()), info.st_size, info.st_mtime_ns, expected)
     if key in _VERIFIED:
         return
-    actual = _sha256(path)
-    if actual == expected:
-        _VERIFIED.add(key)
-        return
+    size = spec.sizes.get(path.name)
+    if size is not None and info.st_size != size:
+        problem = f"it is {info.st_size} bytes, expected {size}"
+    else:
+        actual = _sha256(path)
+        if actual == expected:
+            _VERIFIED.add(key)
+            return
+        problem = f"its SHA-256 is {actual}, expected {expected}"
     if owned:
         # Our own cache: a bad file there is useless, and deleting it lets the next call
         # download a fresh copy.
@@ -309,10 +359,7 @@ def _verify(spec: _IdxDataset, path: Path, owned: bool) -> None:
             f"replace it with the original file (from {spec.mirrors[0]}{path.name}), "
             "or delete it to have it downloaded again"
         )
-    raise DatasetError(
-        f"{spec.name} file {path} is corrupt or incomplete: its SHA-256 is {actual}, "
-        f"expected {expected}; {fix}"
-    )
+    raise DatasetError(f"{spec.name} file {path} is corrupt or incomplete: {problem}; {fix}")
 
 
 def _sha256(path: Path) -> str:
