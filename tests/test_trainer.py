@@ -3,6 +3,8 @@ seed, one device read per epoch, progress lines, divergence and argument errors.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -266,3 +268,149 @@ def test_report_without_verbose_prints_nothing_and_can_stop_training(numpy_backe
     assert len(trainer.train_loss_list) == 4  # steps 0-3; none after the failed evaluation
     assert trainer.test_acc is None
     assert capsys.readouterr().out == ""
+
+
+# --------------------------------------------------------------------------------------
+# Interrupted and resumed; data of the wrong kind; the progress bar's clock
+# --------------------------------------------------------------------------------------
+
+
+class _Interrupting(MultiLayerNetExtend):
+    """A network whose ``where`` call number ``at`` raises KeyboardInterrupt (Ctrl-C), once."""
+
+    def __init__(self, be: xprop.Backend, where: str = "", at: int = 0) -> None:
+        super().__init__(10, [16, 16], 3, backend=be, seed=0)
+        self.where, self.at, self.calls = where, at, {"accuracy": 0, "gradient": 0}
+
+    def _tick(self, name: str) -> None:
+        self.calls[name] += 1
+        if name == self.where and self.calls[name] == self.at:
+            raise KeyboardInterrupt
+
+    def accuracy(self, x, t, *args, **kwargs):
+        self._tick("accuracy")
+        return super().accuracy(x, t, *args, **kwargs)
+
+    def gradient(self, x, t):
+        self._tick("gradient")
+        return super().gradient(x, t)
+
+
+def _interrupted_run(be: xprop.Backend, compiled: bool, where: str = "", at: int = 0):
+    """2 epochs of 6 steps (max_iter 12) with Adam, Ctrl-C at ``where`` number ``at``, then
+    ``train()`` again: the trainer, its network and every evaluation the report saw."""
+    net = _Interrupting(be, where, at)
+    seen = []
+
+    def report(ev):
+        net.calls["report"] = net.calls.get("report", 0) + 1
+        if where == "report" and net.calls["report"] == at:
+            raise KeyboardInterrupt  # before it reports: the evaluation is still owed
+        seen.append(ev)
+
+    trainer = Trainer(
+        net, *_data(be), epochs=2, mini_batch_size=50, optimizer="adam", verbose=False,
+        seed=2, compiled=compiled, report=report,
+    )  # fmt: skip
+    if where:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+    trainer.train()
+    return trainer, net, [(ev.epoch, ev.iteration, ev.train_loss, ev.final) for ev in seen]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "book-loop"])
+@pytest.mark.parametrize(
+    ("where", "at"),
+    [
+        ("accuracy", 1),  # the first evaluation's training accuracy (after step 0)
+        ("accuracy", 4),  # the second evaluation's test accuracy (after step 6)
+        ("accuracy", 5),  # the final evaluation's test accuracy
+        ("report", 2),  # the report of the second evaluation
+        ("gradient", 8),  # the gradient of step 7 (the book's loop calls it)
+    ],
+)
+def test_interrupted_then_trained_again_gives_every_step_and_evaluation(
+    backend: xprop.Backend, compiled, where, at
+) -> None:
+    if where == "gradient" and compiled:
+        pytest.skip("a compiled step does not call network.gradient")
+    ref, ref_net, ref_seen = _interrupted_run(backend, compiled)
+    got, net, seen = _interrupted_run(backend, compiled, where, at)
+    assert net.calls[where] > at  # it was interrupted, and went on
+    assert got.max_iter == got.current_iter == len(got.train_loss_list) == 12
+    assert got.train_loss_list == ref.train_loss_list  # the same 12 minibatches, once each
+    assert got.train_acc_list == ref.train_acc_list
+    assert len(got.train_acc_list) == 2
+    assert got.test_acc_list == ref.test_acc_list
+    assert got.test_acc == ref.test_acc
+    # Every evaluation reported once, with its mean loss (the losses read before Ctrl-C).
+    assert [(*s[:2], s[3]) for s in seen] == [(1, 0, False), (2, 6, False), (2, 11, True)]
+    np.testing.assert_equal(seen, ref_seen)
+    # 12 Adam steps: a 13th (a step taken twice) would move every parameter.
+    for key, value in ref_net.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(net.params[key]), backend.to_numpy(value))
+
+
+def test_data_of_another_kind_are_named(numpy_backend) -> None:
+    x, t, xt, tt = _data(numpy_backend)
+    net = _net(numpy_backend)
+    with pytest.raises(
+        TypeError, match=r"got a Python list; convert it first with backend\.asarray"
+    ):
+        Trainer(net, x.tolist(), t.tolist(), xt, tt)
+    # The same library, another device (array-api-strict's second device).
+    strict = xprop.get_backend("array_api_strict", dtype="float64")
+    device1 = xprop.get_backend("array_api_strict", device="device1", dtype="float64")
+    with pytest.raises(
+        TypeError,
+        match=r"the data are on array_api_strict\.Device\('device1'\) but the network is on "
+        r"array_api_strict\.Device\('CPU_DEVICE'\); put them on the network's device",
+    ):
+        Trainer(_net(strict), *[device1.asarray(a) for a in (x, t, xt, tt)])
+    pytest.importorskip("torch")
+    torch_backend = xprop.get_backend("torch", dtype="float64")
+    data = [torch_backend.asarray(a) for a in (x, t, xt, tt)]
+    with pytest.raises(
+        TypeError,
+        match=r"the data are torch arrays \(torch\.Tensor\) but the network is on numpy; "
+        r"convert the data with network\.backend\.asarray.*backend=xprop\.get_backend\('torch'\)",
+    ):
+        Trainer(net, *data)
+    with pytest.raises(TypeError, match="different array libraries were mixed"):
+        Trainer(net, x, t, *data[2:])
+
+
+def test_progress_bar_leaves_the_evaluations_out_of_its_rate(numpy_backend, monkeypatch, capsys):
+    tqdm_std = pytest.importorskip("tqdm.std")
+    clock = [0.0]  # a clock the steps and evaluations move: 1 s a step, 1000 s an accuracy
+    monkeypatch.setattr(tqdm_std, "time", lambda: clock[0])
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+
+    class Slow(_Interrupting):
+        def accuracy(self, x, t, *args, **kwargs):
+            clock[0] += 1000.0
+            return super().accuracy(x, t, *args, **kwargs)
+
+        def gradient(self, x, t):
+            clock[0] += 1.0
+            return super().gradient(x, t)
+
+    bars = []
+    make_bar = Trainer._progress_bar
+    monkeypatch.setattr(
+        Trainer, "_progress_bar", lambda self: bars.append(make_bar(self)) or bars[-1]
+    )
+    trainer = Trainer(
+        Slow(numpy_backend), *_data(numpy_backend), epochs=2, mini_batch_size=50, compiled=False
+    )
+    trainer.train()
+    assert clock[0] == 12 + 5 * 1000  # 12 steps, 2 x 2 + 1 accuracies
+    # The bar starts after the first evaluation (after step 0), at 1 of 12, and its clock
+    # stops in the second and the final one: its 11 steps' seconds.
+    assert (bars[0].initial, bars[0].n) == (1, 12)
+    assert bars[0].format_dict["elapsed"] == 11.0
+    # Every state the bar printed: 1 s a step, so the ETA is the steps left.
+    states = [s for s in capsys.readouterr().out.split("\r") if "/12 [" in s]
+    etas = {int(s.split("/12 [")[0].split()[-1]): s.split("<")[1].split(",")[0] for s in states}
+    assert etas == {1: "?", **{n: f"00:{12 - n:02d}" for n in range(2, 13)}}

@@ -18,6 +18,25 @@ import pytest
 # OMPI_COMM_WORLD_SIZE), read without initialising MPI in a plain pytest run.
 LAUNCHED = int(os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1)
 HOW = "run them with: mpiexec -n 2 python -m pytest tests/mpi (or nox -s mpi)"
+# This process's rank (MPICH/Hydra: PMI_RANK; Open MPI: OMPI_COMM_WORLD_RANK).
+RANK = int(os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or 0)
+
+
+@pytest.hookimpl(trylast=True)  # after the terminal plugin has made its reporter
+def pytest_configure(config: pytest.Config) -> None:
+    # Every rank runs every test and prints its own report; the ranks after 0 write their
+    # "=== ... ===" lines (the headers and the closing "N passed in Ts") as "[rank R] ..."
+    # lines instead, so that whoever counts closing lines (.ci/run) counts the tests once,
+    # while a failure on one rank only is still printed in full.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if RANK == 0 or reporter is None:
+        return
+    write_line = reporter.write_line
+
+    def write_sep(sep: str, title: str | None = None, **markup: object) -> None:
+        write_line(f"[rank {RANK}] {title or ''}".rstrip())
+
+    reporter.write_sep = write_sep
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

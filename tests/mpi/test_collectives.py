@@ -233,6 +233,57 @@ def test_trainer_batch_must_divide_among_the_ranks(dp):
         xprop.Trainer(net, *_trainer_data(backend), mini_batch_size=51, comm=dp)
 
 
+def test_sharded_accuracy_of_different_sample_counts_raises_on_every_rank(dp, backend):
+    x, t = _test_data(backend)
+    net = xprop.TwoLayerNet(784, 30, 10, backend=backend, seed=0)
+    n = 100 + 20 * dp.rank  # rank 1 passes more: its share would be counted against 100
+    with pytest.raises(
+        DistributedError,
+        match=r"accuracy: the ranks passed different numbers of "
+        r"samples \(100 on rank 0, 120 on rank 1\); every rank passes the same",
+    ):
+        dp.accuracy(net, x[:n, ...], t[:n])
+    with pytest.raises(ValueError, match="accuracy of an empty batch"):  # on every rank
+        dp.accuracy(net, x[:0, ...], t[:0])
+
+
+# (what differs, rank 1's arguments in place of rank 0's, the message's part)
+TRAINER_DIFFERENCES = [
+    ("train size", {"train": 200}, "training samples: 300 on rank 0, 200 on rank 1"),
+    ("test size", {"test": 60}, "test samples: 100 on rank 0, 60 on rank 1"),
+    ("epochs", {"epochs": 2}, "epochs: 3 on rank 0, 2 on rank 1"),
+    ("batch", {"mini_batch_size": 100}, "mini_batch_size: 50 on rank 0, 100 on rank 1"),
+    ("odd batch", {"mini_batch_size": 51}, "mini_batch_size: 50 on rank 0, 51 on rank 1"),
+    ("max_iter", {"max_iter": 7}, "max_iter: 18 on rank 0, 7 on rank 1"),
+    ("samples", {"evaluate_sample_num_per_epoch": 40},
+     "evaluate_sample_num_per_epoch: None on rank 0, 40 on rank 1"),
+    ("report", {"report": lambda ev: None}, "report: None on rank 0, 'given' on rank 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [d[1:] for d in TRAINER_DIFFERENCES],
+    ids=[d[0] for d in TRAINER_DIFFERENCES],
+)
+def test_trainer_settings_that_differ_raise_on_every_rank(dp, backend, change, message):
+    # One shard of the data per rank, or another setting on one rank's command line: the
+    # ranks would run different numbers of collectives and wait for each other forever.
+    x, t, xt, tt = _trainer_data(backend)
+    options = {"epochs": 3, "mini_batch_size": 50}
+    if dp.rank == 1:
+        options.update(change)
+    n_train, n_test = options.pop("train", 300), options.pop("test", 100)
+    x, t, xt, tt = x[:n_train, ...], t[:n_train], xt[:n_test, ...], tt[:n_test]
+    net = xprop.MultiLayerNetExtend(20, [16], 4, backend=backend, seed=3)
+    with pytest.raises(
+        DistributedError, match="the ranks disagree on the Trainer's settings"
+    ) as info:
+        xprop.Trainer(net, x, t, xt, tt, verbose=False, seed=4, comm=dp, **options)
+    assert message in str(info.value)
+    assert "a shard of the data per rank does not work" in str(info.value)
+
+
 def test_ranks_on_one_node_turn_jax_preallocation_off(monkeypatch):
     from xprop.distributed import DataParallel
 

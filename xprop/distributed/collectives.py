@@ -175,20 +175,65 @@ class DataParallel:
         Every rank holds the same ``x`` and ``t`` and gets the same result, the fraction of
         all ``N`` samples classified right: each rank's count is exact, so the sum is the
         single-process count.  ``kwargs`` go to ``net.accuracy`` (e.g. ``batch_size``).
+        One ``allgather`` of each rank's ``(N, count)``: the ranks check that they scored
+        the same ``N`` in the same call that sums the counts.
 
-        Raises ``ValueError`` for an empty batch (on every rank, before any collective).
+        Raises
+        ------
+        DistributedError
+            The ranks passed different numbers of samples (on every rank, naming each
+            rank's): their slices would not cover the data, and the sum over one rank's
+            ``N`` would be a wrong number (above 1, even).
+        ValueError
+            An empty batch (on every rank).
         """
         n = int(x.shape[0])
-        if n == 0:
-            raise ValueError("accuracy of an empty batch is undefined; pass at least one sample")
         start, stop = self.rows(n)
         correct = 0
         if stop > start:
             fraction = net.accuracy(x[start:stop, ...], t[start:stop, ...], **kwargs)
             correct = round(fraction * (stop - start))  # exact: the count was an integer
         if self.size > 1:
-            correct = self.comm.allreduce(correct, op=self._MPI.SUM)
+            everyone = self.comm.allgather((n, correct))
+            counts = [theirs for theirs, _ in everyone]
+            if any(c != n for c in counts):
+                raise DistributedError(
+                    "accuracy: the ranks passed different numbers of samples ("
+                    + ", ".join(f"{c} on rank {r}" for r, c in enumerate(counts))
+                    + "); every rank passes the same x and t (each scores its share of them)"
+                )
+            correct = sum(hits for _, hits in everyone)
+        if n == 0:
+            raise ValueError("accuracy of an empty batch is undefined; pass at least one sample")
         return correct / n
+
+    def check_equal(self, values: Mapping[str, Any], what: str) -> None:
+        """Check that every rank passes equal host ``values`` (numbers, strings, ``None``).
+
+        A collective (every rank must call it): one ``allgather`` of ``values``.  For the
+        settings that fix how many collectives a run makes (a training set's size, the
+        batch, the epochs): ranks that differ would wait for each other forever.
+
+        Raises :class:`DistributedError` on every rank when any value differs, naming each
+        differing value on each rank, e.g. ``mini_batch_size: 100 on rank 0, 50 on rank 1``.
+        """
+        mine = dict(values)
+        everyone = self.comm.allgather(mine) if self.size > 1 else [mine]
+        names = list(mine)
+        for theirs in everyone[1:]:
+            names += [k for k in theirs if k not in names]
+        missing = object()
+        lines = []
+        for name in names:
+            seen = [theirs.get(name, missing) for theirs in everyone]
+            if any(v != seen[0] for v in seen):
+                each = ", ".join(
+                    f"{'(none)' if v is missing else repr(v)} on rank {r}"
+                    for r, v in enumerate(seen)
+                )
+                lines.append(f"{name}: {each}")
+        if lines:
+            raise DistributedError(f"the ranks disagree on the {what}: " + "; ".join(lines))
 
     def average(self, values: Sequence[float]) -> list[float]:
         """The mean over the ranks of host numbers, element by element, the same on every rank.

@@ -74,7 +74,8 @@ class Trainer:
         :class:`~xprop.MultiLayerNetExtend`, your own); with ``compiled=False`` any object
         with ``params``, ``gradient(x, t)``, ``loss(x, t)`` and ``accuracy(x, t)``.
     x_train, t_train, x_test, t_test : array
-        Data and labels (integer or one-hot) on the network's backend and device.
+        Data and labels (integer or one-hot) on the network's backend and device; Python
+        lists, or arrays of another library or device, raise ``TypeError`` naming the fix.
     epochs : int
         Length of training: ``int(epochs * iter_per_epoch)`` steps, where
         ``iter_per_epoch = max(len(x_train) / mini_batch_size, 1)``; ``max_iter`` overrides
@@ -123,13 +124,19 @@ class Trainer:
         by the number of ranks): every rank draws the same indices, computes the gradient
         of its slice, and the ranks average their gradients before the optimizer's update,
         so the run is the single-process run up to rounding — for networks without
-        Dropout or BatchNorm.  Rank 0's parameters are broadcast at construction; the
-        evaluations are shared between the ranks; only rank 0 reports.  BatchNorm
-        normalizes over each rank's slice (as PyTorch's DistributedDataParallel without
-        SyncBatchNorm), and its running statistics are averaged over the ranks before each
-        evaluation; Dropout masks come from each rank's copy of the network's generator
-        (seed the ranks' networks differently for independent masks: the weights are rank
-        0's anyway).
+        Dropout or BatchNorm.  Every rank passes the whole data set and the same arguments:
+        the settings that fix how many collectives a rank makes (the numbers of training
+        and test samples, ``mini_batch_size``, ``epochs``, ``max_iter``,
+        ``evaluate_sample_num_per_epoch``, whether ``report`` is given) are compared at
+        construction, and a difference (one shard of the data per rank, say) raises
+        :class:`~xprop.distributed.DistributedError` on every rank, naming each rank's
+        value, where the ranks would otherwise wait for each other forever.  Rank 0's
+        parameters are broadcast at construction; the evaluations are shared between the
+        ranks; only rank 0 reports.  BatchNorm normalizes over each rank's slice (as
+        PyTorch's DistributedDataParallel without SyncBatchNorm), and its running
+        statistics are averaged over the ranks before each evaluation; Dropout masks
+        come from each rank's copy of the network's generator (seed the ranks' networks
+        differently for independent masks: the weights are rank 0's anyway).
 
     Attributes
     ----------
@@ -149,6 +156,13 @@ class Trainer:
     Evaluations happen at steps ``0, iter_per_epoch, 2 * iter_per_epoch, ...`` rounded up
     (the book tests ``current_iter % iter_per_epoch == 0``, which misses every epoch after
     the first when ``iter_per_epoch`` is not an integer).
+
+    An exception in :meth:`train` (Ctrl-C, a ``report`` that raises) leaves the trainer
+    where it stopped, and ``train()`` again goes on from there: exactly ``max_iter``
+    updates and every evaluation in all.  A step counts once its update is made (one cut
+    short is taken again on the same minibatch); an evaluation cut short is finished
+    first, keeping what it had measured.  The progress bar's clock stops during the
+    evaluations: its rate and ETA are the steps'.
     """
 
     def __init__(
@@ -188,6 +202,7 @@ class Trainer:
             max_iter = check_count(max_iter, "max_iter")
         if report is not None and not callable(report):
             raise TypeError(f"report must be callable, got {type(report).__name__} {report!r}")
+        xp = _check_data(network, x_train, t_train, x_test, t_test)
         for what, x, t in (("training", x_train, t_train), ("test", x_test, t_test)):
             if x.shape[0] != t.shape[0]:
                 raise ValueError(
@@ -198,8 +213,31 @@ class Trainer:
                 raise ValueError(f"the {what} data are empty; pass at least one sample")
         if isinstance(optimizer, str) and optimizer_param is None:
             optimizer_param = {"lr": 0.01}  # the book's default, whatever the optimizer
+        train_size = x_train.shape[0]
+        iter_per_epoch = max(train_size / mini_batch_size, 1)
+        if max_iter is None:
+            max_iter = int(epochs * iter_per_epoch)
         self.dp = _data_parallel(comm)
         if self.dp is not None:
+            # These settings fix how many collectives each rank makes (steps, evaluations,
+            # the final training accuracy): ranks that differ would wait for each other
+            # forever, so they are compared before anything else moves (one allgather).
+            self.dp.check_equal(
+                {
+                    "training samples": int(train_size),
+                    "test samples": int(x_test.shape[0]),
+                    "mini_batch_size": mini_batch_size,
+                    "epochs": epochs,
+                    "max_iter": max_iter,
+                    "evaluate_sample_num_per_epoch": evaluate_sample_num_per_epoch,
+                    "report": "given" if report is not None else None,
+                    "compiled": compiled,
+                    "BatchNorm running statistics": len(getattr(network, "running_stats", dict)()),
+                },
+                "Trainer's settings (every rank passes the whole data set and the same "
+                "arguments: the ranks draw the same minibatch indices and each computes "
+                "its slice of them, so a shard of the data per rank does not work)",
+            )
             self.dp.local_batch_size(mini_batch_size)  # divides by the ranks, or a clear error
             self.dp.broadcast_params(network.params)  # every rank starts from rank 0's
             verbose = verbose and self.dp.is_root
@@ -226,11 +264,11 @@ class Trainer:
             self.step = compile_step(network, self.optimizer)
 
         self.backend = get_backend(backend or getattr(network, "backend", None))
-        self._xp = namespace(x_train, t_train)
+        self._xp = xp
         self._rng = self.backend.rng(seed)
-        self.train_size = x_train.shape[0]
-        self.iter_per_epoch = max(self.train_size / mini_batch_size, 1)
-        self.max_iter = int(epochs * self.iter_per_epoch) if max_iter is None else max_iter
+        self.train_size = train_size
+        self.iter_per_epoch = iter_per_epoch
+        self.max_iter = max_iter
         self.current_iter = 0
         self.current_epoch = 0
         self._next_eval = 0.0
@@ -242,11 +280,25 @@ class Trainer:
         self._pending: list[Any] = []  # this epoch's losses, still on the device
         self._block: Any = None  # minibatch indices of the coming steps, on the device
         self._block_steps = self._cursor = 0
+        self._drawn: Any = None  # compiled path: host index rows drawn, not yet trained on
+        self._owed: _Owed | None = None  # an evaluation that an exception cut short
         self._bar: Any = None
+        self._bar_waits = False  # train() starts the bar after the evaluation due first
         self._uses_last_loss = hasattr(network, "last_loss")
 
     def train_step(self) -> None:
-        """One minibatch step; evaluates when an epoch begins (the book's ``train_step``)."""
+        """One minibatch step; evaluates when an epoch begins (the book's ``train_step``).
+
+        A step counts once its update is made: an exception before that (a
+        ``KeyboardInterrupt`` in the gradient, say) leaves the step to be taken again, on
+        the same minibatch, and one in the evaluation after it leaves the evaluation owed,
+        made first by the next call (or :meth:`train`).
+        """
+        if self._owed is not None:
+            if self._owed.final:  # training goes on: train() will make a new final one
+                self._owed = None
+            else:
+                self._finish_evaluation()
         if self.step is not None:
             self._run_steps(1)
             return
@@ -261,33 +313,30 @@ class Trainer:
         self.optimizer.update(net.params, grads)
         # The gradient pass's loss where the network keeps it: no extra forward pass.
         loss = net.last_loss if self._uses_last_loss else net.loss(x_batch, t_batch)
-        self._pending.append(loss)
-
-        if self.current_iter >= self._next_eval:
-            self._next_eval += self.iter_per_epoch
-            self.current_epoch += 1
-            self._evaluate(self.current_iter)
+        # The step is made: count it before anything else can fail.
+        self._cursor += 1
         self.current_iter += 1
+        self._pending.append(loss)
         if self._bar is not None:
             self._bar.update(1)
+        self._evaluate_if_due(self.current_iter - 1)
 
     def _next_indices(self) -> Any:
         """This step's minibatch indices, from a block of an epoch's steps on the device.
 
         The indices are drawn on the host (the same numbers on every backend), an epoch's
         worth at a time: one draw of ``(k, B)`` holds the numbers of ``k`` draws of ``B``,
-        and one copy to the device per epoch spares each step a host-to-device copy.
+        and one copy to the device per epoch spares each step a host-to-device copy.  The
+        step moves the cursor on once it has updated the parameters.
         """
         if self._cursor >= self._block_steps:
             left = max(self.max_iter - self.current_iter, 1)
-            self._block_steps = min(math.ceil(self.iter_per_epoch), left)
-            block = self._rng.choice(self.train_size, (self._block_steps, self.batch_size))
+            steps = min(math.ceil(self.iter_per_epoch), left)
+            block = self._rng.choice(self.train_size, (steps, self.batch_size))
             if self.dp is not None:  # data parallel: this rank's slice of each global batch
                 block = self.dp.shard(block)
-            self._block, self._cursor = block, 0
-        idx = self._block[self._cursor, ...]
-        self._cursor += 1
-        return idx
+            self._block, self._block_steps, self._cursor = block, steps, 0
+        return self._block[self._cursor, ...]
 
     def _run_steps(self, steps: int) -> None:
         """``steps`` compiled steps in one ``step.run``; evaluates if the last one is due.
@@ -295,17 +344,21 @@ class Trainer:
         The indices come from the generator that :meth:`_next_indices` draws from, in the
         same order: the same minibatches as the book's loop.
         """
-        block = self._rng.generator.integers(
-            0, self.train_size, (steps, self.batch_size), dtype="int64"
-        )  # HostRNG.choice's numbers; the step copies them to the device once
-        self._pending.append(self.step.run(self.x_train, self.t_train, block))
+        drawn = self._drawn  # rows drawn for a run that an exception stopped, if any
+        have = 0 if drawn is None else drawn.shape[0]
+        if have < steps:
+            more = self._rng.generator.integers(
+                0, self.train_size, (steps - have, self.batch_size), dtype="int64"
+            )  # HostRNG.choice's numbers; the step copies them to the device once
+            drawn = more if drawn is None else namespace(more).concat([drawn, more])
+        self._drawn = drawn  # kept until the run is made: a retry trains on the same rows
+        losses = self.step.run(self.x_train, self.t_train, drawn[:steps, ...])
+        self._drawn = drawn[steps:, ...] if drawn.shape[0] > steps else None
         self.current_iter += steps
-        if self.current_iter - 1 >= self._next_eval:
-            self._next_eval += self.iter_per_epoch
-            self.current_epoch += 1
-            self._evaluate(self.current_iter - 1)
+        self._pending.append(losses)
         if self._bar is not None:
             self._bar.update(steps)
+        self._evaluate_if_due(self.current_iter - 1)
 
     def _steps_to_evaluation(self) -> int:
         """The steps from now up to the next evaluation (included) or the end."""
@@ -314,27 +367,23 @@ class Trainer:
 
     def train(self) -> float:
         """Run all ``max_iter`` steps, then return the accuracy on all the test data."""
-        self._bar = self._progress_bar()
+        # The bar starts after an evaluation due first (after step 0, say): its clock and
+        # rate are the steps', not the first evaluation's nor a warm-up step's alone.
+        self._bar_waits = self._owed is not None or self.current_iter >= self._next_eval
+        self._bar = None if self._bar_waits else self._progress_bar()
         try:
+            if self._owed is not None and not self._owed.final:
+                self._finish_evaluation()  # the one an exception (Ctrl-C) cut short
             if self.step is not None:
                 while self.current_iter < self.max_iter:
                     self._run_steps(self._steps_to_evaluation())
             for _ in range(self.max_iter - self.current_iter):
                 self.train_step()
-            start = self._wait_for_steps()
-            mean_loss = self._flush_losses()
-            self.test_acc = self._accuracy(self.x_test, self.t_test)
-            if self.report is not None:
-                train_acc = self._accuracy(*self._samples()[:2])
-                evaluation = Evaluation(
-                    self.current_epoch, self.current_iter - 1, mean_loss, train_acc,
-                    self.test_acc, time.perf_counter() - start, final=True,
-                )  # fmt: skip
-                self._say(self.report(evaluation))
-            else:
-                self._say("=============== Final Test Accuracy ===============")
-                self._say(f"test acc:{self.test_acc:.4f}")
+            if self._owed is None:
+                self._owed = _Owed(self.current_iter - 1, final=True)
+            self._finish_evaluation()
         finally:
+            self._bar_waits = False
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
@@ -354,29 +403,71 @@ class Trainer:
         self.backend.synchronize(*self._pending, *self.network.params.values())
         return time.perf_counter()
 
-    def _evaluate(self, iteration: int) -> None:
-        """The epoch's evaluation after step ``iteration``: losses read, accuracies, report."""
-        start = self._wait_for_steps()
-        mean_loss = self._flush_losses()
-        x_train, t_train, x_test, t_test = self._samples()
-        train_acc = self._accuracy(x_train, t_train)
-        test_acc = self._accuracy(x_test, t_test)
-        self.train_acc_list.append(train_acc)
-        self.test_acc_list.append(test_acc)
+    def _evaluate_if_due(self, iteration: int) -> None:
+        """The epoch's evaluation after step ``iteration`` if one is due."""
+        if iteration >= self._next_eval:
+            self._next_eval += self.iter_per_epoch
+            self.current_epoch += 1
+            self._owed = _Owed(iteration)
+            self._finish_evaluation()
+
+    def _finish_evaluation(self) -> None:
+        """Make the owed evaluation: the losses read, the accuracies, the report.
+
+        Each part is kept as soon as it is measured, so an evaluation that an exception
+        (Ctrl-C) cut short is finished by the next :meth:`train` or :meth:`train_step`
+        without measuring any part twice or losing the losses read.
+        """
+        owed = self._owed
+        if owed.mean_loss is None:
+            owed.start = self._wait_for_steps()
+            owed.mean_loss = self._flush_losses()
+        if owed.final:
+            if owed.test_acc is None:
+                owed.test_acc = self._accuracy(self.x_test, self.t_test)
+            self.test_acc = owed.test_acc
+            if self.report is not None and owed.train_acc is None:
+                owed.train_acc = self._accuracy(*self._samples()[:2])
+        else:
+            x_train, t_train, x_test, t_test = self._samples()
+            if owed.train_acc is None:
+                owed.train_acc = self._accuracy(x_train, t_train)
+            if owed.test_acc is None:
+                owed.test_acc = self._accuracy(x_test, t_test)
+            if not owed.recorded:
+                self.train_acc_list.append(owed.train_acc)
+                self.test_acc_list.append(owed.test_acc)
+                owed.recorded = True
         if self.report is not None:
             evaluation = Evaluation(
-                self.current_epoch, iteration, mean_loss, train_acc, test_acc,
-                time.perf_counter() - start, final=False,
+                self.current_epoch, owed.iteration, owed.mean_loss, owed.train_acc,
+                owed.test_acc, time.perf_counter() - owed.start, final=owed.final,
             )  # fmt: skip
-            line = self.report(evaluation)
+            lines = [self.report(evaluation)]
+        elif owed.final:
+            lines = [
+                "=============== Final Test Accuracy ===============",
+                f"test acc:{owed.test_acc:.4f}",
+            ]
         else:
-            line = (
-                f"=== epoch:{self.current_epoch}, train loss:{mean_loss:.4f}, "
-                f"train acc:{train_acc:.4f}, test acc:{test_acc:.4f} ==="
-            )
-        self._say(line)
-        if self.verbose and self._bar is not None:
-            self._bar.set_postfix(train_acc=f"{train_acc:.4f}", test_acc=f"{test_acc:.4f}")
+            lines = [
+                f"=== epoch:{self.current_epoch}, train loss:{owed.mean_loss:.4f}, "
+                f"train acc:{owed.train_acc:.4f}, test acc:{owed.test_acc:.4f} ==="
+            ]
+        self._owed = None
+        for line in lines:
+            self._say(line)
+        if self._bar is None and self._bar_waits and not owed.final:
+            self._bar_waits = False
+            self._bar = self._progress_bar()  # from here on: the steps after it
+        if self._bar is not None:
+            # The bar's clock counts the steps only: its rate and ETA leave the evaluations
+            # out (the first one, on the whole data, may take longer than many steps).
+            self._bar.unpause()
+            if not owed.final:
+                self._bar.set_postfix(
+                    train_acc=f"{owed.train_acc:.4f}", test_acc=f"{owed.test_acc:.4f}"
+                )
 
     def _say(self, line: str | None) -> None:
         """Print ``line`` when verbose (through the bar on a terminal); ``None``: nothing."""
@@ -391,14 +482,13 @@ class Trainer:
         """Read the pending losses from the device (one read); their mean, or NaN if none."""
         if not self._pending:
             return math.nan
-        pending = self._pending
-        self._pending = []
         xp = self._xp
-        flat = [xp.reshape(xp.asarray(v), (-1,)) for v in pending]  # 0-d, or (k,) of a run
+        flat = [xp.reshape(xp.asarray(v), (-1,)) for v in self._pending]  # 0-d, or (k,)
         losses = self.backend.to_numpy(xp.concat(flat)).tolist()
         if self.dp is not None:  # each rank's loss is on its slice: the mean is the batch's
             losses = self.dp.average(losses)
         start = len(self.train_loss_list)
+        self._pending = []  # read: kept in the list from here on
         self.train_loss_list.extend(losses)
         bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
         if bad is not None:
@@ -426,8 +516,10 @@ class Trainer:
             from tqdm import tqdm
         except ImportError:
             return None
-        total = self.max_iter - self.current_iter
-        return tqdm(total=total, file=sys.stdout, unit="it", dynamic_ncols=True)
+        return tqdm(
+            total=self.max_iter, initial=self.current_iter, file=sys.stdout, unit="it",
+            dynamic_ncols=True,
+        )  # fmt: skip
 
 
 def _data_parallel(comm: Any) -> Any:
@@ -437,3 +529,55 @@ def _data_parallel(comm: Any) -> Any:
     from xprop.distributed import DataParallel
 
     return comm if isinstance(comm, DataParallel) else DataParallel(comm)
+
+
+class _Owed:
+    """An evaluation being made: what has been measured so far (``None``: not yet)."""
+
+    def __init__(self, iteration: int, *, final: bool = False) -> None:
+        self.iteration = iteration
+        self.final = final
+        self.start = time.perf_counter()
+        self.mean_loss: float | None = None
+        self.train_acc: float | None = None
+        self.test_acc: float | None = None
+        self.recorded = False  # appended to train_acc_list and test_acc_list
+
+
+def _check_data(network: Any, *arrays: Any) -> Any:
+    """The namespace of the data, checked to be arrays of the network's library and device.
+
+    Raises ``TypeError`` naming the data's type and library and the fix: Python lists
+    (convert them with ``backend.asarray``), arrays of two libraries, or data of another
+    library or device than the network's parameters (which would fail later, deep in a
+    layer, with the library's own message).
+    """
+    xp = namespace(*arrays)  # lists, strings and mixed libraries: a clear TypeError
+    backend = getattr(network, "backend", None)
+    if not isinstance(backend, Backend):
+        return xp
+    from array_api_compat import device as device_of
+
+    from xprop.libraries import library_for
+
+    data_library = library_for(xp).name
+    if data_library != backend.library.name:
+        raise TypeError(
+            f"the data are {data_library} arrays ({type(arrays[0]).__module__}."
+            f"{type(arrays[0]).__qualname__}) but the network is on {backend.name}; convert "
+            f"the data with network.backend.asarray(...) (e.g. xprop.get_backend("
+            f"{backend.name!r}).asarray(x)) or build the network on the data's backend "
+            f"(backend=xprop.get_backend({data_library!r}))"
+        )
+    wrong = {
+        str(device_of(a))
+        for a in arrays
+        if device_of(a) != backend.device and str(device_of(a)) != str(backend.device)
+    }
+    if wrong:
+        raise TypeError(
+            f"the data are on {', '.join(sorted(wrong))} but the network is on "
+            f"{backend.device}; put them on the network's device with "
+            "network.backend.asarray(...)"
+        )
+    return xp
