@@ -10,7 +10,16 @@ import pytest
 from array_api_compat import device
 
 import xprop
-from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
+from xprop.optimizers import (
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    Nesterov,
+    NesterovPaper,
+    RMSprop,
+    get_optimizer,
+)
 
 SHAPES = {"W1": (4, 3), "b1": (3,), "W2": (3, 2), "b2": (2,)}
 STEPS = 6
@@ -38,6 +47,20 @@ def book_momentum(lr=0.01, momentum=0.9):
 
 
 def book_nesterov(lr=0.01, momentum=0.9):
+    # The book's order: the velocity first, then the parameters with the *new* velocity.
+    def update(params, grads, state):
+        v = state.setdefault("v", {k: np.zeros_like(p) for k, p in params.items()})
+        for key in params:
+            v[key] = v[key] * momentum
+            v[key] = v[key] - lr * grads[key]
+            params[key] = params[key] + momentum * momentum * v[key]
+            params[key] = params[key] - (1 + momentum) * lr * grads[key]
+
+    return update
+
+
+def paper_nesterov(lr=0.01, momentum=0.9):
+    # arXiv:1212.0901 eq. 7: the parameters move with the previous step's velocity.
     def update(params, grads, state):
         v = state.setdefault("v", {k: np.zeros_like(p) for k, p in params.items()})
         for key in params:
@@ -89,6 +112,7 @@ CASES = [
     (SGD, book_sgd, {"lr": 0.1}),
     (Momentum, book_momentum, {"lr": 0.05, "momentum": 0.8}),
     (Nesterov, book_nesterov, {"lr": 0.05, "momentum": 0.7}),
+    (NesterovPaper, paper_nesterov, {"lr": 0.05, "momentum": 0.7}),
     (AdaGrad, book_adagrad, {"lr": 0.3}),
     (RMSprop, book_rmsprop, {"lr": 0.02, "decay_rate": 0.9}),
     (Adam, book_adam, {"lr": 0.01, "beta1": 0.8, "beta2": 0.95}),
@@ -270,6 +294,8 @@ def test_get_optimizer() -> None:
     assert isinstance(get_optimizer("adam", {"lr": 0.1}), Adam)
     assert get_optimizer("RMSprop").decay_rate == 0.99
     assert get_optimizer("NESTEROV", {"momentum": 0.5}).momentum == 0.5
+    assert type(get_optimizer("Nesterov")) is Nesterov  # the book's
+    assert type(get_optimizer("NesterovPaper", {"lr": 0.1})) is NesterovPaper
     opt = SGD()
     assert get_optimizer(opt) is opt
     with pytest.raises(ValueError, match="unknown optimizer 'adamw'; choose one of: SGD, "):
@@ -280,6 +306,19 @@ def test_get_optimizer() -> None:
         get_optimizer(opt, {"lr": 0.1})
     with pytest.raises(TypeError, match="optimizer must be a name or an object with update"):
         get_optimizer(42)
+
+
+def test_the_book_and_the_paper_nesterov_differ_and_do_not_mix(numpy_backend) -> None:
+    """One step from v = 0: the book's W - (1 + m + m**2) lr g, the paper's W - (1 + m) lr g."""
+    book, paper = Nesterov(lr=0.1, momentum=0.5), NesterovPaper(lr=0.1, momentum=0.5)
+    a, b = {"W": np.ones(2)}, {"W": np.ones(2)}
+    book.update(a, {"W": np.ones(2)})
+    paper.update(b, {"W": np.ones(2)})
+    np.testing.assert_allclose(a["W"], 1 - 1.75 * 0.1, rtol=1e-15)
+    np.testing.assert_allclose(b["W"], 1 - 1.5 * 0.1, rtol=1e-15)
+    np.testing.assert_array_equal(book.state["v"]["W"], paper.state["v"]["W"])  # -lr g both
+    with pytest.raises(ValueError, match="state is for 'NesterovPaper', not 'Nesterov'"):
+        Nesterov().load_state_dict(paper.state_dict())
 
 
 def test_load_state_dict_errors(numpy_backend) -> None:

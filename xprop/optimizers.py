@@ -1,5 +1,7 @@
 """The book's optimizers (ch. 6.1): SGD, Momentum, Nesterov, AdaGrad, RMSprop and Adam.
 
+(And :class:`NesterovPaper`, Nesterov's update in the form of the paper the book cites.)
+
 Each optimizer has the book's ``update(params, grads)``, which changes the ``params`` dict
 with the formulas of the book's ``common/optimizer.py``, operation for operation (so a NumPy
 transcription of the book gives the same numbers).  The code is array-API clean and works
@@ -31,6 +33,7 @@ __all__ = [
     "Adam",
     "Momentum",
     "Nesterov",
+    "NesterovPaper",
     "Optimizer",
     "RMSprop",
     "get_optimizer",
@@ -295,10 +298,12 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Optimizer):
-    """Nesterov's accelerated gradient in the book's form (arXiv:1212.0901).
+    """Nesterov's accelerated gradient as the book's ``common/optimizer.py`` writes it.
 
-    ``W <- W + momentum**2 * v - (1 + momentum) * lr * g``; then
-    ``v <- momentum * v - lr * g``.
+    The velocity first, then the parameters with the *new* velocity:
+    ``v <- momentum * v - lr * g``; ``W <- W + momentum**2 * v - (1 + momentum) * lr * g``.
+    The paper the book cites (arXiv:1212.0901, eq. 7) uses the velocity of the previous
+    step instead: that form is :class:`NesterovPaper`.
     """
 
     HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "momentum": "[0, 1)"}
@@ -306,6 +311,25 @@ class Nesterov(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
+
+    def step(self, params, grads, state, lr, t):
+        v, m = state["v"], self.momentum
+        for key in params:
+            g = grads[key]
+            v[key] *= m
+            v[key] -= lr * g
+            params[key] += m * m * v[key]
+            params[key] -= (1 + m) * lr * g
+
+
+class NesterovPaper(Nesterov):
+    """Nesterov's accelerated gradient in the paper's form (arXiv:1212.0901, eq. 7).
+
+    The parameters move with the velocity of the previous step, then the velocity is
+    updated: ``W <- W + momentum**2 * v - (1 + momentum) * lr * g``;
+    ``v <- momentum * v - lr * g``.  Not the book's :class:`Nesterov`, whose parameter
+    step uses the new velocity (docs/training-techniques.md shows the difference).
+    """
 
     def step(self, params, grads, state, lr, t):
         v, m = state["v"], self.momentum
@@ -383,6 +407,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": SGD,
     "momentum": Momentum,
     "nesterov": Nesterov,
+    "nesterovpaper": NesterovPaper,
     "adagrad": AdaGrad,
     "rmsprop": RMSprop,
     "adam": Adam,
