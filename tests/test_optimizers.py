@@ -10,7 +10,17 @@ import pytest
 from array_api_compat import device
 
 import xprop
-from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
+from xprop._namespace import MixedBackendError
+from xprop.optimizers import (
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    Nesterov,
+    NesterovPaper,
+    RMSprop,
+    get_optimizer,
+)
 
 SHAPES = {"W1": (4, 3), "b1": (3,), "W2": (3, 2), "b2": (2,)}
 STEPS = 6
@@ -38,6 +48,20 @@ def book_momentum(lr=0.01, momentum=0.9):
 
 
 def book_nesterov(lr=0.01, momentum=0.9):
+    # The book's order: the velocity first, then the parameters with the *new* velocity.
+    def update(params, grads, state):
+        v = state.setdefault("v", {k: np.zeros_like(p) for k, p in params.items()})
+        for key in params:
+            v[key] = v[key] * momentum
+            v[key] = v[key] - lr * grads[key]
+            params[key] = params[key] + momentum * momentum * v[key]
+            params[key] = params[key] - (1 + momentum) * lr * grads[key]
+
+    return update
+
+
+def paper_nesterov(lr=0.01, momentum=0.9):
+    # arXiv:1212.0901 eq. 7: the parameters move with the previous step's velocity.
     def update(params, grads, state):
         v = state.setdefault("v", {k: np.zeros_like(p) for k, p in params.items()})
         for key in params:
@@ -89,6 +113,7 @@ CASES = [
     (SGD, book_sgd, {"lr": 0.1}),
     (Momentum, book_momentum, {"lr": 0.05, "momentum": 0.8}),
     (Nesterov, book_nesterov, {"lr": 0.05, "momentum": 0.7}),
+    (NesterovPaper, paper_nesterov, {"lr": 0.05, "momentum": 0.7}),
     (AdaGrad, book_adagrad, {"lr": 0.3}),
     (RMSprop, book_rmsprop, {"lr": 0.02, "decay_rate": 0.9}),
     (Adam, book_adam, {"lr": 0.01, "beta1": 0.8, "beta2": 0.95}),
@@ -270,6 +295,8 @@ def test_get_optimizer() -> None:
     assert isinstance(get_optimizer("adam", {"lr": 0.1}), Adam)
     assert get_optimizer("RMSprop").decay_rate == 0.99
     assert get_optimizer("NESTEROV", {"momentum": 0.5}).momentum == 0.5
+    assert type(get_optimizer("Nesterov")) is Nesterov  # the book's
+    assert type(get_optimizer("NesterovPaper", {"lr": 0.1})) is NesterovPaper
     opt = SGD()
     assert get_optimizer(opt) is opt
     with pytest.raises(ValueError, match="unknown optimizer 'adamw'; choose one of: SGD, "):
@@ -280,6 +307,19 @@ def test_get_optimizer() -> None:
         get_optimizer(opt, {"lr": 0.1})
     with pytest.raises(TypeError, match="optimizer must be a name or an object with update"):
         get_optimizer(42)
+
+
+def test_the_book_and_the_paper_nesterov_differ_and_do_not_mix(numpy_backend) -> None:
+    """One step from v = 0: the book's W - (1 + m + m**2) lr g, the paper's W - (1 + m) lr g."""
+    book, paper = Nesterov(lr=0.1, momentum=0.5), NesterovPaper(lr=0.1, momentum=0.5)
+    a, b = {"W": np.ones(2)}, {"W": np.ones(2)}
+    book.update(a, {"W": np.ones(2)})
+    paper.update(b, {"W": np.ones(2)})
+    np.testing.assert_allclose(a["W"], 1 - 1.75 * 0.1, rtol=1e-15)
+    np.testing.assert_allclose(b["W"], 1 - 1.5 * 0.1, rtol=1e-15)
+    np.testing.assert_array_equal(book.state["v"]["W"], paper.state["v"]["W"])  # -lr g both
+    with pytest.raises(ValueError, match="state is for 'NesterovPaper', not 'Nesterov'"):
+        Nesterov().load_state_dict(paper.state_dict())
 
 
 def test_load_state_dict_errors(numpy_backend) -> None:
@@ -300,3 +340,184 @@ def test_load_state_dict_errors(numpy_backend) -> None:
         fresh.load_state_dict({**state, "iter": -1})
     assert fresh.iter == 0
     assert fresh.state == {}
+
+
+# -- state that is not shared, one set of parameters, all or nothing --------------------------
+
+
+def _state(backend: xprop.Backend, opt) -> dict[str, dict[str, np.ndarray]]:
+    return {s: {k: backend.to_numpy(v) for k, v in d.items()} for s, d in opt.state.items()}
+
+
+def _on(backend: xprop.Backend, host: dict) -> dict:
+    # Copies: on NumPy asarray does not copy, and the update is in place.
+    return {k: backend.asarray(v.copy()) for k, v in host.items()}
+
+
+def test_state_dict_is_a_snapshot_and_load_copies(backend: xprop.Backend) -> None:
+    host_params, host_grads = _host_problem(4)
+    a_params, b_params = _on(backend, host_params), _on(backend, host_params)
+    a = Adam(lr=0.02)
+    a.update(a_params, _on(backend, host_grads[0]))
+    snapshot = a.state_dict()
+    kept = {
+        s: {k: backend.to_numpy(v) for k, v in d.items()} for s, d in snapshot["slots"].items()
+    }
+    b = Adam()
+    b.load_state_dict(snapshot)
+    a.update(a_params, _on(backend, host_grads[1]))  # moves a's moments ...
+    assert not np.allclose(_state(backend, a)["m"]["W1"], kept["m"]["W1"])
+    for slot, arrays in kept.items():  # ... but neither the snapshot nor b's
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(backend.to_numpy(snapshot["slots"][slot][key]), value)
+            np.testing.assert_array_equal(backend.to_numpy(b.state[slot][key]), value)
+    a_state = _state(backend, a)
+    b.update(b_params, _on(backend, host_grads[2]))  # and b's updates leave a alone
+    assert not np.allclose(_state(backend, b)["m"]["W1"], kept["m"]["W1"])
+    for slot, arrays in a_state.items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(backend.to_numpy(a.state[slot][key]), value)
+
+
+def test_one_optimizer_serves_one_set_of_parameters(backend: xprop.Backend) -> None:
+    """Two networks of one shape, one Adam: the second is refused, not trained on one count."""
+    host_params, host_grads = _host_problem(5)
+    a_params, b_params = _on(backend, host_params), _on(backend, host_params)
+    opt = Adam(lr=0.02)
+    for g in host_grads[:3]:  # the binding survives JAX's rebinding of the entries
+        opt.update(a_params, _on(backend, g))
+    with pytest.raises(ValueError, match=r"Adam: this optimizer's state belongs to the par"):
+        opt.update(b_params, _on(backend, host_grads[0]))
+    assert opt.iter == 3
+    for key, value in host_params.items():
+        np.testing.assert_array_equal(backend.to_numpy(b_params[key]), value)
+    # Its state loaded into another optimizer trains b exactly as a continues.
+    other = Adam(lr=0.02)
+    other.update(b_params, _on(backend, host_grads[0]))  # bound to b, then given a's state
+    other.load_state_dict(opt.state_dict())
+    b_params = {k: backend.asarray(backend.to_numpy(v)) for k, v in a_params.items()}
+    opt.update(a_params, _on(backend, host_grads[3]))
+    other.update(b_params, _on(backend, host_grads[3]))
+    for key in host_params:
+        np.testing.assert_array_equal(
+            backend.to_numpy(a_params[key]), backend.to_numpy(b_params[key])
+        )
+    assert other.iter == opt.iter == 4
+
+
+def test_one_optimizer_for_two_compiled_steps_is_refused(backend: xprop.Backend) -> None:
+    rng = np.random.default_rng(0)
+    x, t = backend.asarray(rng.standard_normal((8, 5))), backend.asarray(rng.integers(0, 3, 8))
+    net_a = xprop.TwoLayerNet(5, 4, 3, backend=backend, seed=0)
+    net_b = xprop.TwoLayerNet(5, 4, 3, backend=backend, seed=0)
+    opt = Adam(lr=0.01)
+    net_a.compile_step(opt)(x, t)
+    before = {k: backend.to_numpy(v) for k, v in net_b.params.items()}
+    with pytest.raises(ValueError, match="create one optimizer per network"):
+        net_b.compile_step(opt)(x, t)
+    assert opt.iter == 1
+    for key, value in before.items():
+        np.testing.assert_array_equal(backend.to_numpy(net_b.params[key]), value)
+
+
+def _unwritable(backend: xprop.Backend, host: np.ndarray):
+    """An array of ``backend`` holding ``host`` that cannot be updated in place."""
+    if backend.name in ("numpy", "array_api_strict"):
+        ro = host.copy()
+        ro.flags.writeable = False
+        return ro if backend.name == "numpy" else backend.xp.asarray(ro, device=backend.device)
+    if backend.name == "torch":  # a leaf of autograd: in-place updates are refused
+        return backend.asarray(host.copy()).requires_grad_(True)
+    pytest.skip(f"{backend.name} arrays are never read-only (JAX rebinds; CuPy writes)")
+
+
+@pytest.mark.parametrize(("cls", "book", "hyper"), CASES, ids=IDS)
+def test_a_failed_update_changes_nothing(backend: xprop.Backend, cls, book, hyper) -> None:
+    host_params, host_grads = _host_problem(6)
+    params = _on(backend, host_params)
+    opt = cls(**hyper)
+    for g in host_grads[:2]:
+        opt.update(params, _on(backend, g))
+    # The last key: the ones before it would be updated first.
+    params["b2"] = _unwritable(backend, backend.to_numpy(params["b2"]))
+    kept_params = {k: backend.to_numpy(v) for k, v in params.items()}
+    kept_state = _state(backend, opt)
+    with pytest.raises(ValueError, match=r"params\['b2'\] cannot be updated in place: "):
+        opt.update(params, _on(backend, host_grads[2]))
+    assert opt.iter == 2
+    for key, value in kept_params.items():
+        np.testing.assert_array_equal(backend.to_numpy(params[key]), value)
+    for slot, arrays in kept_state.items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(backend.to_numpy(opt.state[slot][key]), value)
+
+
+def test_a_compiled_step_with_an_unwritable_parameter_changes_nothing(
+    backend: xprop.Backend,
+) -> None:
+    rng = np.random.default_rng(1)
+    x, t = backend.asarray(rng.standard_normal((8, 5))), backend.asarray(rng.integers(0, 3, 8))
+    net = xprop.TwoLayerNet(5, 4, 3, backend=backend, seed=0)
+    net.params["b2"] = _unwritable(backend, backend.to_numpy(net.params["b2"]))
+    kept = {k: backend.to_numpy(v) for k, v in net.params.items()}
+    for opt in (SGD(lr=0.1), Adam(lr=0.1)):
+        with pytest.raises(ValueError, match=r"params\['b2'\] cannot be updated in place"):
+            net.compile_step(opt)(x, t)
+        assert opt.iter == 0
+        for key, value in kept.items():
+            np.testing.assert_array_equal(backend.to_numpy(net.params[key]), value)
+
+
+def test_grads_of_another_library_are_refused(backend: xprop.Backend) -> None:
+    """NumPy parameters with JAX gradients would silently become JAX arrays."""
+    host_params, host_grads = _host_problem(7)
+    params = _on(backend, host_params)
+    if backend.name == "numpy":
+        import array_api_strict as other
+
+        grads, other_name = (
+            {k: other.asarray(v) for k, v in host_grads[0].items()},
+            "array_api_strict",
+        )
+    else:
+        grads, other_name = host_grads[0], "numpy"
+    opt = Adam()
+    with pytest.raises(
+        MixedBackendError,
+        match=rf"grads\['W1'\] is a {other_name} array but params\['W1'\] is a {backend.name} ",
+    ):
+        opt.update(params, grads)
+    assert opt.iter == 0
+    for key, value in host_params.items():
+        assert type(params[key]) is type(backend.asarray(value))
+        np.testing.assert_array_equal(backend.to_numpy(params[key]), value)
+
+
+def test_numpy_params_with_jax_or_torch_grads_are_refused(numpy_backend) -> None:
+    params = {"W": np.ones((2, 2), dtype=np.float32)}
+    for module, name in (("jax.numpy", "jax"), ("torch", "torch")):
+        lib = pytest.importorskip(module)
+        grads = {"W": lib.ones((2, 2), dtype=lib.float32)}
+        with pytest.raises(MixedBackendError, match=rf"is a {name} array but params"):
+            Momentum().update(params, grads)
+        assert type(params["W"]) is np.ndarray
+        np.testing.assert_array_equal(params["W"], 1.0)
+
+
+def test_grads_on_another_device_are_refused() -> None:
+    """array-api-strict refuses to mix devices, but only at the key it meets them."""
+    xp = pytest.importorskip("array_api_strict")
+    cpu, dev1 = xp.Device("CPU_DEVICE"), xp.Device("device1")
+    params = {k: xp.ones((2, 2), dtype=xp.float64, device=cpu) for k in ("A", "W")}
+    grads = {"A": xp.ones((2, 2), dtype=xp.float64, device=cpu)}
+    grads["W"] = xp.ones((2, 2), dtype=xp.float64, device=dev1)
+    opt = Momentum()
+    with pytest.raises(
+        ValueError,
+        match=r"grads\['W'\] is on .*'device1'\) but params\['W'\] is on .*'CPU_DEVICE'",
+    ):
+        opt.update(params, grads)
+    assert opt.iter == 0
+    backend = xprop.get_backend("array_api_strict")
+    for key in params:  # A, before W, was not updated either
+        np.testing.assert_array_equal(backend.to_numpy(params[key]), 1.0)

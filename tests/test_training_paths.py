@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import xprop
-from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, NesterovPaper, RMSprop
 from xprop.training.step import EagerStep
 
 IN, OUT, N, STEPS = 12, 4, 48, 20
@@ -44,6 +44,7 @@ OPTIMIZERS = {
     "SGD": lambda: SGD(lr=0.1),
     "Momentum": lambda: Momentum(lr=0.05),
     "Nesterov": lambda: Nesterov(lr=0.05),
+    "NesterovPaper": lambda: NesterovPaper(lr=0.05),
     "AdaGrad": lambda: AdaGrad(lr=0.05),
     "RMSprop": lambda: RMSprop(lr=0.01),
     "Adam": lambda: Adam(lr=0.01),

@@ -1,5 +1,7 @@
 """The book's optimizers (ch. 6.1): SGD, Momentum, Nesterov, AdaGrad, RMSprop and Adam.
 
+(And :class:`NesterovPaper`, Nesterov's update in the form of the paper the book cites.)
+
 Each optimizer has the book's ``update(params, grads)``, which changes the ``params`` dict
 with the formulas of the book's ``common/optimizer.py``, operation for operation (so a NumPy
 transcription of the book gives the same numbers).  The code is array-API clean and works
@@ -12,8 +14,13 @@ every forward pass (:class:`xprop.nets.network.Network`), train all the same.
 State (velocities, squared-gradient sums, moments) is keyed by parameter name, created on
 the first update with ``zeros_like`` of each parameter (same library, device and dtype),
 and checked at every update: a change in the set of keys, a shape or a dtype raises a
-``ValueError`` that names the key.  Hyperparameters are validated and stored as Python
-floats, so a NumPy scalar never promotes float32 maths to float64.
+``ValueError`` that names the key.  The state belongs to the ``params`` dict it was made
+for (a network's ``net.params``): another dict, even of the same shapes, is refused, since
+two networks sharing one set of moments and one step count would both train wrongly.
+An update checks everything first (keys, shapes, dtypes, the gradients' library and
+device, parameters that cannot be written in place) and then changes the parameters, the
+state and the count, so a refused update changes nothing.  Hyperparameters are validated
+and stored as Python floats, so a NumPy scalar never promotes float32 maths to float64.
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ import numbers
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
 
-from xprop._namespace import namespace
+from array_api_compat import device as device_of
+
+from xprop._namespace import MixedBackendError, namespace
+from xprop.libraries import library_for
 
 __all__ = [
     "SGD",
@@ -31,6 +41,7 @@ __all__ = [
     "Adam",
     "Momentum",
     "Nesterov",
+    "NesterovPaper",
     "Optimizer",
     "RMSprop",
     "get_optimizer",
@@ -53,6 +64,9 @@ class Optimizer:
     def __init__(self, **hyper: float) -> None:
         self._state: dict[str, dict[str, Any]] | None = None
         self._shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
+        # The params dict the state belongs to (held, not copied: on JAX its entries are
+        # rebound every step, the dict stays); None until the first update after a load.
+        self._owner: MutableMapping[str, Any] | None = None
         self.iter = 0  # number of updates done (the book's Adam.iter)
         for name, value in hyper.items():
             setattr(self, name, value)
@@ -72,18 +86,25 @@ class Optimizer:
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         """Update every entry of ``params`` from ``grads`` (same keys, shapes and dtypes).
 
-        In place where the library allows it; on JAX the dict entries are rebound.
+        In place where the library allows it; on JAX the dict entries are rebound.  Everything
+        is checked before anything changes: a refused update leaves ``params``, the state
+        and ``iter`` as they were.
 
         Raises
         ------
         ValueError
-            ``grads`` lacks a key of ``params`` or has one more, a gradient's shape or
-            dtype differs from its parameter's, or ``params`` changed keys, shapes or dtypes
-            since the optimizer's state was created (use a new optimizer for a new model).
+            ``grads`` lacks a key of ``params`` or has one more, a gradient's shape, dtype
+            or device differs from its parameter's, a parameter cannot be updated in place
+            (a read-only NumPy array, a PyTorch tensor that requires grad), ``params``
+            changed keys, shapes or dtypes since the optimizer's state was created, or
+            ``params`` is another dict than the one the state was made for (use one
+            optimizer per network).
+        MixedBackendError (a TypeError)
+            A gradient comes from another array library than its parameter.
         """
         self._check(params, grads)
+        self.step(params, grads, self.state, self.lr, self.iter + 1)
         self.iter += 1
-        self.step(params, grads, self.state, self.lr, self.iter)
 
     def step(
         self,
@@ -108,9 +129,11 @@ class Optimizer:
     def prepare(self, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """The state for ``params``, created (zeros) before the first update if need be.
 
-        What a compiled step passes to :meth:`step`.  Raises ``ValueError`` as
-        :meth:`update` does when ``params`` is not the model the state was made for.
+        What a compiled step passes to :meth:`step`, before it computes anything.  Raises
+        ``ValueError`` as :meth:`update` does when ``params`` is not the model (the dict)
+        the state was made for, or holds a parameter that cannot be updated in place.
         """
+        _check_writable(type(self).__name__, params)
         if not type(self).SLOTS:
             return {}
         if self._state is None:
@@ -129,7 +152,8 @@ class Optimizer:
 
     @property
     def state(self) -> dict[str, dict[str, Any]]:
-        """The state slots (e.g. ``{"v": {"W1": array, ...}}``); empty before the first update."""
+        """The live state slots (e.g. ``{"v": {"W1": array, ...}}``), updated in place by
+        later updates; empty before the first update.  :meth:`state_dict` gives a copy."""
         return {} if self._state is None else self._state
 
     def hyperparameters(self) -> dict[str, float]:
@@ -145,6 +169,7 @@ class Optimizer:
                 f"missing from grads: {missing}, not in params: {extra}"
             )
         _check_grads(type(self).__name__, params, grads)
+        _check_writable(type(self).__name__, params)
         if not type(self).SLOTS:
             # Stateless (SGD): one optimizer may serve several networks, as in the book's
             # batch_norm_test.py.
@@ -169,38 +194,61 @@ class Optimizer:
                     f"{tuple(p.shape)} {p.dtype}, but the optimizer's state was made for "
                     f"{shape} {dtype}; create a new optimizer for a different model"
                 )
+        if self._owner is None:  # loaded state: it belongs to the first params it updates
+            self._owner = params
+        elif params is not self._owner:
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}: this optimizer's state belongs to the parameters it first updated "
+                f"(after {self.iter} updates), and these are another dict of parameters "
+                f"(keys {sorted(params)}); two networks sharing one {name} would share its "
+                f"moments and its step count: create one optimizer per network (e.g. "
+                f"{name}(**opt.hyperparameters()) for each), and pass net.params itself, not "
+                "a copy"
+            )
 
     def _init_state(self, params: Mapping[str, Any]) -> None:
         xp = namespace(*params.values())
-        self._shapes = {key: (tuple(p.shape), p.dtype) for key, p in params.items()}
         # zeros_like keeps each parameter's library, device and dtype.
-        self._state = {
+        state = {
             slot: {key: xp.zeros_like(p) for key, p in params.items()} for slot in type(self).SLOTS
         }
+        self._shapes = {key: (tuple(p.shape), p.dtype) for key, p in params.items()}
+        self._state, self._owner = state, params
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: ``{"class", "hyper", "iter", "slots"}``.
+        """Everything needed to resume: ``{"class", "hyper", "iter", "slots"}``, a snapshot.
 
-        ``slots`` maps each slot name to ``{param key: array}`` (the live arrays, not
-        copies); it is empty before the first update.
+        ``slots`` maps each slot name to ``{param key: array}``: copies (same library,
+        device and dtype), which later updates leave alone, so a state dict taken now
+        resumes from now; it is empty before the first update.
         """
         return {
             "class": type(self).__name__,
             "hyper": self.hyperparameters(),
             "iter": self.iter,
-            "slots": {slot: dict(arrays) for slot, arrays in self.state.items()},
+            "slots": {
+                slot: {key: _copy(a) for key, a in arrays.items()}
+                for slot, arrays in self.state.items()
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (hyperparameters, count and slots).
 
-        The slot arrays are used as given (convert them to the parameters' backend first).
-        Everything is checked (:meth:`check_state_dict`) before anything changes.
+        The slot arrays are copied (in their own library, on their device: convert them to
+        the parameters' backend first), so ``state`` and this optimizer share nothing.  The
+        state then belongs to the first ``params`` this optimizer updates.  Everything is
+        checked (:meth:`check_state_dict`) before anything changes.
         """
         hyper, iteration, slots = self.check_state_dict(state)
+        slots = {
+            slot: {key: _copy(a) for key, a in arrays.items()} for slot, arrays in slots.items()
+        }
         for k, v in hyper.items():
             setattr(self, k, v)
         self.iter = iteration
+        self._owner = None
         if slots:
             first = next(iter(slots.values()))
             self._shapes = {key: (tuple(a.shape), a.dtype) for key, a in first.items()}
@@ -295,10 +343,12 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Optimizer):
-    """Nesterov's accelerated gradient in the book's form (arXiv:1212.0901).
+    """Nesterov's accelerated gradient as the book's ``common/optimizer.py`` writes it.
 
-    ``W <- W + momentum**2 * v - (1 + momentum) * lr * g``; then
-    ``v <- momentum * v - lr * g``.
+    The velocity first, then the parameters with the *new* velocity:
+    ``v <- momentum * v - lr * g``; ``W <- W + momentum**2 * v - (1 + momentum) * lr * g``.
+    The paper the book cites (arXiv:1212.0901, eq. 7) uses the velocity of the previous
+    step instead: that form is :class:`NesterovPaper`.
     """
 
     HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "momentum": "[0, 1)"}
@@ -306,6 +356,25 @@ class Nesterov(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
+
+    def step(self, params, grads, state, lr, t):
+        v, m = state["v"], self.momentum
+        for key in params:
+            g = grads[key]
+            v[key] *= m
+            v[key] -= lr * g
+            params[key] += m * m * v[key]
+            params[key] -= (1 + m) * lr * g
+
+
+class NesterovPaper(Nesterov):
+    """Nesterov's accelerated gradient in the paper's form (arXiv:1212.0901, eq. 7).
+
+    The parameters move with the velocity of the previous step, then the velocity is
+    updated: ``W <- W + momentum**2 * v - (1 + momentum) * lr * g``;
+    ``v <- momentum * v - lr * g``.  Not the book's :class:`Nesterov`, whose parameter
+    step uses the new velocity (docs/training-techniques.md shows the difference).
+    """
 
     def step(self, params, grads, state, lr, t):
         v, m = state["v"], self.momentum
@@ -383,6 +452,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": SGD,
     "momentum": Momentum,
     "nesterov": Nesterov,
+    "nesterovpaper": NesterovPaper,
     "adagrad": AdaGrad,
     "rmsprop": RMSprop,
     "adam": Adam,
@@ -430,15 +500,53 @@ def get_optimizer(optimizer: str | Optimizer, params: Mapping[str, float] | None
     return cls(**dict(params or {}))
 
 
+def _copy(a: Any) -> Any:
+    """A copy of array ``a`` in its own library, on its device."""
+    return namespace(a).asarray(a, copy=True)
+
+
+def _library_name(x: Any) -> str:
+    try:
+        return library_for(namespace(x)).name or type(x).__module__
+    except TypeError:
+        return f"{type(x).__module__}.{type(x).__qualname__}"
+
+
 def _check_grads(owner: str, params: Mapping[str, Any], grads: Mapping[str, Any]) -> None:
     for key, p in params.items():
         g = grads[key]
+        # Another library would turn the parameter into its arrays (NumPy params with JAX
+        # gradients become JAX arrays); another device fails at the key it meets.  Types
+        # and devices are attributes: no device read.
+        if type(g) is not type(p) and _library_name(g) != _library_name(p):
+            raise MixedBackendError(
+                f"{owner}.update: grads[{key!r}] is a {_library_name(g)} array but "
+                f"params[{key!r}] is a {_library_name(p)} array; compute the gradients "
+                "with the network's own backend (or convert them with backend.asarray)"
+            )
+        if device_of(g) != device_of(p):
+            raise ValueError(
+                f"{owner}.update: grads[{key!r}] is on {device_of(g)} but params[{key!r}] "
+                f"is on {device_of(p)}; move the gradients to the parameters' device first"
+            )
         # A wrong shape could broadcast silently; a wrong dtype would cast or promote.
         if g.shape != p.shape or g.dtype != p.dtype:
             raise ValueError(
                 f"{owner}.update: grads[{key!r}] is {tuple(g.shape)} {g.dtype} but "
                 f"params[{key!r}] is {tuple(p.shape)} {p.dtype}; gradients must have their "
                 "parameter's shape and dtype"
+            )
+
+
+def _check_writable(owner: str, params: Mapping[str, Any]) -> None:
+    # Checked for every key before the first is written: an update that would fail at the
+    # third key must not have changed the first two (nor the state, nor the count).
+    for key, p in params.items():
+        reason = library_for(namespace(p)).cannot_write(p)
+        if reason is not None:
+            raise ValueError(
+                f"{owner}: params[{key!r}] cannot be updated in place: {reason}; nothing was "
+                "changed"
             )
 
 

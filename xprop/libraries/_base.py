@@ -161,6 +161,17 @@ class ArrayLibrary:
         ``arrays``: timings must pass the arrays they time.
         """
 
+    # -- in-place updates -------------------------------------------------------------------
+
+    def cannot_write(self, x: Any) -> str | None:
+        """Why ``x`` cannot be updated in place (``x -= step``), or ``None`` when it can.
+
+        Asked for every parameter before an optimizer writes the first one, so that an
+        update fails whole or not at all; read from attributes, never from the data.
+        Libraries whose arrays are immutable (JAX) answer ``None``: their updates rebind.
+        """
+        return None
+
     # -- tracing and compilation --------------------------------------------------------
 
     def is_tracing(self, x: Any) -> bool:

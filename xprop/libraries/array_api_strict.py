@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from xprop.libraries._base import ArrayLibrary
+from xprop.libraries.numpy import READ_ONLY
 
 __all__ = ["ArrayApiStrictLibrary"]
 
@@ -28,6 +29,15 @@ class ArrayApiStrictLibrary(ArrayLibrary):
         # The standard's version it enforces (a flag users may change) decides what passes.
         info["array api version"] = str(xp.get_array_api_strict_flags()["api_version"])
         return info
+
+    def cannot_write(self, x: Any) -> str | None:
+        # An array-api-strict array wraps a NumPy array, which may be read-only (asarray of
+        # a read-only NumPy array does not copy); the standard has no way to ask.
+        inner = getattr(x, "_array", None)
+        flags = getattr(inner, "flags", None)
+        if flags is not None and not flags.writeable:
+            return READ_ONLY
+        return None
 
     def to_numpy(self, x: Any) -> np.ndarray:
         xp = self.namespace()

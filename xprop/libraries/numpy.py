@@ -11,6 +11,13 @@ from xprop.libraries._base import ArrayLibrary
 
 __all__ = ["NumPyLibrary"]
 
+# Why a read-only NumPy array (also the one inside an array-api-strict array) cannot be a
+# parameter that an optimizer updates.
+READ_ONLY = (
+    "it is read-only (flags.writeable is False: a view of read-only memory, e.g. from "
+    "np.broadcast_to or a read-only buffer); pass a writable copy, e.g. x.copy()"
+)
+
 
 class NumPyLibrary(ArrayLibrary):
     """NumPy on the CPU.  The step is eager; MPI reads and writes NumPy arrays directly."""
@@ -23,6 +30,11 @@ class NumPyLibrary(ArrayLibrary):
         import array_api_compat.numpy as xp
 
         return xp
+
+    def cannot_write(self, x: Any) -> str | None:
+        if not x.flags.writeable:
+            return READ_ONLY
+        return None
 
     def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
         # One pass over the data, straight into the (reused) buffer.

@@ -87,6 +87,25 @@ class TorchLibrary(ArrayLibrary):
     def is_accelerator(self, device: Any) -> bool:
         return getattr(device, "type", "cpu") != "cpu"
 
+    def cannot_write(self, x: Any) -> str | None:
+        import torch
+
+        if x.requires_grad and torch.is_grad_enabled():
+            # A leaf refuses in-place updates; any other would grow autograd's graph every
+            # step.  xprop computes the gradients itself.
+            return (
+                "it requires grad (requires_grad=True), and autograd refuses in-place "
+                "updates of such tensors; xprop computes gradients itself: make it with "
+                "requires_grad=False or call x.requires_grad_(False)"
+            )
+        if x.is_inference() and not torch.is_inference_mode_enabled():
+            return (
+                "it is an inference tensor (made under torch.inference_mode()), which "
+                "cannot be updated in place outside inference mode; pass x.clone() made "
+                "outside it"
+            )
+        return None
+
     def to_numpy(self, x: Any) -> np.ndarray:
         t = x.detach()
         # .cpu() of a device tensor is already a fresh host copy; a CPU tensor's .numpy()

@@ -99,10 +99,16 @@ def apply_step(
 
 
 def eager_step(net: Any, optimizer: Optimizer, x: Any, t: Any) -> Any:
-    """:func:`apply_step` on the network's own ``params`` and the optimizer's own state."""
+    """:func:`apply_step` on the network's own ``params`` and the optimizer's own state.
+
+    ``prepare`` checks the parameters before anything is computed; the step is counted
+    once it is done (a step that raises, e.g. on a bad label, is not counted).
+    """
     state = optimizer.prepare(net.params)
-    optimizer.iter += 1
-    return apply_step(net, optimizer, net.params, state, optimizer.lr, optimizer.iter, x, t)
+    it = optimizer.iter + 1
+    loss = apply_step(net, optimizer, net.params, state, optimizer.lr, it, x, t)
+    optimizer.iter = it
+    return loss
 
 
 class EagerStep:
