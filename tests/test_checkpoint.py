@@ -397,22 +397,21 @@ def test_every_header_bit_flip_raises_or_loads_identically(backend: xprop.Backen
 
     def fresh():
         net, opt = _tiny(backend, seed=1, lr=0.5)
-        state = opt.state_dict()
-        # What a failed load must leave alone: the very objects, and the numbers.
+        # What a failed load must leave alone: the very objects (the live state, not the
+        # snapshot state_dict() returns), and the numbers.
         objects = (
             dict(net.params),
-            {(s, k): a for s, arrays in state["slots"].items() for k, a in arrays.items()},
-            (state["hyper"], state["iter"]),
+            {(s, k): a for s, arrays in opt.state.items() for k, a in arrays.items()},
+            (opt.hyperparameters(), opt.iter),
             net.rng.generator.bit_generator.state,
         )
         return net, opt, objects, _net_host(backend, net), _opt_host(backend, opt)
 
     def objects_now(net, opt):
-        state = opt.state_dict()
         return (
             dict(net.params),
-            {(s, k): a for s, arrays in state["slots"].items() for k, a in arrays.items()},
-            (state["hyper"], state["iter"]),
+            {(s, k): a for s, arrays in opt.state.items() for k, a in arrays.items()},
+            (opt.hyperparameters(), opt.iter),
             net.rng.generator.bit_generator.state,
         )
 
