@@ -8,6 +8,7 @@ powers of two), so the comparisons are exact, in float32 as in float64.
 from __future__ import annotations
 
 import os
+import secrets
 
 import numpy as np
 import pytest
@@ -258,6 +259,8 @@ TRAINER_DIFFERENCES = [
     ("samples", {"evaluate_sample_num_per_epoch": 40},
      "evaluate_sample_num_per_epoch: None on rank 0, 40 on rank 1"),
     ("report", {"report": lambda ev: None}, "report: None on rank 0, 'given' on rank 1"),
+    ("seed", {"seed": 5}, "seed: 4 on rank 0, 5 on rank 1"),
+    ("no seed", {"seed": None}, "seed: 4 on rank 0, None on rank 1"),
 ]  # fmt: skip
 
 
@@ -270,7 +273,7 @@ def test_trainer_settings_that_differ_raise_on_every_rank(dp, backend, change, m
     # One shard of the data per rank, or another setting on one rank's command line: the
     # ranks would run different numbers of collectives and wait for each other forever.
     x, t, xt, tt = _trainer_data(backend)
-    options = {"epochs": 3, "mini_batch_size": 50}
+    options = {"epochs": 3, "mini_batch_size": 50, "seed": 4}
     if dp.rank == 1:
         options.update(change)
     n_train, n_test = options.pop("train", 300), options.pop("test", 100)
@@ -279,9 +282,23 @@ def test_trainer_settings_that_differ_raise_on_every_rank(dp, backend, change, m
     with pytest.raises(
         DistributedError, match="the ranks disagree on the Trainer's settings"
     ) as info:
-        xprop.Trainer(net, x, t, xt, tt, verbose=False, seed=4, comm=dp, **options)
+        xprop.Trainer(net, x, t, xt, tt, verbose=False, comm=dp, **options)
     assert message in str(info.value)
     assert "a shard of the data per rank does not work" in str(info.value)
+
+
+def test_trainer_without_a_seed_draws_rank_0s_indices_on_every_rank(dp, backend):
+    # Each rank computes its slice of the same global minibatch: unseeded generators would
+    # give every rank other indices, and the run would silently not be the global batch's.
+    x, t, xt, tt = _trainer_data(backend)
+    net = xprop.MultiLayerNetExtend(20, [16], 4, backend=backend, seed=3)
+    trainer = xprop.Trainer(
+        net, x, t, xt, tt, verbose=False, epochs=1, mini_batch_size=50, comm=dp
+    )
+    drawn = [int(i) for i in trainer._rng.generator.integers(0, 1 << 30, size=8)]
+    everyone = dp.comm.allgather(drawn)
+    assert everyone[0] == everyone[1]
+    assert len(set(dp.comm.allgather(secrets.randbits(63)))) == 2  # the ranks' own draws differ
 
 
 def test_ranks_on_one_node_turn_jax_preallocation_off(monkeypatch):

@@ -17,6 +17,7 @@ error when the loss diverges; and, with ``comm=``, data-parallel training on MPI
 from __future__ import annotations
 
 import math
+import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -105,7 +106,9 @@ class Trainer:
         ``None`` prints nothing.  An exception it raises (a ``FloatingPointError`` for a
         run that goes wrong, say) stops training.
     seed : int, optional
-        Seed of the host generator that draws the minibatch indices.
+        Seed of the host generator that draws the minibatch indices.  With ``comm=``, every
+        rank passes the same seed (compared at construction), or none: rank 0 then draws
+        one for all ranks, which must draw the same indices.
     compiled : bool, optional
         Train through the network's compiled step (the default for networks on
         :class:`~xprop.nets.network.Network`); ``False`` runs the book's loop,
@@ -127,8 +130,8 @@ class Trainer:
         Dropout or BatchNorm.  Every rank passes the whole data set and the same arguments:
         the settings that fix how many collectives a rank makes (the numbers of training
         and test samples, ``mini_batch_size``, ``epochs``, ``max_iter``,
-        ``evaluate_sample_num_per_epoch``, whether ``report`` is given) are compared at
-        construction, and a difference (one shard of the data per rank, say) raises
+        ``evaluate_sample_num_per_epoch``, whether ``report`` is given) and ``seed`` are
+        compared at construction, and a difference (one shard of the data per rank, say) raises
         :class:`~xprop.distributed.DistributedError` on every rank, naming each rank's
         value, where the ranks would otherwise wait for each other forever.  Rank 0's
         parameters are broadcast at construction; the evaluations are shared between the
@@ -233,12 +236,17 @@ class Trainer:
                     "report": "given" if report is not None else None,
                     "compiled": compiled,
                     "BatchNorm running statistics": len(getattr(network, "running_stats", dict)()),
+                    "seed": seed,
                 },
                 "Trainer's settings (every rank passes the whole data set and the same "
                 "arguments: the ranks draw the same minibatch indices and each computes "
                 "its slice of them, so a shard of the data per rank does not work)",
             )
             self.dp.local_batch_size(mini_batch_size)  # divides by the ranks, or a clear error
+            if seed is None and self.dp.size > 1:
+                # Every rank must draw the same minibatch indices (each computes its slice
+                # of them): without a seed, rank 0 draws one for all.
+                seed = self.dp.comm.bcast(secrets.randbits(63), root=0)
             self.dp.broadcast_params(network.params)  # every rank starts from rank 0's
             verbose = verbose and self.dp.is_root
         self.network = network
