@@ -46,7 +46,7 @@ from xprop.nn.functions import (
 from xprop.nn.im2col import col2im, im2col
 from xprop.nn.layers import AddLayer, Affine, MSELoss, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from xprop.nn.pooling import Pooling
-from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, NesterovPaper, RMSprop
 from xprop.training.step import TrainStep
 from xprop.training.trainer import Trainer
 
@@ -89,6 +89,7 @@ __all__ = [
     "MultiLayerNet",
     "MultiLayerNetExtend",
     "Nesterov",
+    "NesterovPaper",
     "Pooling",
     "RMSprop",
     "Relu",

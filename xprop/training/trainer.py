@@ -84,8 +84,8 @@ class Trainer:
     mini_batch_size : int
         Samples per step, drawn at random with replacement (the book's ``np.random.choice``).
     optimizer : str or Optimizer
-        A name (``"SGD"``, ``"Momentum"``, ``"Nesterov"``, ``"AdaGrad"``, ``"RMSprop"``,
-        ``"Adam"``, any case) or an optimizer object.
+        A name (``"SGD"``, ``"Momentum"``, ``"Nesterov"``, ``"NesterovPaper"``,
+        ``"AdaGrad"``, ``"RMSprop"``, ``"Adam"``, any case) or an optimizer object.
     optimizer_param : dict, optional
         Hyperparameters for a named optimizer; default ``{"lr": 0.01}`` (the book's, for every
         optimizer).  Not allowed with an optimizer object.
