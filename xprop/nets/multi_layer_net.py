@@ -19,7 +19,7 @@ from typing import Any
 from xprop._namespace import check_flag, namespace
 from xprop.backend import Backend
 from xprop.nets.network import Network, init_std
-from xprop.nn.batch_norm import BatchNormalization
+from xprop.nn.batch_norm import BatchNormalization, wide_dtype
 from xprop.nn.dropout import Dropout, check_ratio
 from xprop.nn.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
@@ -159,11 +159,14 @@ class MultiLayerNet(Network):
                 self.params[f"beta{idx}"] = be.zeros(units)
                 # Running statistics exist from the start (the book's zeros), so a checkpoint
                 # of a fresh network already holds everything inference needs.
+                # float16 networks keep them in float32 (float16 overflows at 65504).
+                stats = wide_dtype(be.xp, be.dtype)
+                stats = be.dtype if stats is None else stats
                 self.layers[f"BatchNorm{idx}"] = BatchNormalization(
                     self.params[f"gamma{idx}"],
                     self.params[f"beta{idx}"],
-                    running_mean=be.zeros(units),
-                    running_var=be.zeros(units),
+                    running_mean=be.xp.zeros(units, dtype=stats, device=be.device),
+                    running_var=be.xp.zeros(units, dtype=stats, device=be.device),
                 )
             self.layers[f"Activation_function{idx}"] = activation_class()
             if self.use_dropout:

@@ -199,8 +199,12 @@ class Trainer:
         if isinstance(optimizer, str) and optimizer_param is None:
             optimizer_param = {"lr": 0.01}  # the book's default, whatever the optimizer
         self.dp = _data_parallel(comm)
+        local_batch = mini_batch_size
         if self.dp is not None:
-            self.dp.local_batch_size(mini_batch_size)  # divides by the ranks, or a clear error
+            # divides by the ranks, or a clear error
+            local_batch = self.dp.local_batch_size(mini_batch_size)
+        _check_batch_norm_batch(network, local_batch, mini_batch_size)
+        if self.dp is not None:
             self.dp.broadcast_params(network.params)  # every rank starts from rank 0's
             verbose = verbose and self.dp.is_root
         self.network = network
@@ -437,3 +441,25 @@ def _data_parallel(comm: Any) -> Any:
     from xprop.distributed import DataParallel
 
     return comm if isinstance(comm, DataParallel) else DataParallel(comm)
+
+
+def _check_batch_norm_batch(network: Any, local: int, global_batch: int) -> None:
+    """Raise ``ValueError`` when a BatchNorm layer would train on batches of one sample.
+
+    Caught here, before anything runs, rather than at the first step (where the layer
+    itself raises): the variance of one sample is 0, so BatchNorm would output ``beta``.
+    """
+    from xprop.nn.batch_norm import BatchNormalization
+
+    layers = getattr(network, "layers", None)
+    if local >= 2 or not isinstance(layers, Mapping):
+        return
+    names = [name for name, layer in layers.items() if isinstance(layer, BatchNormalization)]
+    if names:
+        per_rank = "" if local == global_batch else f" ({global_batch} over the ranks)"
+        raise ValueError(
+            f"mini_batch_size gives training batches of {local} sample{per_rank}, but "
+            f"{type(network).__name__} has BatchNormalization layers ({', '.join(names)}), "
+            "whose batch variance is 0 on one sample (the output would be beta); use "
+            "mini_batch_size >= 2 per rank, or a network without BatchNorm"
+        )
