@@ -312,7 +312,13 @@ def _check_sizes(input_size: int, hidden_size_list: Sequence[int], output_size: 
 
 
 def _activation(activation: str) -> type:
-    key = activation.lower() if isinstance(activation, str) else activation
+    """The layer class of an activation name; one name for every hidden layer."""
+    if not isinstance(activation, str):
+        raise TypeError(
+            f"activation must be a string, 'relu' or 'sigmoid' (one for every hidden layer), "
+            f"got {type(activation).__name__} {activation!r}"
+        )
+    key = activation.lower()
     if key not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; use 'relu' or 'sigmoid'")
     return _ACTIVATIONS[key]
