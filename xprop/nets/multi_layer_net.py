@@ -40,7 +40,8 @@ class MultiLayerNet(Network):
     output_size : int
         Number of classes (10 for MNIST).
     activation : {"relu", "sigmoid"}
-        Activation after each hidden Affine layer.
+        Activation after each hidden Affine layer (one name, any case, for all of them;
+        anything else than a string raises ``TypeError``).
     weight_init_std : {"relu", "he", "sigmoid", "xavier"} or float
         Standard deviation of the normal initial weights: ``"relu"``/``"he"`` gives
         ``sqrt(2 / fan_in)`` (He), ``"sigmoid"``/``"xavier"`` ``sqrt(1 / fan_in)``
@@ -235,7 +236,8 @@ weight_decay_lambda
     use_batchnorm : bool
         A :class:`~xprop.nn.batch_norm.BatchNormalization` layer between each hidden Affine
         layer and its activation, with parameters ``gamma{i}`` (ones) and ``beta{i}``
-        (zeros) in ``params``; running statistics in :meth:`running_stats`.
+        (zeros) in ``params``; running statistics in :meth:`running_stats` (zeros in the
+        backend's dtype, float32 for a float16 network: see BatchNormalization).
     dropout_ratio : float, optional
         The correctly spelt alias of ``dropout_ration`` (give one of them).
     backend, seed, check_labels
