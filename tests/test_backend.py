@@ -381,6 +381,38 @@ def test_bad_names_and_env_values_are_named(clean_env: pytest.MonkeyPatch) -> No
         xprop.get_backend("numpy", dtype="float33")
 
 
+def test_auto_refuses_a_device_it_would_ignore(clean_env: pytest.MonkeyPatch) -> None:
+    """``auto`` picks the device itself: a device asked for is an error, not ignored."""
+    from xprop import auto
+
+    clean_env.setattr(auto, "_AUTO_CACHE", {})
+    clean_env.setenv("XPROP_BACKEND", "auto")
+    for device in ("garbage", "cpu"):
+        clean_env.setenv("XPROP_DEVICE", device)
+        with pytest.raises(
+            BackendError,
+            match=rf"^XPROP_DEVICE='{device}': backend 'auto' chooses the device itself.*"
+            "leave the device unset",
+        ):
+            xprop.get_backend()
+    with pytest.raises(BackendError, match=r"^backend 'auto' chooses the device itself"):
+        xprop.get_backend("auto", device="cpu")
+    assert auto.last_choice("float32") is None  # refused before any timing
+
+
+def test_torch_meta_device_is_refused(clean_env: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch", reason="torch is not installed")
+    with pytest.raises(BackendError, match=r"^device 'meta' is torch's meta device.*'cpu'"):
+        xprop.get_backend("torch", device="meta")
+    clean_env.setenv("XPROP_BACKEND", "torch")
+    clean_env.setenv("XPROP_DEVICE", "meta")
+    with pytest.raises(BackendError, match=r"^XPROP_DEVICE='meta': device 'meta' is torch's"):
+        xprop.get_backend()
+    clean_env.setenv("XPROP_DEVICE", "cpu")
+    be = xprop.get_backend()
+    assert be.to_numpy(be.zeros(2)).tolist() == [0.0, 0.0]  # a device that holds values
+
+
 def test_strict_float16_message_lists_what_it_has(clean_env: pytest.MonkeyPatch) -> None:
     pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
     with pytest.raises(BackendError) as info:

@@ -196,10 +196,156 @@ def test_network_params_rebound_reach_the_layer(backend: xprop.Backend) -> None:
     np.testing.assert_allclose(backend.to_numpy(layer.xn), first, rtol=1e-12)
 
 
-def test_single_sample_batch_is_finite(backend: xprop.Backend) -> None:
-    layer = _layer(backend, 3)
-    out = backend.to_numpy(layer.forward(_normal(backend, (1, 3), 0)))
-    np.testing.assert_allclose(out, backend.to_numpy(layer.beta)[None, :])
+def test_training_on_one_sample_raises_and_inference_does_not(backend: xprop.Backend) -> None:
+    """One sample has variance 0: training would output beta and pass back dx = 0."""
+    rm, rv = backend.asarray(np.array([0.5, -1.0, 2.0])), backend.asarray(np.array([4.0, 1, 9]))
+    layer = _layer(backend, 3, running_mean=rm, running_var=rv)
+    x = _normal(backend, (1, 3), 0)
+    with pytest.raises(ValueError, match=r"cannot train on a batch of 1 \(input shape \(1, 3\)\)"):
+        layer.forward(x)
+    with pytest.raises(ValueError, match="cannot train on a batch of 1"):
+        layer.forward(_normal(backend, (1, 3, 1), 0), train_flg=True)
+    assert layer.running_mean is rm  # nothing changed
+    assert layer.running_var is rv
+    assert layer.xn is None
+    # Inference uses the running statistics: one sample is fine.
+    out = backend.to_numpy(layer.forward(x, train_flg=False))
+    g, b = backend.to_numpy(layer.gamma), backend.to_numpy(layer.beta)
+    want = g * (backend.to_numpy(x) - [0.5, -1.0, 2.0]) / np.sqrt(np.array([4.0, 1, 9]) + 1e-6) + b
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+def test_networks_and_compiled_steps_refuse_one_sample_batches(backend: xprop.Backend) -> None:
+    net = xprop.MultiLayerNetExtend(3, [4], 2, use_batchnorm=True, backend=backend, seed=0)
+    x, t = _normal(backend, (5, 3), 0), backend.asarray(np.array([0, 1, 1, 0, 1]))
+    before = {k: backend.to_numpy(v).copy() for k, v in net.params.items()}
+    stats = {k: backend.to_numpy(v).copy() for k, v in net.running_stats().items()}
+    with pytest.raises(ValueError, match="cannot train on a batch of 1"):
+        net.gradient(x[:1, ...], t[:1])
+    step = net.compile_step(xprop.Adam())
+    with pytest.raises(ValueError, match="cannot train on a batch of 1"):
+        step(x[:1, ...], t[:1])
+    with pytest.raises(ValueError, match="cannot train on a batch of 1"):
+        step.run(x, t, np.array([[0], [1]]))
+    for k, v in net.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(v), before[k], err_msg=k)
+    for k, v in net.running_stats().items():
+        np.testing.assert_array_equal(backend.to_numpy(v), stats[k], err_msg=k)
+    # Inference on one sample still works, and a batch of 2 trains.
+    assert tuple(net.predict(x[:1, ...]).shape) == (1, 2)
+    assert np.isfinite(float(step(x[:2, ...], t[:2])))
+
+
+def test_trainer_refuses_a_batch_of_one_with_batch_norm(backend: xprop.Backend) -> None:
+    x, t = _normal(backend, (6, 3), 0), backend.asarray(np.array([0, 1, 1, 0, 1, 0]))
+    bn = xprop.MultiLayerNetExtend(3, [4], 2, use_batchnorm=True, backend=backend, seed=0)
+    for compiled in (True, False):
+        with pytest.raises(ValueError, match=r"batches of 1 sample.*\(BatchNorm1\).*>= 2"):
+            xprop.Trainer(bn, x, t, x, t, mini_batch_size=1, verbose=False, compiled=compiled)
+    plain = xprop.MultiLayerNetExtend(3, [4], 2, backend=backend, seed=0)
+    trainer = xprop.Trainer(plain, x, t, x, t, epochs=1, mini_batch_size=1, verbose=False)
+    trainer.train()
+    assert len(trainer.train_loss_list) == 6  # a batch of one is fine without BatchNorm
+
+
+def test_backward_before_forward_is_a_runtime_error(backend: xprop.Backend) -> None:
+    dout = _normal(backend, (2, 3), 0)
+    alone = _layer(backend, 3)
+    with pytest.raises(RuntimeError, match=r"backward was called before BatchNormalization\.forw"):
+        alone.backward(dout)
+    inside = _layer(backend, 3)
+    inside.checks = False  # as in a network, after its first layer
+    with pytest.raises(RuntimeError, match=r"backward was called before BatchNormalization\.forw"):
+        inside.backward(dout)
+    net = xprop.MultiLayerNetExtend(3, [3], 2, use_batchnorm=True, backend=backend, seed=0)
+    with pytest.raises(RuntimeError, match=r"called before BatchNormalization\.forward"):
+        net.layers["BatchNorm1"].backward(dout)
+
+
+# -- float16: statistics in float32 ----------------------------------------------------------
+
+
+def _half(backend: xprop.Backend) -> xprop.Backend:
+    try:
+        return xprop.get_backend(backend.name, device=backend.device, dtype="float16")
+    except xprop.BackendError as exc:
+        pytest.skip(f"{backend.name} has no float16: {exc}")
+
+
+def test_float16_statistics_do_not_overflow(backend: xprop.Backend) -> None:
+    """|x - mu| > 256 overflows x**2 in float16 (65504): the statistics are float32."""
+    be = _half(backend)
+    rng = np.random.default_rng(3)
+    host = (rng.standard_normal((16, 4)) * [1.0, 300.0, 2000.0, 0.01]).astype(np.float16)
+    gamma = (rng.random(4) + 0.5).astype(np.float16)
+    beta = rng.standard_normal(4).astype(np.float16)
+    dout = rng.standard_normal((16, 4)).astype(np.float16)
+    layer = BatchNormalization(be.asarray(gamma), be.asarray(beta), momentum=0.5)
+    out = layer.forward(be.asarray(host))
+    dx = layer.backward(be.asarray(dout))
+    for result in (out, dx, layer.dgamma, layer.dbeta):
+        assert result.dtype == be.dtype
+    assert layer.running_var.dtype == be.xp.float32  # made on the first pass, in float32
+
+    book = BookBatchNorm(gamma.astype(np.float64), beta.astype(np.float64), momentum=0.5)
+    x64 = host.astype(np.float64)
+    want = book.forward(x64)
+    want_dx = book.backward(dout.astype(np.float64))
+    rv = be.to_numpy(layer.running_var).astype(np.float64)
+    assert np.all(np.isfinite(rv))
+    # The variance of feature 2 (~4e6) exceeds float16's range: kept in float32.
+    assert rv[2] > 65504
+    np.testing.assert_allclose(rv, book.running_var, rtol=1e-5)
+    np.testing.assert_allclose(be.to_numpy(layer.running_mean), book.running_mean, rtol=1e-5)
+    np.testing.assert_allclose(be.to_numpy(out).astype(np.float64), want, rtol=2e-3, atol=4e-3)
+    np.testing.assert_allclose(be.to_numpy(dx).astype(np.float64), want_dx, rtol=2e-2, atol=1e-3)
+    np.testing.assert_allclose(
+        be.to_numpy(layer.dgamma).astype(np.float64), book.dgamma, rtol=2e-3, atol=2e-2
+    )
+    # Inference with those statistics: every feature normalized, none stuck at beta.
+    inf = be.to_numpy(layer.forward(be.asarray(host), train_flg=False)).astype(np.float64)
+    np.testing.assert_allclose(inf, book.forward(x64, train_flg=False), rtol=2e-3, atol=4e-3)
+    assert np.all(inf.std(axis=0) > 0.3)
+
+
+def test_float16_network_trains_with_finite_statistics(backend: xprop.Backend) -> None:
+    """The issue's case shortened: MultiLayerNetExtend with BatchNorm, float16 inputs large
+    enough that the first layer's outputs lie more than 256 from their mean (x**2 past
+    float16's 65504: a running variance of inf before).  SGD: float16 Adam has its own
+    trouble with tiny gradients (eps = 1e-8 is 0 in float16)."""
+    be16 = _half(backend)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 20)) * 100.0
+    t = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)  # 3 classes
+    nets, results = {}, {}
+    for name, be in (("float16", be16), ("float64", backend)):
+        net = xprop.MultiLayerNetExtend(20, [30, 30], 3, use_batchnorm=True, backend=be, seed=1)
+        stats = net.running_stats()
+        assert all(
+            v.dtype == (be.xp.float32 if name == "float16" else be.dtype) for v in stats.values()
+        )
+        xs, ts = be.asarray(x.astype(name)), be.asarray(t)
+        step = net.compile_step(xprop.SGD(lr=0.1))
+        batches = np.random.default_rng(1).integers(0, 200, (20, 50))
+        losses = be.to_numpy(step.run(xs, ts, batches)).astype(np.float64)
+        nets[name] = net
+        results[name] = (
+            losses,
+            {k: be.to_numpy(v).astype(np.float64) for k, v in net.running_stats().items()},
+            net.accuracy(xs, ts),
+        )
+    losses16, stats16, acc16 = results["float16"]
+    losses64, stats64, acc64 = results["float64"]
+    assert np.all(np.isfinite(losses16))
+    for key, value in stats16.items():
+        assert np.all(np.isfinite(value)), key
+    net64 = xprop.MultiLayerNetExtend(20, [30, 30], 3, backend=backend, seed=1)
+    a = x @ backend.to_numpy(net64.params["W1"])  # the first BatchNorm's input at the start
+    assert np.abs(a - a.mean(axis=0)).max() > 256  # its square overflows float16
+    np.testing.assert_allclose(stats16["running_var1"], stats64["running_var1"], rtol=2e-2)
+    np.testing.assert_allclose(losses16, losses64, rtol=5e-2, atol=5e-2)
+    assert losses64[-5:].mean() < losses64[:5].mean() - 0.2  # it learns
+    assert abs(acc16 - acc64) <= 0.03
 
 
 def test_errors(numpy_backend) -> None:

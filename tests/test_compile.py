@@ -228,6 +228,23 @@ def test_auto_picks_the_fastest_it_measured() -> None:
     assert report.count("<- chosen") == 1
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"steps": 0}, ValueError, "choose_backend steps must be an integer of at least 1, got 0"),
+        ({"repeats": 0}, ValueError, "repeats must be an integer of at least 1, got 0"),
+        ({"steps": 2.5}, TypeError, "choose_backend steps must be an integer, got float 2.5"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an integer of at least 1, got 0"),
+        ({"hidden_size": -3}, ValueError, "hidden_size must be an integer of at least 1"),
+    ],
+)
+def test_auto_checks_its_arguments_first(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        choose_backend(names=["numpy"], **kwargs)
+    one = choose_backend(8, 4, 3, 2, names=["numpy"], steps=1, repeats=1)
+    assert len(one.seconds_per_step) == 1  # the smallest counts are fine
+
+
 def test_get_backend_auto_returns_a_measured_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     from xprop import auto
 

@@ -129,3 +129,22 @@ def test_bad_input_and_generator(numpy_backend) -> None:
         Dropout(0.5, seed=0).forward(numpy_backend.asarray(np.ones((2, 2), dtype=np.int64)))
     with pytest.raises(TypeError, match=r"generator must be a numpy\.random\.Generator"):
         Dropout(0.5, generator=42)
+
+
+def test_backward_before_forward_is_a_runtime_error(backend: xprop.Backend) -> None:
+    dout = _normal(backend, (2, 3), 0)
+    alone = Dropout(0.5, seed=0)
+    with pytest.raises(RuntimeError, match=r"Dropout\.backward was called before Dropout\.forw"):
+        alone.backward(dout)
+    net = xprop.MultiLayerNetExtend(3, [3], 2, use_dropout=True, backend=backend, seed=0)
+    inside = net.layers["Dropout1"]
+    assert not inside.checks  # inside a network, after the first layer: no input checks
+    with pytest.raises(RuntimeError, match=r"Dropout\.backward was called before Dropout\.forw"):
+        inside.backward(dout)
+    # After a forward pass it is the book's dout * mask.
+    x = _normal(backend, (2, 3), 1)
+    out = inside.forward(x)
+    np.testing.assert_array_equal(
+        backend.to_numpy(inside.backward(dout)),
+        backend.to_numpy(dout) * (backend.to_numpy(out) != 0),
+    )

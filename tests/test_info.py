@@ -16,6 +16,7 @@ import pytest
 
 import xprop
 import xprop.info
+from xprop.__main__ import main
 from xprop.info import busy_cpu_note, note_busy_cpu, show_versions, versions
 from xprop.libraries import ArrayLibrary, known_backends, library, unregister_backend
 
@@ -262,6 +263,18 @@ def test_command_line_info_json():
     report = json.loads(result.stdout)
     assert report["xprop"]["version"] == xprop.__version__
     assert report["backends"]["numpy"]["status"] == "usable"
+
+
+def test_command_line_without_a_command_prints_the_help():
+    """The whole help, with the commands, on stderr; status 2 (argparse's usage error)."""
+    result = _run("-m", "xprop")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: python -m xprop [-h] COMMAND ...")
+    assert "xprop's command line." in result.stderr
+    assert "print the versions, devices and settings a bug report needs" in result.stderr
+    assert "required" not in result.stderr  # not argparse's one-line complaint
+    assert main([]) == 2
 
 
 @pytest.mark.parametrize("args", [(), ("nope",), ("info", "--bad")])

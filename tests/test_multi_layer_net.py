@@ -204,6 +204,15 @@ def test_constructor_errors() -> None:
         MultiLayerNet(0, [3], 2)
     with pytest.raises(ValueError, match="unknown activation 'tanh'; use 'relu' or 'sigmoid'"):
         MultiLayerNet(4, [3], 2, activation="tanh")
+    with pytest.raises(
+        TypeError,
+        match=r"activation must be a string, 'relu' or 'sigmoid'.*"
+        r"got list \['relu'\]",
+    ):
+        MultiLayerNet(4, [3], 2, activation=["relu"])
+    with pytest.raises(TypeError, match=r"activation must be a string.*got NoneType None"):
+        MultiLayerNetExtend(4, [3], 2, activation=None)
+    assert MultiLayerNet(4, [3], 2, activation="Sigmoid").activation == "sigmoid"
     with pytest.raises(ValueError, match="unknown weight_init_std 'lecun'"):
         MultiLayerNet(4, [3], 2, weight_init_std="lecun")
     with pytest.raises(ValueError, match="weight_init_std must be a positive number, got -1"):
@@ -242,3 +251,61 @@ def test_accuracy_validates_labels_as_two_layer_net_does(backend: xprop.Backend)
         net.accuracy(x, backend.asarray(backend.to_numpy(t).reshape(8, 1)))
     with pytest.raises(ValueError, match="labels out of range"):
         net.accuracy(x, backend.asarray(np.full(8, 7)))
+
+
+def test_set_running_stats_checks_before_it_sets(backend: xprop.Backend) -> None:
+    net = MultiLayerNetExtend(*SIZES, use_batchnorm=True, backend=backend, seed=0)
+    x, _ = _batch(backend)
+    net.predict(x, train_flg=True)
+    saved = net.running_stats()
+    host = {k: backend.to_numpy(v).copy() for k, v in saved.items()}
+    key = "running_var1"
+    units = host[key].shape[0]
+    cases = [
+        (
+            ValueError,
+            rf"'{key}' has shape \({units + 1},\) but the layer's has shape "
+            rf"\({units},\)",
+            backend.zeros(units + 1),
+        ),
+        (TypeError, rf"'{key}' must be an array, got list", [1.0] * units),
+        (
+            TypeError,
+            rf"'{key}' has dtype float32 but the layer's is float64",
+            backend.asarray(np.ones(units), dtype="float32"),
+        ),
+    ]
+    if backend.name != "numpy":  # NumPy arrays on another library's network
+        library = "jax" if backend.name == "jax" else backend.name
+        cases.append(
+            (
+                TypeError,
+                rf"'{key}' is a numpy array but MultiLayerNetExtend holds "
+                rf"{library} arrays",
+                np.ones(units),
+            )
+        )
+    if backend.name == "array_api_strict":  # another device of the same library
+        import array_api_strict
+
+        on = array_api_strict.Device("device1")
+        if backend.device == on:
+            on = array_api_strict.Device("CPU_DEVICE")
+        cases.append(
+            (
+                ValueError,
+                rf"'{key}' is on device .* but MultiLayerNetExtend is on",
+                array_api_strict.ones(units, dtype=backend.dtype, device=on),
+            )
+        )
+    for error, match, value in cases:
+        with pytest.raises(error, match=match):
+            net.set_running_stats({**saved, "running_mean1": backend.zeros(units), key: value})
+        for k, v in net.running_stats().items():  # nothing was set, not even running_mean1
+            np.testing.assert_array_equal(backend.to_numpy(v), host[k], err_msg=k)
+    # Arrays like the network's are taken, and used by inference.
+    new = {k: backend.asarray(np.full(v.shape, 2.0)) for k, v in host.items()}
+    net.set_running_stats(new)
+    layer = net.layers["BatchNorm1"]
+    assert layer.running_var is new["running_var1"]
+    assert np.all(np.isfinite(backend.to_numpy(net.predict(x))))

@@ -227,6 +227,17 @@ def test_compiled_steps_check_labels_and_indices_before_they_run(backend: xprop.
     be = backend
     x, _ = _data(be)
     bad = be.asarray(np.array([0, 1, 7, 2] * (N // 4)))  # 7 of 4 classes
+    # The case too: MultiLayerNetExtend(check_labels=True) with BatchNorm.
+    extend = xprop.MultiLayerNetExtend(
+        IN, [10], OUT, use_batchnorm=True, check_labels=True, backend=be, seed=0
+    )
+    extend_before = _host(be, extend.params)
+    extend_step = extend.compile_step(Adam())
+    with pytest.raises(ValueError, match=r"labels out of range: found values in \[0, 7\]"):
+        extend_step(x, bad)
+    with pytest.raises(ValueError, match=r"labels out of range: found values in \[0, 7\]"):
+        extend_step.run(x, bad, np.zeros((2, 4), dtype=np.int64))
+    _assert_close(_host(be, extend.params), extend_before, "nothing trained")
     net = xprop.TwoLayerNet(IN, 10, OUT, backend=be, seed=0)  # checks labels
     before = _host(be, net.params)
     step = net.compile_step(Adam())

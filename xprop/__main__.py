@@ -2,6 +2,9 @@
 
 python -m xprop info          # readable text: paste it into the report
 python -m xprop info --json   # the same as JSON
+
+Without a command it prints the full help to stderr and exits with status 2, argparse's
+status for a usage error (a command is required), as for an unknown command.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         "variables in force.",
     )
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    if not (sys.argv[1:] if argv is None else argv):
+        # No command: the whole help (the commands and what they do), not argparse's
+        # one-line "the following arguments are required"; still a usage error.
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command == "info":
         show_versions(as_json=args.json)

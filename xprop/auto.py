@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from xprop._namespace import check_count
 from xprop.backend import (
     Backend,
     BackendError,
@@ -108,7 +109,19 @@ def choose_backend(
     ------
     BackendError
         When no candidate could be timed (the message says why for each).
+    TypeError, ValueError
+        When a size, ``steps`` or ``repeats`` is not an integer of at least 1 (checked
+        before any timing).
     """
+    for value, what in (
+        (input_size, "input_size"),
+        (hidden_size, "hidden_size"),
+        (output_size, "output_size"),
+        (batch_size, "batch_size"),
+        (steps, "steps"),
+        (repeats, "repeats"),
+    ):
+        check_count(value, f"choose_backend {what}")
     if names is None:
         names = [n for n in available_backends() if n not in _NOT_FOR_SPEED]
     timings: dict[str, float] = {}

@@ -388,6 +388,13 @@ def _blamed(exc: BackendError, sources: dict[str, str]) -> list[str]:
 def _make(name: str, device: Any, dtype: Any) -> Backend:
     selector = _SELECTORS.get(name)
     if selector is not None:
+        if device is not None:  # it would be ignored: the selector picks the device
+            raise BackendError(
+                f"backend {name!r} chooses the device itself (it picks among every backend "
+                f"and device), so device {device!r} would be ignored; name a backend with "
+                f"that device (XPROP_BACKEND=torch XPROP_DEVICE=cuda:1), or leave the device "
+                "unset"
+            )
         return selector(_dtype_label(None, dtype))
     lib, xp = _load(name)
     float_dtype = _float_dtype(xp, dtype, name)

@@ -311,3 +311,12 @@ def test_ranks_on_one_node_turn_jax_preallocation_off(monkeypatch):
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")  # a user's choice wins
     DataParallel()
     assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+
+
+def test_trainer_refuses_one_sample_per_rank_with_batch_norm_on_every_rank(dp, backend):
+    # mini_batch_size=2 on 2 ranks: each rank's BatchNorm would see one sample (variance 0,
+    # output beta); every rank raises, none is left waiting.
+    x, t, xt, tt = _trainer_data(backend)
+    net = xprop.MultiLayerNetExtend(20, [16], 4, backend=backend, seed=3, use_batchnorm=True)
+    with pytest.raises(ValueError, match=r"batches of 1 sample \(2 over the ranks\)"):
+        xprop.Trainer(net, x, t, xt, tt, verbose=False, mini_batch_size=2, seed=4, comm=dp)

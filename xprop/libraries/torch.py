@@ -77,6 +77,12 @@ class TorchLibrary(ArrayLibrary):
             raise BackendError(
                 f"device {spec!r} is not a torch device; use 'cpu', 'cuda', 'cuda:1' or 'mps'"
             ) from None
+        if device.type == "meta":
+            # Meta tensors hold shapes but no values: every read (loss.item()) fails later.
+            raise BackendError(
+                f"device {spec!r} is torch's meta device, whose tensors hold no values (xprop "
+                "reads losses and accuracies); use 'cpu', 'cuda', 'cuda:1' or 'mps'"
+            )
         if device.index is None and device.type == "cuda":
             index = torch.cuda.current_device() if torch.cuda.is_available() else 0
             device = torch.device("cuda", index)

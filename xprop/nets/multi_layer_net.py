@@ -19,7 +19,7 @@ from typing import Any
 from xprop._namespace import check_flag, namespace
 from xprop.backend import Backend
 from xprop.nets.network import Network, init_std
-from xprop.nn.batch_norm import BatchNormalization
+from xprop.nn.batch_norm import BatchNormalization, wide_dtype
 from xprop.nn.dropout import Dropout, check_ratio
 from xprop.nn.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
@@ -40,7 +40,8 @@ class MultiLayerNet(Network):
     output_size : int
         Number of classes (10 for MNIST).
     activation : {"relu", "sigmoid"}
-        Activation after each hidden Affine layer.
+        Activation after each hidden Affine layer (one name, any case, for all of them;
+        anything else than a string raises ``TypeError``).
     weight_init_std : {"relu", "he", "sigmoid", "xavier"} or float
         Standard deviation of the normal initial weights: ``"relu"``/``"he"`` gives
         ``sqrt(2 / fan_in)`` (He), ``"sigmoid"``/``"xavier"`` ``sqrt(1 / fan_in)``
@@ -159,11 +160,14 @@ class MultiLayerNet(Network):
                 self.params[f"beta{idx}"] = be.zeros(units)
                 # Running statistics exist from the start (the book's zeros), so a checkpoint
                 # of a fresh network already holds everything inference needs.
+                # float16 networks keep them in float32 (float16 overflows at 65504).
+                stats = wide_dtype(be.xp, be.dtype)
+                stats = be.dtype if stats is None else stats
                 self.layers[f"BatchNorm{idx}"] = BatchNormalization(
                     self.params[f"gamma{idx}"],
                     self.params[f"beta{idx}"],
-                    running_mean=be.zeros(units),
-                    running_var=be.zeros(units),
+                    running_mean=be.xp.zeros(units, dtype=stats, device=be.device),
+                    running_var=be.xp.zeros(units, dtype=stats, device=be.device),
                 )
             self.layers[f"Activation_function{idx}"] = activation_class()
             if self.use_dropout:
@@ -232,7 +236,8 @@ weight_decay_lambda
     use_batchnorm : bool
         A :class:`~xprop.nn.batch_norm.BatchNormalization` layer between each hidden Affine
         layer and its activation, with parameters ``gamma{i}`` (ones) and ``beta{i}``
-        (zeros) in ``params``; running statistics in :meth:`running_stats`.
+        (zeros) in ``params``; running statistics in :meth:`running_stats` (zeros in the
+        backend's dtype, float32 for a float16 network: see BatchNormalization).
     dropout_ratio : float, optional
         The correctly spelt alias of ``dropout_ration`` (give one of them).
     backend, seed, check_labels
@@ -309,7 +314,13 @@ def _check_sizes(input_size: int, hidden_size_list: Sequence[int], output_size: 
 
 
 def _activation(activation: str) -> type:
-    key = activation.lower() if isinstance(activation, str) else activation
+    """The layer class of an activation name; one name for every hidden layer."""
+    if not isinstance(activation, str):
+        raise TypeError(
+            f"activation must be a string, 'relu' or 'sigmoid' (one for every hidden layer), "
+            f"got {type(activation).__name__} {activation!r}"
+        )
+    key = activation.lower()
     if key not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; use 'relu' or 'sigmoid'")
     return _ACTIVATIONS[key]

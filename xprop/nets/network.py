@@ -36,8 +36,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from xprop._accuracy import accuracy
-from xprop._namespace import namespace
+from xprop._namespace import dtype_name, namespace, require_array
 from xprop.backend import Backend, get_backend
 from xprop.checkpoint import Checkpointable
 from xprop.gradient import numerical_gradient as _numerical_gradient
@@ -266,14 +268,64 @@ class Network(Checkpointable):
         return {key: getattr(layer, attr) for key, layer, attr in self._buffer_links}
 
     def set_running_stats(self, stats: dict[str, Any]) -> None:
-        """Set the statistics of :meth:`running_stats` from a dict with the same keys."""
+        """Set the statistics of :meth:`running_stats` from a dict with the same keys.
+
+        Each value must be an array of the library, device, shape and dtype of the one it
+        replaces (``None`` lets the layer create it on its next forward pass; where the
+        current value is ``None``, only the library and device are known).  Everything is
+        checked before anything is set.
+
+        Raises ``ValueError`` for other keys, another shape or another device;
+        ``TypeError`` for a value that is not an array, of another library or dtype.
+        """
         expected = {key for key, _, _ in self._buffer_links}
         if set(stats) != expected:
             raise ValueError(
                 f"running statistics must have the keys {sorted(expected)}, got {sorted(stats)}"
             )
         for key, layer, attr in self._buffer_links:
+            value = stats[key]
+            if value is not None:
+                self._check_running_stat(key, value, getattr(layer, attr))
+        for key, layer, attr in self._buffer_links:
             setattr(layer, attr, stats[key])
+
+    def _check_running_stat(self, key: str, value: Any, current: Any) -> None:
+        """Raise unless ``value`` can replace ``current`` (see :meth:`set_running_stats`)."""
+        like = current
+        if like is None:  # not created yet: the parameters say library and device
+            like = next(iter(self.params.values()), None)
+            if like is None:
+                return
+        fix = "pass arrays like net.running_stats() returns, e.g. net.backend.asarray(...)"
+        require_array(value, f"running statistic {key!r}")
+        ours, theirs = _library(like), _library(value)
+        if ours != theirs:
+            raise TypeError(
+                f"running statistic {key!r} is a {theirs} array but {type(self).__name__} "
+                f"holds {ours} arrays; {fix}"
+            )
+        # The backend's device, not the current array's: JAX may have donated (deleted)
+        # that one to a compiled step.  A JAX tracer inside jax.jit has no device.
+        dev, want = device_of(value), self.backend.device
+        if dev is not None and want is not None and dev != want:
+            raise ValueError(
+                f"running statistic {key!r} is on device {dev} but {type(self).__name__} is on "
+                f"{want}; {fix}"
+            )
+        if current is None:
+            return
+        if tuple(value.shape) != tuple(current.shape):
+            raise ValueError(
+                f"running statistic {key!r} has shape {tuple(value.shape)} but the layer's has "
+                f"shape {tuple(current.shape)} (one value per feature); {fix}"
+            )
+        if value.dtype != current.dtype:
+            xp = namespace(value)
+            raise TypeError(
+                f"running statistic {key!r} has dtype {dtype_name(xp, value.dtype)} but the "
+                f"layer's is {dtype_name(xp, current.dtype)}; {fix}"
+            )
 
     def _checkpoint_buffers(self) -> dict[str, Any]:
         return self.running_stats()
@@ -343,6 +395,12 @@ class Network(Checkpointable):
         for i, layer in enumerate(self.layers.values()):
             if isinstance(layer, Layer):
                 layer.checks = i == 0
+
+
+def _library(x: Any) -> str:
+    """The array library of ``x`` by its type's top-level module (``numpy``, ``torch``)."""
+    name = type(x).__module__.split(".")[0]
+    return "jax" if name == "jaxlib" else name
 
 
 def _buffer_key(layer_name: str, attr: str) -> str:

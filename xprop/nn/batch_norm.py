@@ -14,7 +14,7 @@ from array_api_compat import device
 
 from xprop.nn.layer import Layer
 
-__all__ = ["BatchNormalization"]
+__all__ = ["BatchNormalization", "wide_dtype"]
 
 # The book's epsilon under the square root (10e-7 = 1e-6), kept for identical numbers.
 EPS = 10e-7
@@ -32,7 +32,8 @@ class BatchNormalization(Layer):
         ``running = momentum * running + (1 - momentum) * batch``.
     running_mean, running_var : array, optional
         Running statistics of shape ``(D,)``; default: zeros created on the first forward
-        pass in the input's dtype and device (the book's choice, variance included).
+        pass in the input's dtype (float32 for float16 input) and device (the book's
+        choice, variance included).
 
     Notes
     -----
@@ -51,6 +52,15 @@ class BatchNormalization(Layer):
     the book's staged backward collapsed into one expression (derivation in the docs,
     "Training techniques"); after an inference forward pass the statistics are constants
     and ``dx = gamma * dout / std``.
+
+    float16 input: the statistics, the normalization and the backward pass are computed in
+    float32 and the results (output, ``dx``, ``dgamma``, ``dbeta``) cast back to float16, as
+    PyTorch does; a float16 ``x**2`` would overflow for ``|x| > 256`` (a running variance of
+    ``inf``, and those features stuck at ``beta`` at inference).  Running statistics given
+    in float16 are updated in float32 and cast back.
+
+    A training pass needs at least 2 samples: the variance of one is 0 (the output would be
+    ``beta`` and ``dx`` 0), so a batch of 1 raises ``ValueError``; inference takes any batch.
 
     The running statistics are *not* parameters: they are attributes of the layer, rebound
     (never written in place) at each training step, so arrays passed in are never modified.
@@ -92,20 +102,40 @@ class BatchNormalization(Layer):
         self.dbeta: Any = None
 
     def forward(self, x: Any, train_flg: bool = True) -> Any:
-        """Normalize ``x`` (``(N, D)`` or ``(N, d1, ...)``); returns an array of its shape."""
+        """Normalize ``x`` (``(N, D)`` or ``(N, d1, ...)``); returns an array of its shape.
+
+        Raises ``ValueError`` for a training pass on a batch of one sample (its variance is
+        0: the output would be ``beta`` and every gradient to the input 0).
+        """
         gamma, beta = self.gamma, self.beta
         xp = self.check_input(x, gamma, owner="the layer's gamma")
         self._check_params(x, gamma, beta)
+        if train_flg and x.shape[0] < 2:
+            raise ValueError(
+                f"BatchNormalization cannot train on a batch of {x.shape[0]} (input shape "
+                f"{tuple(x.shape)}): the batch variance of one sample is 0, so the "
+                "output would be beta and the input's gradient 0; train with at least 2 "
+                "samples per batch (mini_batch_size >= 2), or pass train_flg=False"
+            )
         self.input_shape = tuple(x.shape)
         if x.ndim != 2:
             x = xp.reshape(x, (x.shape[0], -1))
-        if self.running_mean is None:
-            self.running_mean = xp.zeros(x.shape[1:], dtype=x.dtype, device=device(x))
-        if self.running_var is None:
-            self.running_var = xp.zeros(x.shape[1:], dtype=x.dtype, device=device(x))
+        out_dtype = x.dtype
+        wide = wide_dtype(xp, out_dtype)
+        if self.running_mean is None or self.running_var is None:
+            dtype = out_dtype if wide is None else wide  # statistics of float16 in float32
+            if self.running_mean is None:
+                self.running_mean = xp.zeros(x.shape[1:], dtype=dtype, device=device(x))
+            if self.running_var is None:
+                self.running_var = xp.zeros(x.shape[1:], dtype=dtype, device=device(x))
         self._check_running(x)
 
         self.train_flg = bool(train_flg)
+        if wide is not None:
+            # float16 overflows at 65504: x**2 does so for |x| > 256.  Statistics and
+            # normalization are computed in float32 and the results cast back, as PyTorch
+            # and cuDNN do for half precision.
+            x, gamma, beta = (xp.astype(a, wide) for a in (x, gamma, beta))
         if self.train_flg:
             mu = xp.mean(x, axis=0)
             xc = x - mu
@@ -114,14 +144,21 @@ class BatchNormalization(Layer):
             self.batch_size = x.shape[0]
             m = self.momentum
             # Rebound, not written in place: running arrays passed in stay untouched.
-            self.running_mean = m * self.running_mean + (1 - m) * mu
-            self.running_var = m * self.running_var + (1 - m) * var
+            self.running_mean = _running(xp, m, self.running_mean, mu)
+            self.running_var = _running(xp, m, self.running_var, var)
         else:
-            xc = x - self.running_mean
-            std = xp.sqrt(self.running_var + EPS)
+            running_mean, running_var = self.running_mean, self.running_var
+            if running_mean.dtype != x.dtype:
+                running_mean = xp.astype(running_mean, x.dtype)
+            if running_var.dtype != x.dtype:
+                running_var = xp.astype(running_var, x.dtype)
+            xc = x - running_mean
+            std = xp.sqrt(running_var + EPS)
         xn = xc / std
-        self.xn, self.std = xn, std
+        self.xn, self.std = xn, std  # float32 for float16 input: backward computes there
         out = gamma * xn + beta
+        if wide is not None:
+            out = xp.astype(out, out_dtype)
         return out if len(self.input_shape) == 2 else xp.reshape(out, self.input_shape)
 
     def _check_params(self, x: Any, gamma: Any, beta: Any) -> None:
@@ -146,19 +183,46 @@ class BatchNormalization(Layer):
                 )
 
     def backward(self, dout: Any) -> Any:
-        """``dx`` of the input's shape; sets ``dgamma`` and ``dbeta`` (shape ``(D,)``)."""
-        shape = None if self.xn is None else self.input_shape
-        xp = self.check_dout(dout, shape)
+        """``dx`` of the input's shape; sets ``dgamma`` and ``dbeta`` (shape ``(D,)``).
+
+        All three in the input's dtype.  Raises ``RuntimeError`` before any forward pass.
+        """
+        self.require_forward(self.xn)  # also inside a network, where the checks are off
+        xp = self.check_dout(dout, self.input_shape)
         if dout.ndim != 2:
             dout = xp.reshape(dout, (dout.shape[0], -1))
         xn, std, gamma = self.xn, self.std, self.gamma
-        self.dbeta = xp.sum(dout, axis=0)
-        self.dgamma = xp.sum(xn * dout, axis=0)
+        out_dtype = dout.dtype
+        if xn.dtype != out_dtype:  # float16: the forward pass kept float32 (see forward)
+            dout, gamma = xp.astype(dout, xn.dtype), xp.astype(gamma, xn.dtype)
+        dbeta = xp.sum(dout, axis=0)
+        dgamma = xp.sum(xn * dout, axis=0)
         if self.train_flg:
             n = self.batch_size
             # The book's chain dxn -> dxc, dstd -> dvar -> dxc, dmu -> dx in one line:
             # dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std, dxn = gamma * dout.
-            dx = (gamma / (n * std)) * (n * dout - self.dbeta - xn * self.dgamma)
+            dx = (gamma / (n * std)) * (n * dout - dbeta - xn * dgamma)
         else:
             dx = (gamma / std) * dout  # fixed statistics: an elementwise affine map
+        if xn.dtype != out_dtype:
+            dx, dgamma, dbeta = (xp.astype(a, out_dtype) for a in (dx, dgamma, dbeta))
+        self.dgamma, self.dbeta = dgamma, dbeta
         return dx if len(self.input_shape) == 2 else xp.reshape(dx, self.input_shape)
+
+
+def wide_dtype(xp: Any, dtype: Any) -> Any:
+    """float32 for float16 (whose statistics would overflow), else ``None``.
+
+    The dtype BatchNormalization computes and keeps its statistics in for inputs of
+    ``dtype``: float16 has a largest value of 65504, which ``x**2`` passes for
+    ``|x| > 256``; a network builds its running statistics in this dtype.
+    """
+    half = getattr(xp, "float16", None)
+    return xp.float32 if half is not None and dtype == half else None
+
+
+def _running(xp: Any, m: float, running: Any, batch: Any) -> Any:
+    """``m * running + (1 - m) * batch`` in ``batch``'s dtype, cast to ``running``'s."""
+    if running.dtype == batch.dtype:
+        return m * running + (1 - m) * batch
+    return xp.astype(m * xp.astype(running, batch.dtype) + (1 - m) * batch, running.dtype)

@@ -221,6 +221,7 @@ class Trainer:
         if max_iter is None:
             max_iter = int(epochs * iter_per_epoch)
         self.dp = _data_parallel(comm)
+        local_batch = mini_batch_size
         if self.dp is not None:
             # These settings fix how many collectives each rank makes (steps, evaluations,
             # the final training accuracy): ranks that differ would wait for each other
@@ -242,11 +243,13 @@ class Trainer:
                 "arguments: the ranks draw the same minibatch indices and each computes "
                 "its slice of them, so a shard of the data per rank does not work)",
             )
-            self.dp.local_batch_size(mini_batch_size)  # divides by the ranks, or a clear error
+            local_batch = self.dp.local_batch_size(mini_batch_size)  # divides, or a clear error
             if seed is None and self.dp.size > 1:
                 # Every rank must draw the same minibatch indices (each computes its slice
                 # of them): without a seed, rank 0 draws one for all.
                 seed = self.dp.comm.bcast(secrets.randbits(63), root=0)
+        _check_batch_norm_batch(network, local_batch, mini_batch_size)
+        if self.dp is not None:
             self.dp.broadcast_params(network.params)  # every rank starts from rank 0's
             verbose = verbose and self.dp.is_root
         self.network = network
@@ -589,3 +592,25 @@ def _check_data(network: Any, *arrays: Any) -> Any:
             "network.backend.asarray(...)"
         )
     return xp
+
+
+def _check_batch_norm_batch(network: Any, local: int, global_batch: int) -> None:
+    """Raise ``ValueError`` when a BatchNorm layer would train on batches of one sample.
+
+    Caught here, before anything runs, rather than at the first step (where the layer
+    itself raises): the variance of one sample is 0, so BatchNorm would output ``beta``.
+    """
+    from xprop.nn.batch_norm import BatchNormalization
+
+    layers = getattr(network, "layers", None)
+    if local >= 2 or not isinstance(layers, Mapping):
+        return
+    names = [name for name, layer in layers.items() if isinstance(layer, BatchNormalization)]
+    if names:
+        per_rank = "" if local == global_batch else f" ({global_batch} over the ranks)"
+        raise ValueError(
+            f"mini_batch_size gives training batches of {local} sample{per_rank}, but "
+            f"{type(network).__name__} has BatchNormalization layers ({', '.join(names)}), "
+            "whose batch variance is 0 on one sample (the output would be beta); use "
+            "mini_batch_size >= 2 per rank, or a network without BatchNorm"
+        )
