@@ -163,6 +163,15 @@ def examples(session: nox.Session) -> None:
                 "python", "examples/train_save_reload.py", "--epochs", "1", "--train-size",
                 "5000", "--to", "numpy" if backend != "numpy" else "array_api_strict", env=env,
             )  # fmt: skip
+            # Chapters 7-8, short settings: 300 Adam steps on 5000 images (~10 s each here).
+            short_cnn = ("--iters", "300", "--train-size", "5000")
+            for script in ("visualize_filter.py", "misclassified_mnist.py"):
+                plot = os.path.join(plots, f"{backend}-{script[:-3]}.png")
+                session.run("python", f"examples/{script}", *short_cnn, "--plot", plot, env=env)
+            session.run(
+                "python", "examples/half_float_network.py", *short_cnn, "--test-size", "500",
+                env=env,
+            )  # fmt: skip
         else:
             session.log("XPROP_DATA_DIR is not set: skipping the MNIST examples here")
     if os.environ.get("XPROP_DATA_DIR"):  # auto times every backend installed here
