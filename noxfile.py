@@ -115,9 +115,9 @@ def lint(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the Sphinx site with warnings as errors (docs/_build/html), offline.
 
-    The build runs the example gallery and the chapter-5 notebook; with XPROP_DATA_DIR
-    unset, the MNIST parts are shown unexecuted.  The agreement table of the gallery lists
-    every CPU backend, hence strict, torch and jax.
+    The build runs the example gallery and the chapter-5 and chapter-7 notebooks; with
+    XPROP_DATA_DIR unset, the MNIST parts are shown unexecuted.  The agreement table of the
+    gallery lists every CPU backend, hence strict, torch and jax.
     """
     session.install(".[docs,strict,torch,jax]")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
@@ -125,7 +125,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def notebook(session: nox.Session) -> None:
-    """notebooks/ch05_backprop.md executed top to bottom on numpy and array_api_strict (short)."""
+    """notebooks/ch05_backprop.md and ch07_cnn.md executed top to bottom on numpy and
+    array_api_strict (short training runs)."""
     _install(session, "notebook", "strict")
     for backend in ("numpy", "array_api_strict"):
         session.run(

@@ -184,13 +184,14 @@ class GallerySettings(SphinxDirective):
         return container.children
 
 
-#: The notebook page (docs/ch05_backprop.md links to notebooks/ch05_backprop.md).
-NOTEBOOK_DOC = "ch05_backprop"
+#: The notebook pages (docs/ch05_backprop.md links to notebooks/ch05_backprop.md, and
+#: docs/ch07_cnn.md to notebooks/ch07_cnn.md).
+NOTEBOOK_DOCS = ("ch05_backprop", "ch07_cnn")
 
 
 def note_unexecuted_notebook(app: Sphinx, docname: str, source: list[str]) -> None:
-    """Say on the notebook's page why it has no outputs, when this build could not run it."""
-    if docname != NOTEBOOK_DOC or mnist_available():
+    """Say on a notebook's page why it has no outputs, when this build could not run it."""
+    if docname not in NOTEBOOK_DOCS or mnist_available():
         return
     text = source[0]
     title = text.find("\n# ")
