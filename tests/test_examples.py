@@ -553,6 +553,16 @@ def test_gallery_runs_examples_as_scripts(xprop_gallery):
 SHORT_CNN = ("--iters", "100", "--train-size", "2000")  # ~90 % test accuracy
 
 
+def cpu_fast_session() -> None:
+    """Skip in the torch and jax sessions: a short convolutional run takes seconds on NumPy
+    and several times longer on PyTorch's or JAX's CPU path.  Both train the same network
+    (test_visualize_filter runs everywhere; the layers and networks are tested on every
+    backend in test_conv.py and test_conv_nets.py)."""
+    selected = os.environ.get("XPROP_BACKEND", "numpy").strip() or "numpy"
+    if selected not in ("numpy", "array_api_strict"):
+        pytest.skip(f"runs in the numpy and array_api_strict sessions, not {selected}")
+
+
 def test_visualize_filter(data_dir, tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     plot = tmp_path / "filters.png"
@@ -578,6 +588,7 @@ def test_misclassified_mnist(data_dir, tmp_path):
     """Trained and saved, then loaded: the same mistakes, without training again."""
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     pytest.importorskip("safetensors", reason="checkpoints need safetensors")
+    cpu_fast_session()
     plot, path = tmp_path / "mis.png", tmp_path / "net.safetensors"
     flags = ("--save", str(path), "--plot", str(plot))
     out = ok(run_example("misclassified_mnist.py", *SHORT_CNN, *flags))
@@ -600,6 +611,7 @@ def test_misclassified_mnist(data_dir, tmp_path):
 
 
 def test_half_float_network(data_dir):
+    cpu_fast_session()
     # NumPy multiplies float16 matrices without BLAS, slowly: 200 test images
     args = (*SHORT_CNN, "--test-size", "200", "--backends", "numpy,array_api_strict")
     out = ok(run_example("half_float_network.py", *args))
