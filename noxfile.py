@@ -115,9 +115,9 @@ def lint(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the Sphinx site with warnings as errors (docs/_build/html), offline.
 
-    The build runs the example gallery and the chapter-5 notebook; with XPROP_DATA_DIR
-    unset, the MNIST parts are shown unexecuted.  The agreement table of the gallery lists
-    every CPU backend, hence strict, torch and jax.
+    The build runs the example gallery and the chapter-5 and chapter-7 notebooks; with
+    XPROP_DATA_DIR unset, the MNIST parts are shown unexecuted.  The agreement table of the
+    gallery lists every CPU backend, hence strict, torch and jax.
     """
     session.install(".[docs,strict,torch,jax]")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
@@ -125,7 +125,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def notebook(session: nox.Session) -> None:
-    """notebooks/ch05_backprop.md executed top to bottom on numpy and array_api_strict (short)."""
+    """notebooks/ch05_backprop.md and ch07_cnn.md executed top to bottom on numpy and
+    array_api_strict (short training runs)."""
     _install(session, "notebook", "strict")
     for backend in ("numpy", "array_api_strict"):
         session.run(
@@ -162,6 +163,15 @@ def examples(session: nox.Session) -> None:
             session.run(
                 "python", "examples/train_save_reload.py", "--epochs", "1", "--train-size",
                 "5000", "--to", "numpy" if backend != "numpy" else "array_api_strict", env=env,
+            )  # fmt: skip
+            # Chapters 7-8, short settings: 300 Adam steps on 5000 images (~10 s each here).
+            short_cnn = ("--iters", "300", "--train-size", "5000")
+            for script in ("visualize_filter.py", "misclassified_mnist.py"):
+                plot = os.path.join(plots, f"{backend}-{script[:-3]}.png")
+                session.run("python", f"examples/{script}", *short_cnn, "--plot", plot, env=env)
+            session.run(
+                "python", "examples/half_float_network.py", *short_cnn, "--test-size", "500",
+                env=env,
             )  # fmt: skip
         else:
             session.log("XPROP_DATA_DIR is not set: skipping the MNIST examples here")

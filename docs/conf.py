@@ -2,7 +2,7 @@
 
 Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (or ``nox -s docs``).
 The build runs code: the example gallery runs ``examples/*.py`` (sphinx-gallery, set up in
-``_ext/xprop_gallery.py``) and myst-nb executes the chapter-5 notebook, so every printed
+``_ext/xprop_gallery.py``) and myst-nb executes the chapter-5 and 7 notebooks, so every printed
 number and figure on those pages comes from this build.  The MNIST parts run only when
 ``XPROP_DATA_DIR`` is set; without it the pages show their code and say why.
 """
@@ -55,9 +55,11 @@ myst_enable_extensions = [
 ]
 myst_heading_anchors = 3
 
-# -- the chapter-5 notebook (myst-nb) ----------------------------------------------------
-# ch05_backprop.md links to notebooks/ch05_backprop.md.  Executed at every build, in full
-# (the book's 10000 iterations take seconds on NumPy); any error in a cell fails the build.
+# -- the chapter-5 and chapter-7 notebooks (myst-nb) --------------------------------------
+# ch05_backprop.md links to notebooks/ch05_backprop.md, ch07_cnn.md to notebooks/ch07_cnn.md.
+# Executed at every build: chapter 5 in full (the book's 10000 iterations take seconds on
+# NumPy), chapter 7 with its default of two epochs (the book's twenty take minutes); any
+# error in a cell fails the build.
 nb_execution_mode = "force" if xprop_gallery.mnist_available() else "off"
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True

@@ -6,6 +6,7 @@ Examples without ``--backend`` here run on the backend the session selects
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -588,3 +589,100 @@ def test_gallery_runs_examples_as_scripts(xprop_gallery):
     finally:
         xprop_gallery.run_as_script({}, "x.py", "after")
     assert sys.exit is real
+
+
+# --------------------------------------------------------------------------------------
+# Chapters 7-8 examples (short settings; the session's backend)
+# --------------------------------------------------------------------------------------
+
+SHORT_CNN = ("--iters", "100", "--train-size", "2000")  # ~90 % test accuracy
+
+
+def cpu_fast_session() -> None:
+    """Skip in the torch and jax sessions: a short convolutional run takes seconds on NumPy
+    and several times longer on PyTorch's or JAX's CPU path.  Both train the same network
+    (test_visualize_filter runs everywhere; the layers and networks are tested on every
+    backend in test_conv.py and test_conv_nets.py)."""
+    selected = os.environ.get("XPROP_BACKEND", "numpy").strip() or "numpy"
+    if selected not in ("numpy", "array_api_strict"):
+        pytest.skip(f"runs in the numpy and array_api_strict sessions, not {selected}")
+
+
+def test_visualize_filter(data_dir, tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    plot = tmp_path / "filters.png"
+    out = ok(run_example("visualize_filter.py", *SHORT_CNN, "--plot", str(plot)))
+    assert "conv1 filters (30, 1, 5, 5): trained 100 steps on 2000 images" in out
+    corr = {
+        m.group(1): (float(m.group(2)), float(m.group(3)))
+        for m in map(
+            re.compile(r"\s*(\w+): weight std (\S+), neighbour correlation (\S+)").match, out
+        )
+        if m
+    }
+    assert list(corr) == ["before", "after"]
+    assert abs(corr["before"][0] - 0.01) < 0.001  # the book's weight_init_std
+    assert abs(corr["before"][1]) < 0.15  # independent random weights
+    assert corr["after"][1] > 0.4  # trained filters are smooth patterns
+    assert corr["after"][0] > 2 * corr["before"][0]
+    assert out[-1] == f"plot: {plot.resolve()}"
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_misclassified_mnist(data_dir, tmp_path):
+    """Trained and saved, then loaded: the same mistakes, without training again."""
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    pytest.importorskip("safetensors", reason="checkpoints need safetensors")
+    cpu_fast_session()
+    plot, path = tmp_path / "mis.png", tmp_path / "net.safetensors"
+    flags = ("--save", str(path), "--plot", str(plot))
+    out = ok(run_example("misclassified_mnist.py", *SHORT_CNN, *flags))
+    acc = re.search(
+        r"^test accuracy: (0\.\d{4}) \((\d+) of 10000 misclassified\)$", "\n".join(out), re.M
+    )
+    assert acc is not None, out
+    assert float(acc.group(1)) == pytest.approx(1 - int(acc.group(2)) / 10000)
+    assert float(acc.group(1)) > 0.8
+    # the book's dict: 20 views, each (true label, another predicted label)
+    pairs = ast.literal_eval(out[out.index("{view index: (label, inference), ...}") + 1])
+    assert list(pairs) == list(range(1, 21))
+    assert all(0 <= t <= 9 and 0 <= y <= 9 and t != y for t, y in pairs.values())
+    assert out[-1] == f"plot: {plot.resolve()}"
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+    loaded = ok(run_example("misclassified_mnist.py", "--params", str(path), "--plot", ""))
+    assert loaded[0] == f"SimpleConvNet, loaded {path}"
+    assert loaded[1:] == out[-len(loaded) : -1]  # the same accuracy and mistakes
+
+
+def test_half_float_network(data_dir):
+    cpu_fast_session()
+    # NumPy multiplies float16 matrices without BLAS, slowly: 200 test images
+    args = (*SHORT_CNN, "--test-size", "200", "--backends", "numpy,array_api_strict")
+    out = ok(run_example("half_float_network.py", *args))
+    assert out[-3].split() == ["backend", "float32", "float16", "difference", "float16", "time"]
+    name, acc32, acc16, diff, _ = out[-2].split()
+    assert name == "numpy"
+    assert float(acc32) > 0.8
+    assert abs(float(acc16) - float(acc32)) <= 0.01  # 2 of 200 images at most
+    assert float(diff) == pytest.approx(float(acc16) - float(acc32), abs=1e-4)
+    assert out[-1] == "array_api_strict   skipped: it has no float16"
+
+
+@pytest.mark.parametrize(
+    ("example", "args", "message"),
+    [
+        ("visualize_filter.py", ("--train-size", "0"), "--train-size must be at least 1"),
+        ("visualize_filter.py", ("--train-size", "70000"), "--train-size must be at most 60000"),
+        ("misclassified_mnist.py", ("--iters", "0"), "--iters must be at least 1, got 0"),
+        ("misclassified_mnist.py", ("--params", "a", "--save", "b"), "give one of them"),
+        ("half_float_network.py", ("--test-size", "20000"), "--test-size must be at most 10000"),
+        ("half_float_network.py", ("--backends", ","), "--backends names no backend"),
+    ],
+)
+def test_ch7_examples_reject_bad_flags(example, args, message):
+    result = run_example(example, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "epoch" not in result.stdout  # refused before any training

@@ -1,9 +1,11 @@
-"""The chapter-5 notebook, executed top to bottom in a Jupyter kernel, printing the book's numbers.
+"""The chapter-5 and chapter-7 notebooks, executed top to bottom in a Jupyter kernel, printing
+the book's numbers.
 
-``notebooks/ch05_backprop.md`` is a MyST text notebook: jupytext reads it, nbclient runs it
-in a fresh ``python3`` kernel with ``XPROP_BACKEND`` set (numpy and array_api_strict, or the
-session's backend) and a short training run.  ``nox -s notebook`` installs what it needs;
-elsewhere the test skips, naming what is missing.
+``notebooks/ch05_backprop.md`` and ``notebooks/ch07_cnn.md`` are MyST text notebooks:
+jupytext reads them, nbclient runs each in a fresh ``python3`` kernel with ``XPROP_BACKEND``
+set (numpy and array_api_strict, or the session's backend) and a short training run.
+``nox -s notebook`` installs what they need; elsewhere the tests skip, naming what is
+missing.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import pytest
 
 import xprop
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ch05_backprop.md"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK = NOTEBOOKS / "ch05_backprop.md"
 ITERS = 1200  # two epochs: the curve has two points, the accuracy is past 0.85
+CNN_NOTEBOOK = NOTEBOOKS / "ch07_cnn.md"
+CNN_ITERS = 200  # a third of an epoch (a few seconds): past 0.85 already
 TIMEOUT_S = 600  # per cell; the float64 gradient check is the slowest
 
 
@@ -46,8 +51,8 @@ def tools() -> None:
         pytest.skip("set XPROP_DATA_DIR to a folder with the four MNIST .gz files to run this")
 
 
-@pytest.mark.parametrize("backend_name", _backends())
-def test_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path):
+def _execute(notebook: Path, backend_name: str, iters: int, monkeypatch, tmp_path) -> list:
+    """Run ``notebook`` in a fresh kernel on ``backend_name``; its code cells, executed."""
     import jupytext
     from nbclient import NotebookClient
 
@@ -62,12 +67,12 @@ def test_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path)
         "PYTHONPATH", os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
     )
     monkeypatch.setenv("XPROP_BACKEND", backend_name)
-    monkeypatch.setenv("XPROP_NOTEBOOK_ITERS", str(ITERS))
+    monkeypatch.setenv("XPROP_NOTEBOOK_ITERS", str(iters))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for key in ("XPROP_DTYPE", "XPROP_DEVICE"):
         monkeypatch.delenv(key, raising=False)
 
-    nb = jupytext.read(NOTEBOOK)
+    nb = jupytext.read(notebook)
     client = NotebookClient(
         nb,
         timeout=TIMEOUT_S,
@@ -75,7 +80,20 @@ def test_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path)
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _images_and_stderr(code: list) -> tuple[int, list[str]]:
+    """How many PNG images the cells drew, and whatever they wrote to stderr."""
+    outputs = [out for c in code for out in c.get("outputs", [])]
+    images = [out for out in outputs if "image/png" in out.get("data", {})]
+    stderr = [out.get("text", "") for out in outputs if out.get("name") == "stderr"]
+    return len(images), stderr
+
+
+@pytest.mark.parametrize("backend_name", _backends())
+def test_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path):
+    code = _execute(NOTEBOOK, backend_name, ITERS, monkeypatch, tmp_path)
     printed = [_outputs(c) for c in code]
     text = "".join(printed)
 
@@ -101,16 +119,55 @@ def test_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path)
         assert re.fullmatch(r"[01]\.\d{4}", test_acc), accs
     assert float(accs[-1][2]) > 0.85, accs
     assert f"test accuracy after {ITERS} iterations: {float(accs[-1][2]):.4f}" in text
-    # the curve was drawn: one PNG from the plotting cell
-    images = [
-        out for c in code for out in c.get("outputs", []) if "image/png" in out.get("data", {})
+    # the curve was drawn: one PNG from the plotting cell; no warning on stderr anywhere
+    images, stderr = _images_and_stderr(code)
+    assert images == 1
+    assert stderr == [], stderr
+
+
+@pytest.mark.parametrize("backend_name", _backends())
+def test_cnn_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path):
+    code = _execute(CNN_NOTEBOOK, backend_name, CNN_ITERS, monkeypatch, tmp_path)
+    printed = [_outputs(c) for c in code]
+    text = "".join(printed)
+
+    assert printed[0].startswith(f"{backend_name} (")
+    assert "float32" in printed[0]
+    # 7.4.3: the book's im2col shapes, and the output sizes
+    assert printed[1] == "(9, 75)\n(90, 75)\n"
+    assert printed[2].splitlines() == [
+        "stride 1, pad 0: OH = OW = 3, col (90, 75)",
+        "stride 1, pad 2: OH = OW = 7, col (490, 75)",
+        "stride 2, pad 0: OH = OW = 2, col (40, 75)",
+        "stride 2, pad 1: OH = OW = 3, col (90, 75)",
     ]
-    assert len(images) == 1
-    # no error output and no warning on stderr anywhere
-    stderr = [
-        out.get("text", "")
-        for c in code
-        for out in c.get("outputs", [])
-        if out.get("name") == "stderr"
-    ]
+    # col2im is im2col's adjoint, to float32 rounding
+    assert float(re.search(r"relative difference: (\S+)", text).group(1)) < 1e-5
+    # 7.2: the layer equals the loops and the explicit matrix product
+    assert "output shape: (1, 3, 4, 4)" in text
+    assert float(re.search(r"layer vs loops: (\S+)", text).group(1)) < 1e-5
+    shape, mm_diff = printed[5].rsplit(" ", 1)
+    assert shape == "(16, 18)"
+    assert float(mm_diff) < 1e-5
+    # every check_backward passed: two convolutions (x, W, b) and one pooling (x)
+    checks = re.findall(rf"gradient check on {backend_name}: (.*)", text)
+    assert len(checks) == 3, text
+    assert [c.count("max abs") for c in checks] == [3, 3, 1]
+    # 7.3: the maxima, and the gradient at the first maximum of each window
+    assert printed[7] == (
+        "[[3. 0.]\n [5. 4.]]\n[[0. 1. 1. 0.]\n [0. 0. 0. 0.]\n [1. 0. 0. 1.]\n [0. 0. 0. 0.]]\n"
+    )
+    assert "(1, 1, 2, 2) [[3.0, 3.0], [5.0, 5.0]]" in text  # -inf padding, counted in OH
+    # 7.5: the book's shapes, then training that learned
+    assert "training: (60000, 1, 28, 28) (60000,)" in text
+    assert "'W1': (30, 1, 5, 5)" in text
+    assert "'W2': (4320, 100)" in text
+    accs = re.findall(r"iteration\s+(\d+)\s+train acc, test acc \| (0\.\d{4}), (0\.\d{4})", text)
+    assert [int(i) for i, _, _ in accs] == [CNN_ITERS]
+    final = re.search(rf"test accuracy after {CNN_ITERS} iterations: (0\.\d{{4}})$", text, re.M)
+    assert final is not None, text
+    assert float(final.group(1)) > 0.85
+    # the filters were drawn; no warning on stderr anywhere
+    images, stderr = _images_and_stderr(code)
+    assert images == 1
     assert stderr == [], stderr

@@ -44,8 +44,11 @@ class Setting:
     mnist: bool = False  # it reads MNIST (runs only when XPROP_DATA_DIR is set)
 
 
+_SHORT_CNN = ("--iters", "300", "--train-size", "5000")
+
 #: Each example, in the book's order, with the arguments this build runs it with: the
-#: book's settings everywhere (all eleven take about a minute and a half on two cores).
+#: book's settings up to chapter 6 (those eleven take about a minute and a half on two
+#: cores), short runs for the convolutional networks of chapters 7-8.
 SETTINGS: dict[str, Setting] = {
     "buy_apple.py": Setting(":doc:`/computational-graph`", plot=True),
     "buy_apple_orange.py": Setting(":doc:`/computational-graph`", plot=True),
@@ -62,6 +65,15 @@ SETTINGS: dict[str, Setting] = {
     "overfit_weight_decay.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
     "overfit_dropout.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
     "train_save_reload.py": Setting(":doc:`/training-techniques`", mnist=True),
+    # Chapters 7-8, shortened: 300 Adam steps on 5000 images (the full 20 epochs take
+    # minutes per example); enough for structured filters and ~93 % accuracy.
+    "visualize_filter.py": Setting(":doc:`/convolution`", args=_SHORT_CNN, plot=True, mnist=True),
+    "misclassified_mnist.py": Setting(
+        ":doc:`/convolution`", args=_SHORT_CNN, plot=True, mnist=True
+    ),
+    "half_float_network.py": Setting(
+        ":doc:`/convolution`", args=(*_SHORT_CNN, "--test-size", "500"), mnist=True
+    ),
 }
 
 _PLOTS = tempfile.TemporaryDirectory(prefix="xprop-gallery-")  # removed when Sphinx exits
@@ -172,13 +184,14 @@ class GallerySettings(SphinxDirective):
         return container.children
 
 
-#: The notebook page (docs/ch05_backprop.md links to notebooks/ch05_backprop.md).
-NOTEBOOK_DOC = "ch05_backprop"
+#: The notebook pages (docs/ch05_backprop.md links to notebooks/ch05_backprop.md, and
+#: docs/ch07_cnn.md to notebooks/ch07_cnn.md).
+NOTEBOOK_DOCS = ("ch05_backprop", "ch07_cnn")
 
 
 def note_unexecuted_notebook(app: Sphinx, docname: str, source: list[str]) -> None:
-    """Say on the notebook's page why it has no outputs, when this build could not run it."""
-    if docname != NOTEBOOK_DOC or mnist_available():
+    """Say on a notebook's page why it has no outputs, when this build could not run it."""
+    if docname not in NOTEBOOK_DOCS or mnist_available():
         return
     text = source[0]
     title = text.find("\n# ")
