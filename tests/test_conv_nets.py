@@ -92,7 +92,8 @@ def test_book_shapes_and_he_scales() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"conv_param": {"filter_num": 3, "filter_size": 3, "pad": 0}}, ValueError, "lacks"),
+        ({"conv_param": {"filter_num": 3, "filter_size": 3, "pad": 0}}, ValueError,
+         r"conv_param lacks \['stride'\]; it takes"),
         (
             {"conv_param": {"filter_num": 3, "filter_siz": 3, "pad": 0, "stride": 1}},
             ValueError,

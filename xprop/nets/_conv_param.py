@@ -27,10 +27,9 @@ def check_conv_param(conv_param: Any, name: str = "conv_param") -> dict[str, int
     unknown = sorted(set(conv_param) - set(_KEYS))
     missing = [key for key in _KEYS if key not in conv_param]
     if unknown or missing:
-        raise ValueError(
-            f"{name} has unknown keys {unknown} and lacks {missing}; it takes exactly "
-            f"{list(_KEYS)}"
-        )
+        problems = [f"has unknown keys {unknown}"] if unknown else []
+        problems += [f"lacks {missing}"] if missing else []
+        raise ValueError(f"{name} {' and '.join(problems)}; it takes exactly {list(_KEYS)}")
     return {
         key: check_count(conv_param[key], f"{name}['{key}']", minimum=0 if key == "pad" else 1)
         for key in _KEYS
