@@ -110,6 +110,22 @@ def test_evaluates_on_a_sample_and_reuses_the_gradient_loss(numpy_backend) -> No
     assert recorder.loss_calls == trainer.max_iter == 6
 
 
+def test_more_evaluation_samples_than_data_evaluate_all_of_them(backend: xprop.Backend) -> None:
+    # 500 asked, 300 training and 100 test samples there: all of them, the run of None
+    # (array_api_strict refuses a slice that stops past the end, as the book's x[:500] does).
+    runs = []
+    for n in (500, None):
+        trainer = Trainer(
+            _net(backend), *_data(backend), epochs=2, evaluate_sample_num_per_epoch=n,
+            verbose=False, seed=1,
+        )  # fmt: skip
+        trainer.train()
+        runs.append((trainer.train_acc_list, trainer.test_acc_list))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) == 2
+    assert all(0.0 < a <= 1.0 for a in runs[0][0])
+
+
 def test_works_with_two_layer_net(backend32: xprop.Backend) -> None:
     net = TwoLayerNet(10, 8, 3, weight_init_std=0.1, backend=backend32, seed=0)
     trainer = Trainer(

@@ -404,9 +404,12 @@ class Trainer:
         """The training and test data an epoch's evaluation measures."""
         x_train, t_train, x_test, t_test = self.x_train, self.t_train, self.x_test, self.t_test
         n = self.evaluate_sample_num_per_epoch
-        if n is not None:
-            x_train, t_train = x_train[:n, ...], t_train[:n, ...]
-            x_test, t_test = x_test[:n, ...], t_test[:n, ...]
+        if n is not None:  # the first n, or all there are (the standard has no slice stop
+            # past the end: array_api_strict refuses one)
+            m = min(n, x_train.shape[0])
+            x_train, t_train = x_train[:m, ...], t_train[:m, ...]
+            m = min(n, x_test.shape[0])
+            x_test, t_test = x_test[:m, ...], t_test[:m, ...]
         return x_train, t_train, x_test, t_test
 
     def _wait_for_steps(self) -> float:
