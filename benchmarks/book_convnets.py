@@ -12,6 +12,9 @@ input), and the networks take their initial parameters from the caller (``params
 dtype the caller chose.  Given float64 parameters, this is the book's arithmetic exactly.
 """
 
+# The book's lines as written, its style included.
+# ruff: noqa: RUF005, RUF059, SIM108, SIM118
+
 from __future__ import annotations
 
 from collections import OrderedDict
