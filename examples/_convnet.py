@@ -24,6 +24,9 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--train-size", type=int, default=60000, help="the first this many training images"
     )
+    p.add_argument(
+        "--test-size", type=int, default=10000, help="the first this many test images (all)"
+    )
     p.add_argument("--save", type=Path, help="write a safetensors checkpoint here at the end")
     p.add_argument("--json", type=Path, help="write the run's record (accuracies, times) here")
     return p
@@ -31,7 +34,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
     args = p.parse_args()
-    _ch6.positive(p, args, "epochs", "train_size")
+    _ch6.positive(p, args, "epochs", "train_size", "test_size")
     for flag, path in (("--save", args.save), ("--json", args.json)):
         if path is not None and not path.resolve().parent.is_dir():
             p.error(f"{flag} {path}: folder {path.resolve().parent} does not exist")
@@ -49,6 +52,7 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
         normalize=True, flatten=False, data_dir=args.data_dir, backend=backend
     )  # (N, 1, 28, 28) images, integer labels
     x_train, t_train = x_train[: args.train_size, ...], t_train[: args.train_size, ...]
+    x_test, t_test = x_test[: args.test_size, ...], t_test[: args.test_size, ...]
     net = build(backend, args.seed)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -76,7 +80,7 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
     path = "book loop" if trainer.step is None else trainer.step.kind
     print(
         f"{type(net).__name__} on {backend.describe()}, {path}: {trainer.max_iter} steps "
-        f"of 100 ({args.epochs} epochs of {args.train_size} images), Adam lr 0.001, seed "
+        f"of 100 ({args.epochs} epochs of {x_train.shape[0]} images), Adam lr 0.001, seed "
         f"{args.seed}\n{'epoch':>5}  {'iter':>6}  {'train_loss':>10}  {'train_acc':>9}  "
         f"{'test_acc':>8}  {'time_s':>8}",
         flush=True,
@@ -88,8 +92,8 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
     record = {
         "network": type(net).__name__, "backend": backend.name, "device": str(backend.device),
         "dtype": backend.dtype_name, "path": path, "seed": args.seed, "epochs": args.epochs,
-        "train_size": args.train_size, "steps": trainer.max_iter, "test_acc": test_acc,
-        "wall_time_s": wall, "evaluations": rows,
+        "train_size": x_train.shape[0], "test_size": x_test.shape[0],
+        "steps": trainer.max_iter, "test_acc": test_acc, "wall_time_s": wall, "evaluations": rows,
         "test_acc_list": trainer.test_acc_list, "train_acc_list": trainer.train_acc_list,
     }  # fmt: skip
     if args.json is not None:
@@ -98,6 +102,7 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
     print(
         f"{record['network']} backend={record['backend']} dtype={record['dtype']} "
         f"path={path} seed={args.seed} epochs={args.epochs} test_acc={test_acc:.4f} "
+        f"({x_test.shape[0]} test images) "
         f"wall={wall:.1f}s"
     )
     return record

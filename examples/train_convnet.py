@@ -11,7 +11,7 @@ their times).  Usage::
 
     python examples/train_convnet.py                        # numpy, or $XPROP_BACKEND
     python examples/train_convnet.py --backend jax --seed 1 --save convnet.safetensors
-    python examples/train_convnet.py --epochs 3 --train-size 1000    # short
+    python examples/train_convnet.py --epochs 3 --train-size 1000 --test-size 1000   # short
 
 The steps run through ``net.compile_step`` (``jax.jit`` on JAX, a CUDA graph for PyTorch on
 CUDA, the eager step elsewhere).  ``--seed`` seeds the weights and, as ``seed + 1``, the

@@ -12,10 +12,11 @@ core, hours for the full protocol; minutes on a GPU).  Usage::
 
     python examples/train_deepnet.py                        # numpy, or $XPROP_BACKEND
     python examples/train_deepnet.py --backend torch --save deep_convnet.safetensors
-    python examples/train_deepnet.py --epochs 3 --train-size 500    # short
+    python examples/train_deepnet.py --epochs 2 --train-size 1000 --test-size 1000   # short
 
 Options as in ``train_convnet.py``: ``--seed`` seeds the weights and Dropout's masks and, as
-``seed + 1``, the minibatches; ``--save`` writes a checkpoint, ``--json`` the run's record.
+``seed + 1``, the minibatches; ``--save`` writes a checkpoint, ``--json`` the run's record;
+``--train-size`` and ``--test-size`` shorten a run.
 """
 
 from __future__ import annotations

@@ -62,6 +62,17 @@ SETTINGS: dict[str, Setting] = {
     "overfit_weight_decay.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
     "overfit_dropout.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
     "train_save_reload.py": Setting(":doc:`/training-techniques`", mnist=True),
+    # chapters 7-8: short runs here (the scripts' defaults are the book's 20 epochs)
+    "train_convnet.py": Setting(
+        ":doc:`/performance` (the book's protocol, seeds 0-2)",
+        args=("--epochs", "3", "--train-size", "1000", "--test-size", "1000"),
+        mnist=True,
+    ),
+    "train_deepnet.py": Setting(
+        ":doc:`/performance` (the book's protocol)",
+        args=("--epochs", "2", "--train-size", "500", "--test-size", "500"),
+        mnist=True,
+    ),
 }
 
 _PLOTS = tempfile.TemporaryDirectory(prefix="xprop-gallery-")  # removed when Sphinx exits
