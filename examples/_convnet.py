@@ -51,8 +51,10 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
     (x_train, t_train), (x_test, t_test) = load_mnist(
         normalize=True, flatten=False, data_dir=args.data_dir, backend=backend
     )  # (N, 1, 28, 28) images, integer labels
-    x_train, t_train = x_train[: args.train_size, ...], t_train[: args.train_size, ...]
-    x_test, t_test = x_test[: args.test_size, ...], t_test[: args.test_size, ...]
+    # Slice stops within the data: the standard leaves larger ones unspecified.
+    n_train, n_test = min(args.train_size, x_train.shape[0]), min(args.test_size, x_test.shape[0])
+    x_train, t_train = x_train[:n_train, ...], t_train[:n_train, ...]
+    x_test, t_test = x_test[:n_test, ...], t_test[:n_test, ...]
     net = build(backend, args.seed)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -74,7 +76,8 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
 
     trainer = xprop.Trainer(
         net, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=100,
-        optimizer="Adam", optimizer_param={"lr": 0.001}, evaluate_sample_num_per_epoch=1000,
+        optimizer="Adam", optimizer_param={"lr": 0.001},
+        evaluate_sample_num_per_epoch=min(1000, n_train, n_test),  # the book's 1000
         report=report, seed=args.seed + 1,
     )  # fmt: skip
     path = "book loop" if trainer.step is None else trainer.step.kind
