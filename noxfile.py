@@ -173,6 +173,10 @@ def examples(session: nox.Session) -> None:
                 "python", "examples/half_float_network.py", *short_cnn, "--test-size", "500",
                 env=env,
             )  # fmt: skip
+            # Chapters 7-8, short settings (the defaults are the book's 20-epoch protocols).
+            short = ("--epochs", "2", "--train-size", "500", "--test-size", "500")
+            session.run("python", "examples/train_convnet.py", *short, env=env)
+            session.run("python", "examples/train_deepnet.py", *short, env=env)
         else:
             session.log("XPROP_DATA_DIR is not set: skipping the MNIST examples here")
     if os.environ.get("XPROP_DATA_DIR"):  # auto times every backend installed here
@@ -192,3 +196,4 @@ def bench(session: nox.Session) -> None:
         "--modes",
         "step,loop,eval",
     )
+    session.run("python", "benchmarks/bench_conv.py", "--quick", "--rows", "book,xprop-numpy")

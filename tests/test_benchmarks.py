@@ -132,3 +132,30 @@ def test_every_xprop_row_passes_the_check_on_jax(how: str) -> None:
         accs, eval_s = row.protocol(5, 2)  # an epoch per step.run, evaluations timed apart
         assert 0.0 <= accs[1] <= 1.0
         assert eval_s > 0
+
+
+def test_conv_bench_check_keeps_correct_rows_and_drops_a_wrong_one() -> None:
+    bench_conv = pytest.importorskip("bench_conv", reason="benchmarks/bench_conv.py")
+
+    class WrongGradient(bench_conv.BookRow):
+        """The book's code with conv1's filter gradient doubled: a row computing other maths."""
+
+        def gradient(self):
+            grads = super().gradient()
+            grads["W1"] = 2 * grads["W1"]
+            return grads
+
+    rows = bench_conv.make_rows("simple", ["book", "xprop-numpy"], 0, 1, [])
+    book = rows[0]
+    wrong = WrongGradient("simple", {k: v for k, v in book.net.params.items()}, book.x, book.t,
+                          "float32")  # fmt: skip
+    wrong.key = "wrong"
+    kept, errors = bench_conv.check([*rows, wrong], "simple", 0)
+    assert [r.key for r in kept] == ["book", "xprop-numpy"]
+    # float32 against the book's code in float64, from the same weights and batch
+    assert errors["book"] < 1e-5
+    assert errors["xprop-numpy"] < 1e-5
+    # the wrong row is off by W1's whole gradient, relative to the largest gradient
+    want = book.gradient()
+    largest = max(float(np.max(np.abs(g))) for g in want.values())
+    assert errors["wrong"] == pytest.approx(float(np.max(np.abs(want["W1"]))) / largest, rel=1e-3)

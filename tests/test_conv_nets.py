@@ -7,6 +7,8 @@ compiled step must equal the book's loop with Adam.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -128,3 +130,20 @@ def test_checkpoint_of_one_network_does_not_load_into_another(tmp_path) -> None:
         np.testing.assert_array_equal(
             np.asarray(again.params[key]), np.asarray(simple.params[key])
         )
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_accuracy_scores_in_the_books_chunks_of_100(backend: xprop.Backend, name: str) -> None:
+    # 250 images: chunks of 100, 100 and 50 by default (the book's batch_size=100; a column
+    # matrix of thousands of images would take gigabytes), the same answer in one chunk
+    net = NETS[name](backend)
+    assert inspect.signature(net.accuracy).parameters["batch_size"].default == 100
+    x, t = _data(backend, name, n=250)
+    scores = backend.to_numpy(net.predict(x, train_flg=False))
+    want = float(np.mean(np.argmax(scores, axis=1) == backend.to_numpy(t)))
+    assert 0.0 < want < 1.0  # a score that tells chunks apart from a wrong count
+    assert net.accuracy(x, t) == pytest.approx(want, abs=1e-12)
+    assert net.accuracy(x, t, batch_size=250) == pytest.approx(want, abs=1e-12)
+    assert net.accuracy(x[:50, ...], t[:50, ...], batch_size=7) == pytest.approx(
+        float(np.mean(np.argmax(scores[:50], axis=1) == backend.to_numpy(t)[:50])), abs=1e-12
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import xprop
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -526,6 +529,73 @@ def test_train_save_reload_says_its_checkpoint_is_temporary(data_dir, tmp_path):
     assert not path.parent.exists()
     assert list(tmp_path.iterdir()) == []  # nothing left in the current folder
     assert "parameters identical: True" in out
+
+
+def test_train_convnet_short_run_saves_a_checkpoint_that_reloads(data_dir, tmp_path):
+    record_path, ckpt = tmp_path / "run.json", tmp_path / "convnet.safetensors"
+    args = ("--epochs", "3", "--train-size", "1000", "--test-size", "1000", "--seed", "2")
+    out = ok(
+        run_example("train_convnet.py", *args, "--json", str(record_path), "--save", str(ckpt))
+    )
+    assert out[0].startswith("SimpleConvNet on ")
+    assert "30 steps of 100 (3 epochs of 1000 images), Adam lr 0.001, seed 2" in out[0]
+    assert out[1].split() == ["epoch", "iter", "train_loss", "train_acc", "test_acc", "time_s"]
+    # evaluations after steps 0, 10, 20 (one per epoch), then the final one after step 29
+    assert [line.split()[:2] for line in out[2:6]] == [["0", "0"], ["1", "10"], ["2", "20"],
+                                                       ["end", "29"]]  # fmt: skip
+    record = json.loads(record_path.read_text())
+    assert (record["network"], record["steps"], record["seed"]) == ("SimpleConvNet", 30, 2)
+    assert (record["train_size"], record["test_size"]) == (1000, 1000)
+    assert [row["iteration"] for row in record["evaluations"]] == [0, 10, 20, 29]
+    assert len(record["test_acc_list"]) == 3  # the epochs' evaluations, not the final one
+    losses = [row["train_loss"] for row in record["evaluations"]]
+    assert losses[-1] < losses[0] - 0.5  # ln 10 = 2.30 at the start: it learns
+    assert 0.5 < record["test_acc"] <= 1.0
+    assert re.fullmatch(
+        r"SimpleConvNet backend=\S+ dtype=float32 path=\S+ seed=2 epochs=3 "
+        r"test_acc=0\.\d{4} \(1000 test images\) wall=\S+s",
+        out[-1],
+    ), out[-1]
+    assert f"test_acc={record['test_acc']:.4f}" in out[-1]
+    # the checkpoint holds the trained network: reloaded, it scores what the run reported
+    backend = xprop.get_backend(record["backend"], dtype="float32")
+    net = xprop.SimpleConvNet(backend=backend, seed=99)
+    net.load_params(ckpt)
+    (_, _), (x_test, t_test) = xprop.load_mnist(flatten=False, data_dir=data_dir, backend=backend)
+    assert net.accuracy(x_test[:1000, ...], t_test[:1000, ...]) == record["test_acc"]
+
+
+def test_train_deepnet_short_run(data_dir, tmp_path):
+    record_path = tmp_path / "run.json"
+    args = ("--epochs", "2", "--train-size", "500", "--test-size", "500", "--seed", "1")
+    out = ok(run_example("train_deepnet.py", *args, "--json", str(record_path)))
+    assert out[0].startswith("DeepConvNet on ")
+    assert "10 steps of 100 (2 epochs of 500 images)" in out[0]
+    record = json.loads(record_path.read_text())
+    assert (record["network"], record["steps"], record["seed"]) == ("DeepConvNet", 10, 1)
+    assert [row["iteration"] for row in record["evaluations"]] == [0, 5, 9]
+    losses = [row["train_loss"] for row in record["evaluations"]]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]  # He's scales: the first loss is above ln 10, then falls
+    assert 0.0 <= record["test_acc"] <= 1.0
+    assert f"test_acc={record['test_acc']:.4f} (500 test images)" in out[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--epochs", "0"), "--epochs must be at least 1"),
+        (("--test-size", "0"), "--test-size must be at least 1"),
+        (("--save", "no/such/folder/net.safetensors"), "does not exist"),
+    ],
+)
+@pytest.mark.parametrize("example", ["train_convnet.py", "train_deepnet.py"])
+def test_convnet_examples_refuse_bad_flags_before_training(example, args, message):
+    result = run_example(example, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "epoch" not in result.stdout
 
 
 def test_ch6_examples_refuse_a_missing_plot_folder(tmp_path):

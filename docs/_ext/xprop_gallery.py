@@ -74,6 +74,17 @@ SETTINGS: dict[str, Setting] = {
     "half_float_network.py": Setting(
         ":doc:`/convolution`", args=(*_SHORT_CNN, "--test-size", "500"), mnist=True
     ),
+    # chapters 7-8: short runs here (the scripts' defaults are the book's 20 epochs)
+    "train_convnet.py": Setting(
+        ":doc:`/performance` (the book's protocol, seeds 0-2)",
+        args=("--epochs", "3", "--train-size", "1000", "--test-size", "1000"),
+        mnist=True,
+    ),
+    "train_deepnet.py": Setting(
+        ":doc:`/performance` (the book's protocol)",
+        args=("--epochs", "2", "--train-size", "500", "--test-size", "500"),
+        mnist=True,
+    ),
 }
 
 _PLOTS = tempfile.TemporaryDirectory(prefix="xprop-gallery-")  # removed when Sphinx exits

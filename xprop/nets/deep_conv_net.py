@@ -142,6 +142,12 @@ class DeepConvNet(Network):
         )
         self.last_layer = SoftmaxWithLoss(check_labels=check_labels)
 
+    def accuracy(self, x: Any, t: Any, *, batch_size: int = 100) -> float:
+        """:meth:`Network.accuracy <xprop.nets.network.Network.accuracy>` in chunks of the
+        book's ``batch_size=100``: a convolution's column matrix grows with the batch
+        (thousands of test images at once would take gigabytes)."""
+        return super().accuracy(x, t, batch_size=batch_size)
+
     def _checkpoint_config(self) -> dict[str, Any]:
         return {
             "input_dim": list(self.input_dim),

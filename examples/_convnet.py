@@ -1,0 +1,111 @@
+"""What the convolutional-network examples share (ch. 7-8): the book's training protocol for
+``SimpleConvNet`` and ``DeepConvNet``, its options, its record.  Not an example itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import _ch6
+
+import xprop
+from xprop.datasets import load_mnist
+from xprop.files import write_atomically
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """``_ch6``'s options and the protocol's: epochs, training images, outputs."""
+    p = _ch6.parser(doc, None)
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (the book's 20)")
+    p.add_argument(
+        "--train-size", type=int, default=60000, help="the first this many training images"
+    )
+    p.add_argument(
+        "--test-size", type=int, default=10000, help="the first this many test images (all)"
+    )
+    p.add_argument("--save", type=Path, help="write a safetensors checkpoint here at the end")
+    p.add_argument("--json", type=Path, help="write the run's record (accuracies, times) here")
+    return p
+
+
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    args = p.parse_args()
+    _ch6.positive(p, args, "epochs", "train_size", "test_size")
+    for flag, path in (("--save", args.save), ("--json", args.json)):
+        if path is not None and not path.resolve().parent.is_dir():
+            p.error(f"{flag} {path}: folder {path.resolve().parent} does not exist")
+        if path is not None and path.is_dir():
+            p.error(f"{flag} {path} is a folder; name a file in it")
+    return args
+
+
+def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
+    """The book's protocol (Adam lr 0.001, batch 100, 1000 evaluation samples per epoch) for
+    the network ``build(backend, seed)`` makes; prints a line per epoch and the result, and
+    returns the run's record."""
+    backend = xprop.get_backend(args.backend, dtype=args.dtype)
+    (x_train, t_train), (x_test, t_test) = load_mnist(
+        normalize=True, flatten=False, data_dir=args.data_dir, backend=backend
+    )  # (N, 1, 28, 28) images, integer labels
+    # Slice stops within the data: the standard leaves larger ones unspecified.
+    n_train, n_test = min(args.train_size, x_train.shape[0]), min(args.test_size, x_test.shape[0])
+    x_train, t_train = x_train[:n_train, ...], t_train[:n_train, ...]
+    x_test, t_test = x_test[:n_test, ...], t_test[:n_test, ...]
+    net = build(backend, args.seed)
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def report(ev: xprop.training.trainer.Evaluation) -> str | None:
+        if ev.final and rows and rows[-1]["iteration"] == ev.iteration:
+            return None  # the last epoch's evaluation, again
+        rows.append(
+            {"epoch": ev.epoch - 1, "iteration": ev.iteration, "train_loss": ev.train_loss,
+             "train_acc": ev.train_acc, "test_acc": ev.test_acc, "final": ev.final,
+             "elapsed_s": time.perf_counter() - start}
+        )  # fmt: skip
+        label = "end" if ev.final else ev.epoch - 1
+        loss = "" if math.isnan(ev.train_loss) else f"{ev.train_loss:.4f}"
+        return (
+            f"{label:>5}  {ev.iteration:>6}  {loss:>10}  {ev.train_acc:>9.4f}  "
+            f"{ev.test_acc:>8.4f}  {time.perf_counter() - start:>8.1f}"
+        )
+
+    trainer = xprop.Trainer(
+        net, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=100,
+        optimizer="Adam", optimizer_param={"lr": 0.001},
+        evaluate_sample_num_per_epoch=min(1000, n_train, n_test),  # the book's 1000
+        report=report, seed=args.seed + 1,
+    )  # fmt: skip
+    path = "book loop" if trainer.step is None else trainer.step.kind
+    print(
+        f"{type(net).__name__} on {backend.describe()}, {path}: {trainer.max_iter} steps "
+        f"of 100 ({args.epochs} epochs of {x_train.shape[0]} images), Adam lr 0.001, seed "
+        f"{args.seed}\n{'epoch':>5}  {'iter':>6}  {'train_loss':>10}  {'train_acc':>9}  "
+        f"{'test_acc':>8}  {'time_s':>8}",
+        flush=True,
+    )
+    test_acc = trainer.train()
+    wall = time.perf_counter() - start
+    if args.save is not None:
+        net.save_params(args.save, optimizer=trainer.optimizer)
+    record = {
+        "network": type(net).__name__, "backend": backend.name, "device": str(backend.device),
+        "dtype": backend.dtype_name, "path": path, "seed": args.seed, "epochs": args.epochs,
+        "train_size": x_train.shape[0], "test_size": x_test.shape[0],
+        "steps": trainer.max_iter, "test_acc": test_acc, "wall_time_s": wall, "evaluations": rows,
+        "test_acc_list": trainer.test_acc_list, "train_acc_list": trainer.train_acc_list,
+    }  # fmt: skip
+    if args.json is not None:
+        text = json.dumps(record, indent=2) + "\n"
+        write_atomically(args.json, lambda tmp: tmp.write_text(text))
+    print(
+        f"{record['network']} backend={record['backend']} dtype={record['dtype']} "
+        f"path={path} seed={args.seed} epochs={args.epochs} test_acc={test_acc:.4f} "
+        f"({x_test.shape[0]} test images) "
+        f"wall={wall:.1f}s"
+    )
+    return record
