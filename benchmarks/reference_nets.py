@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from book_convnets import Affine, Relu, SoftmaxWithLoss  # the book's common/layers.py
 
 LEARNING_RATE = 0.1  # the book's ch. 5 value
 PARAM_KEYS = ("W1", "b1", "W2", "b2")
@@ -122,83 +123,8 @@ class Runner:
 
 
 # --------------------------------------------------------------------------------------
-# The book's code (common/layers.py, common/functions.py, ch05/two_layer_net.py)
+# The book's ch05/two_layer_net.py (its layers: book_convnets, the book's common/layers.py)
 # --------------------------------------------------------------------------------------
-
-
-def _softmax(x):
-    x = x - np.max(x, axis=-1, keepdims=True)
-    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
-
-
-def _cross_entropy_error(y, t):
-    if y.ndim == 1:
-        t = t.reshape(1, t.size)
-        y = y.reshape(1, y.size)
-    if t.size == y.size:
-        t = t.argmax(axis=1)
-    batch_size = y.shape[0]
-    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
-
-
-class _Relu:
-    def __init__(self):
-        self.mask = None
-
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout):
-        dout[self.mask] = 0
-        return dout
-
-
-class _Affine:
-    def __init__(self, W, b):
-        self.W = W
-        self.b = b
-        self.x = None
-        self.original_x_shape = None
-        self.dW = None
-        self.db = None
-
-    def forward(self, x):
-        self.original_x_shape = x.shape
-        x = x.reshape(x.shape[0], -1)
-        self.x = x
-        return np.dot(self.x, self.W) + self.b
-
-    def backward(self, dout):
-        dx = np.dot(dout, self.W.T)
-        self.dW = np.dot(self.x.T, dout)
-        self.db = np.sum(dout, axis=0)
-        return dx.reshape(*self.original_x_shape)
-
-
-class _SoftmaxWithLoss:
-    def __init__(self):
-        self.loss = None
-        self.y = None
-        self.t = None
-
-    def forward(self, x, t):
-        self.t = t
-        self.y = _softmax(x)
-        self.loss = _cross_entropy_error(self.y, self.t)
-        return self.loss
-
-    def backward(self, dout=1):
-        batch_size = self.t.shape[0]
-        if self.t.size == self.y.size:
-            dx = (self.y - self.t) / batch_size
-        else:
-            dx = self.y.copy()
-            dx[np.arange(batch_size), self.t] -= 1
-            dx = dx / batch_size
-        return dx
 
 
 class BookTwoLayerNet:
@@ -207,10 +133,10 @@ class BookTwoLayerNet:
     def __init__(self, init, dtype):
         self.params = {k: np.array(v, dtype=dtype) for k, v in init.items()}
         self.layers = OrderedDict()
-        self.layers["Affine1"] = _Affine(self.params["W1"], self.params["b1"])
-        self.layers["Relu1"] = _Relu()
-        self.layers["Affine2"] = _Affine(self.params["W2"], self.params["b2"])
-        self.lastLayer = _SoftmaxWithLoss()
+        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = Relu()
+        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
+        self.lastLayer = SoftmaxWithLoss()
 
     def predict(self, x):
         for layer in self.layers.values():
