@@ -566,6 +566,7 @@ def test_train_convnet_short_run_saves_a_checkpoint_that_reloads(data_dir, tmp_p
 
 
 def test_train_deepnet_short_run(data_dir, tmp_path):
+    cpu_fast_session()  # DeepConvNet's compiled steps: test_conv_nets.py on every backend
     record_path = tmp_path / "run.json"
     args = ("--epochs", "2", "--train-size", "500", "--test-size", "500", "--seed", "1")
     out = ok(run_example("train_deepnet.py", *args, "--json", str(record_path)))
