@@ -80,7 +80,7 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
         evaluate_sample_num_per_epoch=min(1000, n_train, n_test),  # the book's 1000
         report=report, seed=args.seed + 1,
     )  # fmt: skip
-    path = "book loop" if trainer.step is None else trainer.step.kind
+    path = trainer.step.kind
     print(
         f"{type(net).__name__} on {backend.describe()}, {path}: {trainer.max_iter} steps "
         f"of 100 ({args.epochs} epochs of {x_train.shape[0]} images), Adam lr 0.001, seed "

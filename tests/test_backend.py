@@ -495,7 +495,8 @@ def test_asarray_never_shares_memory_with_the_caller(backend32: xprop.Backend) -
     net = xprop.TwoLayerNet(3, 4, 2, backend=backend32, seed=0)
     w = np.ones((3, 4), dtype=np.float32)
     net.params["W1"] = backend32.asarray(w)
-    net.train_step(backend32.asarray(np.ones((2, 3))), backend32.asarray(np.array([0, 1])), 0.5)
+    step = net.compile_step(0.5)
+    step(backend32.asarray(np.ones((2, 3))), backend32.asarray(np.array([0, 1])))
     np.testing.assert_array_equal(w, np.ones((3, 4), dtype=np.float32))
     out = backend32.to_numpy(net.params["W1"])
     out += 1  # to_numpy is a copy too

@@ -84,7 +84,7 @@ def test_data_of_another_float_dtype_is_an_error(
         lambda: net32.predict(x64),
         lambda: net32.loss(x64, t),
         lambda: net32.gradient(x64, t),
-        lambda: net32.train_step(x64, t, 0.1),
+        lambda: net32.compile_step(0.1)(x64, t),
         lambda: net32.accuracy(x64, t),
     ):
         with pytest.raises(
@@ -137,17 +137,19 @@ def test_affine_bias_and_dout_follow_the_weights(
         (True, TypeError),
     ],
 )
-def test_train_step_rejects_bad_learning_rates(
+def test_sgd_step_rejects_bad_learning_rates(
     backend32: xprop.Backend, lr: object, error: type
 ) -> None:
     net = TwoLayerNet(*SIZES, backend=backend32, seed=0)
     x, t = _data(backend32)
     before = {k: backend32.to_numpy(v).copy() for k, v in net.params.items()}
     with pytest.raises(error, match="learning rate"):
-        net.train_step(x, t, lr)  # type: ignore[arg-type]
+        net.compile_step(lr)(x, t)  # type: ignore[arg-type]
+    with pytest.raises(error, match="learning rate"):
+        xprop.SGD(lr)  # type: ignore[arg-type]
     for key, value in net.params.items():  # no weight turned into NaN
         np.testing.assert_array_equal(backend32.to_numpy(value), before[key])
-    net.train_step(x, t, 0.1)
+    net.compile_step(0.1)(x, t)
     assert all(np.all(np.isfinite(backend32.to_numpy(v))) for v in net.params.values())
 
 

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import xprop
+import xprop.nets.network
 from xprop import BatchNormalization
 from xprop.gradcheck import check_backward
 
@@ -366,3 +367,70 @@ def test_errors(numpy_backend) -> None:
     odd = _layer(be, 3, running_mean=be.zeros(2))
     with pytest.raises(ValueError, match=r"running_mean has shape \(2,\) but the input has 3"):
         odd.forward(be.zeros((2, 3)))
+
+
+class _EncoderDecoder(xprop.nets.network.Network):
+    """Two BatchNorm layers whose names end in the same digit (enc_bn1, dec_bn1)."""
+
+    def __init__(self, be: xprop.Backend, lazy: bool = False) -> None:
+        super().__init__(be, seed=0)
+        self.input_size = 4
+        p = self.params
+        p["W1"], p["b1"] = self.rng.normal((4, 6), scale=0.5), be.zeros(6)
+        p["g1"], p["c1"] = be.asarray(np.ones(6)), be.zeros(6)
+        p["W2"], p["b2"] = self.rng.normal((6, 5), scale=0.5), be.zeros(5)
+        p["g2"], p["c2"] = be.asarray(np.ones(5)), be.zeros(5)
+        p["W3"], p["b3"] = self.rng.normal((5, 3), scale=0.5), be.zeros(3)
+        stats = {} if lazy else {"running_mean": be.zeros(6), "running_var": be.zeros(6)}
+        self.layers["enc1"] = xprop.Affine(p["W1"], p["b1"])
+        self.layers["enc_bn1"] = xprop.BatchNormalization(p["g1"], p["c1"], **stats)
+        self.layers["dec1"] = xprop.Affine(p["W2"], p["b2"])
+        stats = {} if lazy else {"running_mean": be.zeros(5), "running_var": be.zeros(5)}
+        self.layers["dec_bn1"] = xprop.BatchNormalization(p["g2"], p["c2"], **stats)
+        self.layers["out"] = xprop.Affine(p["W3"], p["b3"])
+        self.last_layer = xprop.SoftmaxWithLoss()
+        self.link({"enc1": ("W1", "b1"), "enc_bn1": ("g1", "c1"), "dec1": ("W2", "b2"),
+                   "dec_bn1": ("g2", "c2"), "out": ("W3", "b3")})  # fmt: skip
+
+
+def test_statistics_of_two_layers_never_share_a_key(backend: xprop.Backend, tmp_path) -> None:
+    """``enc_bn1`` and ``dec_bn1`` both became ``running_mean1``: a checkpoint kept one
+    layer's statistics and loaded them into both, and a compiled step overwrote one layer's
+    with the other's.  Each layer's own key; a reload gives the same logits; the compiled
+    step keeps both apart."""
+    be = backend
+    rng = np.random.default_rng(3)
+    x, t = be.asarray(rng.standard_normal((16, 4)) * 3), be.asarray(rng.integers(0, 3, 16))
+    net = _EncoderDecoder(be)
+    assert sorted(net.running_stats()) == [
+        "dec_bn1.running_mean", "dec_bn1.running_var",
+        "enc_bn1.running_mean", "enc_bn1.running_var",
+    ]  # fmt: skip
+    step = net.compile_step(xprop.SGD(0.1))
+    book, book_opt = _EncoderDecoder(be), xprop.SGD(0.1)
+    for _ in range(3):
+        step(x, t)
+        book_opt.update(book.params, book.gradient(x, t))
+    stats, want = net.running_stats(), book.running_stats()
+    assert tuple(stats["enc_bn1.running_mean"].shape) == (6,)
+    assert tuple(stats["dec_bn1.running_mean"].shape) == (5,)
+    for key in want:
+        np.testing.assert_allclose(be.to_numpy(stats[key]), be.to_numpy(want[key]), rtol=1e-10)
+    path = tmp_path / "ed.safetensors"
+    net.save_params(path)
+    again = _EncoderDecoder(be)
+    again.load_params(path)
+    np.testing.assert_array_equal(be.to_numpy(again.predict(x)), be.to_numpy(net.predict(x)))
+
+
+def test_statistics_made_lazily_are_named_on_save_and_taken_on_load(numpy_backend, tmp_path):
+    be = numpy_backend
+    lazy = _EncoderDecoder(be, lazy=True)
+    with pytest.raises(xprop.CheckpointError, match=r"running statistics \[.*\] do not exist yet"):
+        lazy.save_params(tmp_path / "lazy.safetensors")
+    x = be.asarray(np.random.default_rng(0).standard_normal((8, 4)))
+    made = _EncoderDecoder(be, lazy=True)
+    made.predict(x, train_flg=True)  # makes (and moves) the statistics
+    made.save_params(tmp_path / "made.safetensors")
+    lazy.load_params(tmp_path / "made.safetensors")  # the file's statistics are taken
+    np.testing.assert_array_equal(lazy.predict(x), made.predict(x))

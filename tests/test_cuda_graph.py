@@ -63,7 +63,6 @@ import pytest
 import xprop
 from xprop import _constants
 from xprop.libraries.torch import TorchLibrary
-from xprop.nets.network import Network
 from xprop.nn.layers import Relu
 from xprop.optimizers import SGD, Adam, Momentum
 from xprop.training.cuda_graph import CudaGraphStep, StepCaptureError
@@ -730,14 +729,16 @@ def test_host_read_in_capture_is_a_clear_error(
     idx = rng.permutation(N).reshape(N // B, B)
     with monkeypatch.context() as planted:
         if plant == "label range check":
-            replica = Network.replica
+            from xprop.training import cuda_graph
 
-            def checking(self: Any) -> Any:
-                twin = replica(self)
+            replica = cuda_graph.replica
+
+            def checking(net: Any) -> Any:
+                twin = replica(net)
                 twin.last_layer.check_labels = True
                 return twin
 
-            planted.setattr(Network, "replica", checking)
+            planted.setattr(cuda_graph, "replica", checking)
         else:
             _plant_in_relu(planted, plant)
         start = (

@@ -4,6 +4,7 @@ backend, over several steps; in-place updates; state on the parameters' device; 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -521,3 +522,101 @@ def test_grads_on_another_device_are_refused() -> None:
     backend = xprop.get_backend("array_api_strict")
     for key in params:  # A, before W, was not updated either
         np.testing.assert_array_equal(backend.to_numpy(params[key]), 1.0)
+
+
+# -- mixed precision: float16 parameters, float32 masters, state and arithmetic ----------------
+
+
+def _float16(backend: xprop.Backend) -> xprop.Backend:
+    try:
+        return xprop.get_backend(backend.name, device=backend.device, dtype="float16")
+    except xprop.BackendError as exc:
+        pytest.skip(f"{backend.describe()} has no float16: {exc}")
+
+
+MIXED = {
+    "SGD": lambda: SGD(lr=0.1),
+    "Momentum": lambda: Momentum(lr=0.05),
+    "AdaGrad": lambda: AdaGrad(lr=0.05),
+    "RMSprop": lambda: RMSprop(lr=0.01),
+    "Adam": lambda: Adam(lr=0.01),
+}
+
+
+def _train_20(be: xprop.Backend, make) -> tuple[dict, Any, Any]:
+    """20 compiled steps of a small network on fixed data; its parameters' moves (host
+    float64), the network and the optimizer."""
+    rng = np.random.default_rng(0)
+    x, t = be.asarray(rng.standard_normal((64, 20))), be.asarray(rng.integers(0, 4, 64))
+    net = xprop.MultiLayerNet(20, [16], 4, backend=be, seed=0)
+    start = {k: be.to_numpy(v).astype(np.float64) for k, v in net.params.items()}
+    opt = make()
+    step = net.compile_step(opt)
+    for _ in range(20):
+        step(x, t)
+    moved = {k: be.to_numpy(v).astype(np.float64) - start[k] for k, v in net.params.items()}
+    return moved, net, opt
+
+
+@pytest.mark.parametrize("name", MIXED)
+def test_float16_trains_as_float32_within_its_rounding(backend32, name) -> None:
+    """``eps = 1e-7`` is 0 in float16: once ``v`` underflowed, Adam's step was ``lr*m/0``
+    and float16 weights moved by 12-30 in 20 steps (float32: 0.02-0.1).  With float32
+    masters, state and arithmetic the moves are float32's, within float16 rounding."""
+    half = _float16(backend32)
+    moved16, net16, opt16 = _train_20(half, MIXED[name])
+    moved32, _, _ = _train_20(backend32, MIXED[name])
+    for key in moved32:
+        biggest = float(np.max(np.abs(moved32[key])))
+        assert float(np.max(np.abs(moved16[key]))) <= 1.2 * biggest + 2e-3, key  # no blow-up
+        # Most weights move as float32's do; a few with gradients below float16's reach
+        # move less (AdaGrad and RMSprop normalise every gradient, however small).
+        typical = float(np.median(np.abs(moved16[key] - moved32[key])))
+        assert typical <= 0.02 * biggest + 1e-3, key
+    assert all(v.dtype == half.dtype for v in net16.params.values())
+    state = opt16.state
+    assert set(state["master"]) == set(net16.params)
+    for slot, arrays in state.items():
+        for key, value in arrays.items():
+            assert value.dtype == half.xp.float32, (slot, key)
+        if slot == "master":  # the parameters are the masters, rounded
+            for key, value in arrays.items():
+                np.testing.assert_array_equal(
+                    half.to_numpy(net16.params[key]), half.to_numpy(value).astype(np.float16)
+                )
+
+
+def test_a_float16_count_and_beta2_stay_exact_in_a_compiled_step(backend32) -> None:
+    """A compiled step's learning rate and count are float32 for a float16 network: in
+    float16 ``beta2 = 0.9999`` rounds to 1 (the parameters never moved) and the count
+    sticks at 2048."""
+    half = _float16(backend32)
+    rng = np.random.default_rng(1)
+    host_x, host_t = rng.standard_normal((32, 20)), rng.integers(0, 4, 32)
+    moves = {}
+    for be in (half, backend32):
+        net = xprop.MultiLayerNet(20, [16], 4, backend=be, seed=0)
+        opt = Adam(lr=0.001, beta2=0.9999)
+        opt.iter = 3000  # resumed late: float16 holds no count above 2048 exactly
+        start = be.to_numpy(net.params["W1"]).astype(np.float64)
+        step = net.compile_step(opt)
+        for _ in range(3):
+            step(be.asarray(host_x), be.asarray(host_t))
+        assert opt.iter == 3003
+        moves[be.dtype_name] = be.to_numpy(net.params["W1"]).astype(np.float64) - start
+    assert np.max(np.abs(moves["float16"])) > 1e-3  # it moved
+    np.testing.assert_allclose(moves["float16"], moves["float32"], atol=2e-3)
+
+
+def test_float16_state_with_its_masters_resumes_from_a_checkpoint(backend32, tmp_path) -> None:
+    half = _float16(backend32)
+    _, net, opt = _train_20(half, MIXED["Adam"])
+    net.save_params(tmp_path / "half.safetensors", optimizer=opt)
+    again, opt2 = xprop.MultiLayerNet(20, [16], 4, backend=half, seed=5), Adam(lr=0.01)
+    again.load_params(tmp_path / "half.safetensors", optimizer=opt2)
+    assert opt2.iter == 20
+    for slot, arrays in opt.state.items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(
+                half.to_numpy(opt2.state[slot][key]), half.to_numpy(value), err_msg=slot
+            )

@@ -141,7 +141,7 @@ def test_empty_batch(backend: xprop.Backend) -> None:
         with pytest.raises(ValueError, match="empty batch"):
             call(x, t)
     with pytest.raises(ValueError, match="empty batch"):
-        net.train_step(x, t, 0.1)
+        net.compile_step(0.1)(x, t)
     with pytest.raises(ValueError, match=r"empty batch: logits of shape \(0, 3\)"):
         SoftmaxWithLoss().forward(backend.zeros((0, 3)), t)
     with pytest.raises(ValueError, match=r"empty batch: probabilities of shape \(0, 3\)"):

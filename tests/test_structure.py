@@ -302,3 +302,83 @@ def test_importing_xprop_leaves_the_process_alone() -> None:
     assert report["heavy imports"] == [], (
         f"importing xprop imported {report['heavy imports']}: import them where they are used"
     )
+
+
+# --------------------------------------------------------------------------------------
+# Floors: every import goes down (or stays on its floor), never up
+# --------------------------------------------------------------------------------------
+
+#: The package's floors, lowest first.  A module may import modules of its own floor and
+#: of the floors below, never of a floor above: the lower floors can be read, tested and
+#: changed without the ones above them.  A name ending in ``.`` means the package and all
+#: its modules.
+FLOORS = [
+    (
+        "ground: namespaces, files, the array libraries, MPI's plumbing",
+        ["xprop._version", "xprop._namespace", "xprop._differences", "xprop.files",
+         "xprop.libraries.", "xprop.distributed.errors", "xprop.distributed.abort",
+         "xprop.distributed.placement", "xprop.distributed.mpi"],
+    ),
+    ("the checks at the door, constants, backends", ["xprop.checks", "xprop._constants",
+                                                       "xprop.backend"]),
+    (
+        "what layers and steps compute with",
+        ["xprop._labels", "xprop._sums", "xprop._accuracy", "xprop.gradcheck", "xprop.gradient",
+         "xprop.optimizers", "xprop.checkpoint", "xprop.datasets", "xprop.distributed."],
+    ),
+    ("layers (the nodes of the graph)", ["xprop.nn."]),
+    ("training steps and the Trainer", ["xprop.training."]),
+    ("networks", ["xprop.nets."]),
+    ("the top: the package, auto, info", ["xprop", "xprop.auto", "xprop.info", "xprop.__main__"]),
+]  # fmt: skip
+
+
+def floor_of(module: str) -> int:
+    """The floor of ``module`` (its index in :data:`FLOORS`)."""
+    for i, (_, names) in enumerate(FLOORS):
+        for name in names:
+            if module == name or (name.endswith(".") and (module + ".").startswith(name)):
+                return i
+    raise AssertionError(f"{module} is on no floor: add it to FLOORS in tests/test_structure.py")
+
+
+def test_every_module_is_on_a_floor_and_no_import_goes_up() -> None:
+    graph = import_graph()
+    up = [
+        f"{a} (floor {floor_of(a)}) -> {b} (floor {floor_of(b)})  ({where})"
+        for a, targets in graph.items()
+        for b, where in targets.items()
+        if floor_of(b) > floor_of(a)
+    ]
+    assert not up, "imports that go up a floor:\n" + "\n".join(up)
+
+
+def test_nets_and_training_do_not_import_each_other_at_module_level() -> None:
+    """A network compiles its step through a deferred import (``Network.compile_step``);
+    nothing else crosses between the two packages."""
+    crossing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        other = {"xprop.nets": "xprop.training", "xprop.training": "xprop.nets"}.get(
+            ".".join(name.split(".")[:2])
+        )
+        if other is None:
+            continue
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(other):
+                crossing.append(f"{name}:{node.lineno} imports {node.module}")
+            if isinstance(node, ast.Import):
+                crossing += [
+                    f"{name}:{node.lineno} imports {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith(other)
+                ]
+    assert not crossing, "\n".join(crossing)
+
+
+def test_floors_catch_an_import_going_up() -> None:
+    assert floor_of("xprop.nn.layers") < floor_of("xprop.nets.network")
+    assert floor_of("xprop.libraries.cupy") == 0
+    graph = {"xprop.nn.layers": {"xprop.nets.network": "x.py:1"}}
+    up = [(a, b) for a, t in graph.items() for b in t if floor_of(b) > floor_of(a)]
+    assert up == [("xprop.nn.layers", "xprop.nets.network")]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import xprop
+import xprop.nets.network
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, NesterovPaper, RMSprop
 from xprop.training.step import EagerStep
 
@@ -186,7 +187,8 @@ def test_trainer_compiled_equals_the_book_loop(backend: xprop.Backend) -> None:
             net, *data, epochs=3, mini_batch_size=16, optimizer="adam",
             optimizer_param={"lr": 0.01}, verbose=False, seed=3, compiled=compiled,
         )  # fmt: skip
-        assert (trainer.step is not None) == compiled
+        if not compiled:  # the eager step: the book's loop body
+            assert type(trainer.step) is EagerStep
         trainer.train()
         runs.append((trainer, _host(be, net.params)))
     (book, want), (fast, got) = runs
@@ -218,7 +220,9 @@ def test_bad_inputs_to_compile_step(numpy_backend: xprop.Backend) -> None:
 
         loss = accuracy = gradient
 
-    with pytest.raises(TypeError, match=r"lacks backend, backprop.*compiled=False"):
+    with pytest.raises(
+        TypeError, match=r"lacks backend, layers, last_layer, buffer_layers.*compiled=False"
+    ):
         xprop.Trainer(NotANetwork(), x, t, x, t, verbose=False, compiled=True)
 
 
@@ -253,3 +257,52 @@ def test_compiled_steps_check_labels_and_indices_before_they_run(backend: xprop.
     with pytest.raises(ValueError, match=r"integer array \(k, B\)"):
         step.run(x, good, np.zeros(4, dtype=np.int64))
     _assert_close(_host(be, net.params), before, "nothing trained")
+
+
+class _NoSizes(xprop.nets.network.Network):
+    """A network of a user's own that declares neither output_size nor input_size."""
+
+    def __init__(self, be: xprop.Backend) -> None:
+        super().__init__(be, seed=0)
+        self.params = {"W1": self.rng.normal((IN, 3), scale=0.3), "b1": be.zeros(3)}
+        self.layers["Affine1"] = xprop.Affine(self.params["W1"], self.params["b1"])
+        self.last_layer = xprop.SoftmaxWithLoss()
+        self.link({"Affine1": ("W1", "b1")})
+
+
+def test_every_step_checks_labels_without_output_size(backend: xprop.Backend) -> None:
+    """The number of classes comes from the scores: labels 9 and -4 for 3 classes are
+    refused by ``step()`` and ``step.run`` on every path (JAX's compiled step trained on
+    them when the network declared no ``output_size``)."""
+    be = backend
+    x, _ = _data(be)
+    net = _NoSizes(be)
+    before = _host(be, net.params)
+    step = net.compile_step(Adam())
+    for bad in (9, -4):
+        t = be.asarray(np.array([0, 1, bad, 2] * (N // 4)))
+        with pytest.raises(ValueError, match=rf"labels out of range: found values in .*{bad}"):
+            step(x, t)
+        with pytest.raises(ValueError, match=r"labels out of range.*3 classes"):
+            step.run(x, t, np.zeros((2, 4), dtype=np.int64))
+    _assert_close(_host(be, net.params), before, "nothing trained")
+    assert step.optimizer.iter == 0
+
+
+def test_run_checks_labels_changed_in_place_since_the_last_run(backend: xprop.Backend) -> None:
+    """``t[0] = 40`` between two runs: the second run refuses it (the labels were checked
+    once per array before, and the changed array trained silently)."""
+    be = backend
+    x, t = _data(be)
+    if be.name == "jax":  # JAX arrays are immutable: a host label array can change
+        t = be.to_numpy(t).copy()
+    net = NETWORKS["TwoLayerNet"](be)
+    step = net.compile_step(Adam())
+    rows = np.arange(32).reshape(2, 16)
+    step.run(x, t, rows)
+    t[0] = 40
+    before = _host(be, net.params)
+    with pytest.raises(ValueError, match=r"labels out of range: found values in \[0, 40\]"):
+        step.run(x, t, rows)
+    _assert_close(_host(be, net.params), before, "nothing trained")
+    assert step.optimizer.iter == 2

@@ -87,11 +87,11 @@ def test_book_update_loop_trains_on_every_backend(backend32: xprop.Backend) -> N
     assert net.accuracy(x, t) > 0.95
 
 
-def test_train_step_matches_book_loop(backend32: xprop.Backend) -> None:
+def test_compiled_sgd_step_matches_book_loop(backend32: xprop.Backend) -> None:
     x, t = _batch(backend32, n=6)
     a = TwoLayerNet(*SIZES, backend=backend32, seed=2)
     b = TwoLayerNet(*SIZES, backend=backend32, seed=2)
-    loss = a.train_step(x, t, 0.1)
+    loss = a.compile_step(0.1)(x, t)
     assert loss.ndim == 0
     grad = b.gradient(x, t)
     for key in ("W1", "b1", "W2", "b2"):

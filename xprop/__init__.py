@@ -7,8 +7,6 @@ networks, the Trainer — and portable safetensors checkpoints come with it.
 :func:`show_versions` (``python -m xprop info``) prints what a bug report needs.
 """
 
-import sys as _sys
-
 from xprop import auto  # noqa: F401  (registers the backend name "auto")
 from xprop._version import __version__
 from xprop.backend import (
@@ -30,6 +28,7 @@ from xprop.nets.deep_conv_net import DeepConvNet
 from xprop.nets.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from xprop.nets.simple_conv_net import SimpleConvNet
 from xprop.nets.two_layer_net import TwoLayerNet
+from xprop.nn import functions as _functions
 from xprop.nn.batch_norm import BatchNormalization
 from xprop.nn.conv import Convolution
 from xprop.nn.dropout import Dropout
@@ -50,22 +49,8 @@ from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, NesterovPap
 from xprop.training.step import TrainStep
 from xprop.training.trainer import Trainer
 
-# The module paths of earlier releases, before the package was laid out by concept
-# (``nn``, ``nets``, ``training``, ``libraries``): the same modules under their old names,
-# so existing ``import xprop.layers`` or ``from xprop.trainer import Trainer`` keep working.
-_FORMER_PATHS = {
-    "layers": "xprop.nn.layers",
-    "functions": "xprop.nn.functions",
-    "batch_norm": "xprop.nn.batch_norm",
-    "dropout": "xprop.nn.dropout",
-    "two_layer_net": "xprop.nets.two_layer_net",
-    "multi_layer_net": "xprop.nets.multi_layer_net",
-    "trainer": "xprop.training.trainer",
-    "backends": "xprop.libraries",
-}
-for _old, _new in _FORMER_PATHS.items():
-    _sys.modules.setdefault(f"xprop.{_old}", _sys.modules[_new])
-    globals()[_old] = _sys.modules[_new]
+# The book's ``common/functions.py``: ``from xprop import functions as F``.
+functions = _functions
 
 __all__ = [
     "SGD",
@@ -104,6 +89,7 @@ __all__ = [
     "check_backward",
     "col2im",
     "cross_entropy_error",
+    "functions",
     "get_backend",
     "im2col",
     "load_mnist",

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from xprop._labels import (
-    as_label_dtype,
+from xprop._labels import as_label_dtype, label_dtype
+from xprop._namespace import namespace
+from xprop.checks import (
+    check_count,
     check_label_range,
     check_label_shape,
-    label_dtype,
     labels_are_one_hot,
+    require_array,
 )
-from xprop._namespace import check_count, namespace, require_array
 
 __all__ = ["accuracy"]
 

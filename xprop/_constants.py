@@ -20,7 +20,7 @@ from array_api_compat import device as device_of
 
 from xprop.libraries import library_for
 
-__all__ = ["class_range", "constant", "ones", "smallest_normal", "zero"]
+__all__ = ["class_range", "constant", "element_index", "ones", "smallest_normal", "zero"]
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
 _MAX_ENTRIES = 256  # a few per network shape; cleared wholesale if a program makes many
@@ -83,6 +83,24 @@ def class_range(xp: Any, like: Any, num_classes: int, dtype: Any) -> Any:
     found = _lookup(key)
     if found is None:
         found = _keep(key, xp, like, lambda: xp.arange(num_classes, dtype=dtype, device=dev))
+    return found
+
+
+def element_index(xp: Any, like: Any, shape: tuple[int, ...]) -> Any:
+    """``reshape(arange(prod(shape)), shape)`` in int32 on ``like``'s device: each element's
+    flat index (what Dropout's device masks hash)."""
+    dev = _device(like)
+    key = ("index", shape, id(xp), dev)
+    found = _lookup(key)
+    if found is None:
+        n = 1
+        for s in shape:
+            n *= s
+
+        def make() -> Any:
+            return xp.reshape(xp.arange(n, dtype=xp.int32, device=dev), shape)
+
+        found = _keep(key, xp, like, make)
     return found
 
 

@@ -1,24 +1,20 @@
-"""Namespace inference and input checks for compute code: which array library, which dtype?"""
+"""Namespace inference for compute code: which array namespace, which dtype (and its name)?
+
+The checks that inputs must pass live in :mod:`xprop.checks`.
+"""
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 from array_api_compat import array_namespace
 
 __all__ = [
     "MixedBackendError",
-    "check_count",
-    "check_flag",
-    "check_positive",
     "dtype_name",
+    "find_dtype",
     "isdtype",
     "namespace",
-    "require_array",
-    "require_float",
-    "require_same_float",
     "resolve_dtype",
 ]
 
@@ -87,40 +83,6 @@ def isdtype(xp: Any, dtype: Any, kind: str) -> bool:
     return bool(xp.isdtype(dtype, kind))
 
 
-def require_float(xp: Any, x: Any, what: str) -> None:
-    """Raise ``TypeError`` unless ``x`` has a real floating dtype (names ``what`` and the fix)."""
-    if not isdtype(xp, x.dtype, "real floating"):
-        raise TypeError(
-            f"{what} must have a floating dtype, got {x.dtype}; convert it first, e.g. "
-            "backend.asarray(x, dtype='float32') or xp.astype(x, xp.float32) / 255.0"
-        )
-
-
-def require_array(x: Any, what: str) -> None:
-    """Raise ``TypeError`` unless ``x`` is an array (has a dtype and a shape)."""
-    if not (hasattr(x, "dtype") and hasattr(x, "shape")):
-        raise TypeError(
-            f"{what} must be an array, got {type(x).__name__} {x!r:.60}; convert it first "
-            "with backend.asarray(...)"
-        )
-
-
-def require_same_float(xp: Any, x: Any, what: str, dtype: Any, owner: str) -> None:
-    """Raise ``TypeError`` unless ``x`` has ``dtype``, the floating dtype of ``owner``.
-
-    xprop's one dtype rule: a layer's parameters decide its dtype, and an input of another
-    floating dtype is an error on every backend (NumPy would silently compute in the wider
-    dtype, PyTorch would refuse the matrix product).
-    """
-    if x.dtype != dtype:
-        want = dtype_name(xp, dtype)
-        raise TypeError(
-            f"{what} has dtype {dtype_name(xp, x.dtype)} but {owner} is {want}: the "
-            f"parameters decide the dtype; convert the input first, with backend.asarray(x) "
-            f"on a {want} backend or xp.astype(x, xp.{want})"
-        )
-
-
 def dtype_name(xp: Any, dtype: Any) -> str:
     """The standard name of a dtype of ``xp`` (``"float32"``), for messages."""
     for name in _DTYPE_NAMES:
@@ -146,22 +108,48 @@ _DTYPE_NAMES = (
 )
 
 
+def dtype_label(dtype: Any) -> str:
+    """The plain name (``"float64"``) of a dtype given as a name (any case), a NumPy dtype or
+    scalar type (``numpy.float32``), or another library's dtype (``torch.float64``)."""
+    if isinstance(dtype, str):
+        text = dtype.strip().lower()
+    elif type(dtype).__module__.split(".")[0] == "numpy":  # numpy.dtype('float32')
+        text = getattr(dtype, "name", str(dtype))
+    elif isinstance(dtype, type) and dtype.__module__.split(".")[0] == "numpy":
+        text = dtype.__name__  # numpy.float32, the scalar type
+    else:
+        text = str(dtype)
+    return text.removeprefix("torch.").removeprefix("numpy.")
+
+
+def find_dtype(xp: Any, dtype: Any) -> Any:
+    """The dtype of namespace ``xp`` that ``dtype`` means, or ``None`` if it has none.
+
+    ``dtype`` is a name (``"float64"``, any case), a dtype of ``xp``, or a NumPy dtype or
+    scalar type (NumPy's spelling, on any backend).  The one dtype resolver:
+    :func:`resolve_dtype` and the backends' ``dtype=`` use it.
+    """
+    for name in _DTYPE_NAMES:  # a dtype of xp itself
+        candidate = getattr(xp, name, None)
+        if candidate is not None and not isinstance(dtype, str) and _same_dtype(dtype, candidate):
+            return candidate
+    name = dtype_label(dtype)
+    return getattr(xp, name, None) if name in _DTYPE_NAMES else None
+
+
 def resolve_dtype(xp: Any, dtype: Any, what: str) -> Any:
-    """The dtype of namespace ``xp`` that ``dtype`` names: a name (``"float64"``) or a dtype.
+    """The dtype of namespace ``xp`` that ``dtype`` means (:func:`find_dtype`).
 
     Raises ``TypeError`` naming ``what`` when ``xp`` has no such dtype.
     """
-    for name in _DTYPE_NAMES:
-        candidate = getattr(xp, name, None)
-        if candidate is None:
-            continue
-        if (dtype == name) if isinstance(dtype, str) else _same_dtype(dtype, candidate):
-            return candidate
-    available = ", ".join(n for n in _DTYPE_NAMES if getattr(xp, n, None) is not None)
-    raise TypeError(
-        f"{what}: unknown dtype {dtype!r} for {getattr(xp, '__name__', xp)}; pass a name "
-        f"such as 'float32' or a dtype of the same library (one of: {available})"
-    )
+    found = find_dtype(xp, dtype)
+    if found is None:
+        available = ", ".join(n for n in _DTYPE_NAMES if getattr(xp, n, None) is not None)
+        raise TypeError(
+            f"{what}: unknown dtype {dtype!r} for {getattr(xp, '__name__', xp)}; pass a name "
+            f"such as 'float32' or a dtype of the same library (one of: {available})"
+        )
+    return found
 
 
 def _same_dtype(a: Any, b: Any) -> bool:
@@ -169,38 +157,3 @@ def _same_dtype(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:  # a dtype of another library may refuse the comparison
         return False
-
-
-def check_flag(value: Any, name: str) -> bool:
-    """``value`` if it is a ``bool``; else ``TypeError`` (``"no"`` must not mean yes)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def check_count(value: Any, name: str, *, minimum: int = 1) -> int:
-    """``value`` as an ``int`` if it is an integer ``>= minimum``.
-
-    Python and NumPy integers are accepted (``numbers.Integral``); ``bool`` is not
-    (``True`` is not a size), nor are floats such as ``2.5`` or ``5.0``.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_positive(value: Any, name: str, *, zero_ok: bool = False) -> float:
-    """``value`` as a ``float`` if it is a finite number ``> 0`` (``>= 0`` with ``zero_ok``).
-
-    Raises ``TypeError`` for a non-number (``bool`` included), ``ValueError`` for NaN, an
-    infinity, a negative number or (without ``zero_ok``) zero.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
-        bound = "at least 0" if zero_ok else "positive"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
-    return number

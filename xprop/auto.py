@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xprop._namespace import check_count
 from xprop.backend import (
     Backend,
     BackendError,
@@ -28,6 +27,7 @@ from xprop.backend import (
     library,
     register_selector,
 )
+from xprop.checks import check_count
 from xprop.nets.two_layer_net import TwoLayerNet
 
 __all__ = ["AUTO", "BackendChoice", "auto_backend", "choose_backend", "last_choice"]

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from xprop._namespace import dtype_label, find_dtype
 from xprop._namespace import dtype_name as _dtype_name
 from xprop.libraries import (  # noqa: F401  (ArrayLibrary, register_backend: re-exported)
     ArrayLibrary,
@@ -230,23 +231,9 @@ def _host_to_xp_dtype(xp: Any, host: np.dtype) -> Any:
     return getattr(xp, name)
 
 
-def _dtype_label(xp: Any, dtype: Any) -> str:
-    """The plain name (``"float64"``) of a dtype given as a string or any library's dtype."""
-    if isinstance(dtype, str):
-        name = dtype.strip().lower()
-    elif isinstance(dtype, np.dtype) or (
-        isinstance(dtype, type) and issubclass(dtype, np.generic)
-    ):
-        name = np.dtype(dtype).name  # NumPy's spelling, whatever the backend
-    else:
-        name = _dtype_name(xp, dtype)  # a dtype object of this (or another) library
-    return name.removeprefix("torch.").removeprefix("numpy.")
-
-
 def _resolve_dtype(xp: Any, dtype: Any, backend_name: str) -> Any:
     """A dtype of ``xp`` from a name (``"float64"``), a dtype of ``xp`` or a NumPy dtype."""
-    name = _dtype_label(xp, dtype)
-    resolved = getattr(xp, name, None) if name.isidentifier() else None
+    resolved = find_dtype(xp, dtype)
     if resolved is None:
         have = [n for n in _FLOAT_DTYPES if getattr(xp, n, None) is not None]
         raise BackendError(
@@ -395,7 +382,7 @@ def _make(name: str, device: Any, dtype: Any) -> Backend:
                 f"that device (XPROP_BACKEND=torch XPROP_DEVICE=cuda:1), or leave the device "
                 "unset"
             )
-        return selector(_dtype_label(None, dtype))
+        return selector(dtype_label(dtype))
     lib, xp = _load(name)
     float_dtype = _float_dtype(xp, dtype, name)
     lib.prepare_dtype(_dtype_name(xp, float_dtype))

@@ -38,6 +38,7 @@ import numpy as np
 from xprop._namespace import dtype_name
 from xprop._version import __version__
 from xprop.files import check_target, write_atomically
+from xprop.optimizers import MASTER, Optimizer, state_dtype
 
 __all__ = ["CheckpointError", "Checkpointable", "load_params", "read_metadata", "save_params"]
 
@@ -58,9 +59,9 @@ class Checkpointable:
     The network needs ``params`` (dict of arrays) and ``backend`` (:class:`xprop.Backend`).
     It may override the hooks: ``_checkpoint_config()`` (settings that must match on load;
     default: the layer sizes read off the weight shapes), ``_checkpoint_info()`` (settings
-    recorded but not checked, e.g. weight decay), ``_checkpoint_buffers()`` and
-    ``_load_checkpoint_buffers(buffers)`` (arrays inference needs besides ``params``,
-    e.g. BatchNorm's running statistics).
+    recorded but not checked, e.g. weight decay), ``running_stats()`` and
+    ``set_running_stats(stats)`` (arrays inference needs besides ``params``, e.g.
+    BatchNorm's running statistics: :class:`~xprop.nets.network.Network` has them).
     """
 
     def save_params(self, path: str | os.PathLike[str], *, optimizer: Any = None) -> None:
@@ -90,12 +91,14 @@ class Checkpointable:
     def _checkpoint_info(self) -> dict[str, Any]:
         return {}
 
-    def _checkpoint_buffers(self) -> dict[str, Any]:
+    def running_stats(self) -> dict[str, Any]:
+        """Arrays inference needs besides ``params`` (none here)."""
         return {}
 
-    def _load_checkpoint_buffers(self, buffers: dict[str, Any]) -> None:
-        if buffers:
-            raise CheckpointError(f"{type(self).__name__} has no buffers to load")
+    def set_running_stats(self, stats: dict[str, Any]) -> None:
+        """Set what :meth:`running_stats` returns (nothing here)."""
+        if stats:
+            raise CheckpointError(f"{type(self).__name__} has no running statistics to load")
 
 
 def save_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None) -> None:
@@ -129,12 +132,22 @@ def save_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
 
     path = check_target(path, what="a checkpoint")
     if not path.parent.is_dir():
+        what = "is a file, not a folder" if path.parent.exists() else "does not exist"
         raise FileNotFoundError(
-            f"cannot save a checkpoint to {path}: folder {path.parent} does not exist; "
-            "create it first"
+            f"cannot save a checkpoint to {path}: folder {path.parent} {what}; "
+            + ("name a file in a folder" if path.parent.exists() else "create it first")
+        )
+    arrays = _net_arrays(net)  # first: a network that never called super().__init__ says so
+    missing = sorted(key for key, value in arrays.items() if value is None)
+    if missing:
+        raise CheckpointError(
+            f"cannot save {type(net).__name__}: its running statistics {missing} do not exist "
+            "yet (a BatchNormalization built without running_mean and running_var makes them "
+            "on its first forward pass); run net.predict(x) once before saving, or build the "
+            "layer with running statistics (zeros of its feature count)"
         )
     backend = net.backend
-    tensors = {key: _host(backend, value) for key, value in _net_arrays(net).items()}
+    tensors = {key: _host(backend, value) for key, value in arrays.items()}
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -215,6 +228,8 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
     _check_keys(path, "network", set(current), set(saved_net))
     backend = net.backend
     for key, value in current.items():
+        if value is None:  # a statistic the layer has not made yet: the file's is taken
+            continue
         _check_array(path, key, saved_net[key], tuple(value.shape), _dtype_of(backend, value))
 
     opt_state = None
@@ -240,10 +255,10 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
             for slot, arrays in opt_state["slots"].items()
         }
     # ... then change the network (and optimizer) in one go.
-    buffers = net._checkpoint_buffers()
+    buffers = net.running_stats()
     for key in net.params:
         net.params[key] = moved[key]
-    net._load_checkpoint_buffers({key: moved[key] for key in buffers})
+    net.set_running_stats({key: moved[key] for key in buffers})
     if optimizer is not None:
         optimizer.load_state_dict(opt_state)
     if rng_state is not None:
@@ -255,7 +270,7 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
 
 def _net_arrays(net: Any) -> dict[str, Any]:
     arrays = dict(net.params)
-    buffers = net._checkpoint_buffers()
+    buffers = net.running_stats()
     clash = set(arrays) & set(buffers)
     if clash:  # a programming error in a network class, not a user error
         raise RuntimeError(f"buffer names {sorted(clash)} clash with parameter names")
@@ -441,8 +456,6 @@ def _check_array(
 def _optimizer_state(
     path: Path, info: dict[str, Any], tensors: dict[str, np.ndarray], net: Any, optimizer: Any
 ) -> dict[str, Any]:
-    from xprop.optimizers import Optimizer
-
     if not isinstance(optimizer, Optimizer):
         raise TypeError(
             f"optimizer must be an xprop optimizer (xprop.optimizers.Optimizer), got "
@@ -472,18 +485,19 @@ def _optimizer_state(
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: bad optimizer state ({exc})") from exc
     backend = net.backend
+    halves = {key for key, value in net.params.items() if _dtype_of(backend, value) == "float16"}
     for slot, arrays in slots.items():
-        _check_keys(path, f"optimizer {slot!r}", set(net.params), set(arrays))
-        for key, value in net.params.items():
-            shape, dtype = tuple(value.shape), _dtype_of(backend, value)
+        keys = halves if slot == MASTER else set(net.params)  # masters: of float16 ones
+        _check_keys(path, f"optimizer {slot!r}", keys, set(arrays))
+        for key in keys:
+            value = net.params[key]
+            shape, dtype = tuple(value.shape), state_dtype(_dtype_of(backend, value))
             _check_array(path, f"{OPTIMIZER_PREFIX}{slot}/{key}", arrays[key], shape, dtype)
     return state
 
 
 def _optimizer_to_save(net: Any, optimizer: Any) -> dict[str, Any]:
     """``optimizer.state_dict()``, checked to be the state of ``net``'s parameters."""
-    from xprop.optimizers import Optimizer
-
     if not isinstance(optimizer, Optimizer):
         raise TypeError(
             f"optimizer must be an xprop optimizer (xprop.optimizers.Optimizer), got "
@@ -492,14 +506,17 @@ def _optimizer_to_save(net: Any, optimizer: Any) -> dict[str, Any]:
     state = optimizer.state_dict()
     backend, params = net.backend, net.params
     fix = "pass the optimizer that trains this network (or save without optimizer=)"
+    halves = {key for key, value in params.items() if _dtype_of(backend, value) == "float16"}
     for slot, arrays in state["slots"].items():
-        if set(arrays) != set(params):
+        if set(arrays) != (halves if slot == MASTER else set(params)):
             raise ValueError(
                 f"cannot save {type(optimizer).__name__} with this {type(net).__name__}: "
                 f"the optimizer's {slot!r} state has keys {sorted(arrays)} but the network "
                 f"has {sorted(params)}; {fix}"
             )
         for key, value in params.items():
+            if key not in arrays:  # a parameter without a master copy
+                continue
             ours, theirs = tuple(value.shape), tuple(arrays[key].shape)
             if ours != theirs:
                 raise ValueError(
@@ -507,7 +524,8 @@ def _optimizer_to_save(net: Any, optimizer: Any) -> dict[str, Any]:
                     f"the optimizer's {slot!r} state for {key!r} has shape {theirs} but the "
                     f"parameter has {ours}; {fix}"
                 )
-            ours_dt, theirs_dt = _dtype_of(backend, value), _dtype_of(backend, arrays[key])
+            ours_dt = state_dtype(_dtype_of(backend, value))
+            theirs_dt = _dtype_of(backend, arrays[key])
             if ours_dt != theirs_dt:
                 raise ValueError(
                     f"cannot save {type(optimizer).__name__} with this {type(net).__name__}: "

@@ -18,8 +18,9 @@ from typing import Any
 from array_api_compat import device as _device
 
 from xprop._differences import element_count, perturbations
-from xprop._namespace import check_flag, check_positive, namespace, require_array
+from xprop._namespace import namespace
 from xprop.backend import ensure_float64, get_backend, normal_like, to_numpy
+from xprop.checks import check_flag, check_positive, require_array
 
 __all__ = ["GradientCheckResult", "check_backward"]
 

@@ -14,7 +14,8 @@ from typing import Any
 from array_api_compat import device as _device
 
 from xprop._differences import perturbations
-from xprop._namespace import check_positive, namespace, require_array
+from xprop._namespace import namespace
+from xprop.checks import check_positive, require_array
 
 __all__ = ["numerical_gradient"]
 

@@ -171,9 +171,10 @@ def test_sharded_accuracy_equals_unsharded(dp, backend32):
     x, t = _test_data(backend32)
     net = xprop.TwoLayerNet(784, 30, 10, backend=backend32, seed=0, weight_init_std="he")
     # A few steps so that the accuracy is neither chance nor the same for every sample.
+    step = net.compile_step(0.1)
     for i in range(20):
         sl = slice(50 * i, 50 * i + 50)
-        net.train_step(x[sl, ...], t[sl], 0.1)
+        step(x[sl, ...], t[sl])
     whole = net.accuracy(x, t)
     assert dp.accuracy(net, x, t) == whole
     assert 0.15 < whole < 1.0
@@ -320,3 +321,56 @@ def test_trainer_refuses_one_sample_per_rank_with_batch_norm_on_every_rank(dp, b
     net = xprop.MultiLayerNetExtend(20, [16], 4, backend=backend, seed=3, use_batchnorm=True)
     with pytest.raises(ValueError, match=r"batches of 1 sample \(2 over the ranks\)"):
         xprop.Trainer(net, x, t, xt, tt, verbose=False, mini_batch_size=2, seed=4, comm=dp)
+
+
+def _convnet(backend, conv):
+    return xprop.SimpleConvNet((1, 12, 12), conv, hidden_size=8, output_size=4, backend=backend)
+
+
+# (what differs, build rank 1's network and Trainer options, the message's part): settings
+# that change no collective and no parameter shape, but the arithmetic: the ranks would
+# train a hybrid without a word.
+ARITHMETIC_DIFFERENCES = [
+    ("lr", lambda be: (xprop.MultiLayerNet(20, [16], 4, backend=be, seed=3),
+                       {"optimizer": "sgd", "optimizer_param": {"lr": 0.02}}),
+     "optimizer: ['SGD', {'lr': 0.01}] on rank 0, ['SGD', {'lr': 0.02}] on rank 1"),
+    ("optimizer", lambda be: (xprop.MultiLayerNet(20, [16], 4, backend=be, seed=3),
+                              {"optimizer": "momentum"}),
+     "optimizer: ['SGD', {'lr': 0.01}] on rank 0, ['Momentum', {'lr': 0.01, 'momentum': 0.9}]"),
+    ("weight decay", lambda be: (
+        xprop.MultiLayerNet(20, [16], 4, weight_decay_lambda=0.1, backend=be, seed=3), {}),
+     "weight_decay_lambda"),
+    ("conv_param", lambda be: (_convnet(be, {"filter_num": 3, "filter_size": 3, "pad": 1,
+                                             "stride": 3}), {}),
+     "'pad': 1, 'stride': 3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rank1", "message"),
+    [d[1:] for d in ARITHMETIC_DIFFERENCES],
+    ids=[d[0] for d in ARITHMETIC_DIFFERENCES],
+)
+def test_trainer_settings_of_the_arithmetic_that_differ_raise_on_every_rank(
+    dp, backend, rank1, message
+):
+    x, t, xt, tt = _trainer_data(backend)
+    if "conv" in message or "pad" in message:
+        x, xt = (
+            backend.asarray(np.resize(backend.to_numpy(a), (a.shape[0], 1, 12, 12)))
+            for a in (x, xt)
+        )
+        net = _convnet(backend, {"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 2})
+        options = {}
+    else:
+        net, options = (
+            xprop.MultiLayerNet(20, [16], 4, backend=backend, seed=3),
+            {"optimizer": "sgd"},
+        )
+    if dp.rank == 1:
+        net, options = rank1(backend)
+    with pytest.raises(DistributedError, match="the ranks disagree on the") as info:
+        xprop.Trainer(net, x, t, xt, tt, verbose=False, seed=4, comm=dp, **options)
+    assert message in str(info.value)
+    assert "on rank 0" in str(info.value)
+    assert "on rank 1" in str(info.value)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xprop._namespace import dtype_name, namespace, require_array
+from xprop._namespace import dtype_name, namespace
+from xprop.checks import require_array
 
 __all__ = ["Layout", "difference", "fingerprint", "groups", "keys", "layout"]
 

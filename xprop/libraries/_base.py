@@ -172,6 +172,14 @@ class ArrayLibrary:
         """
         return None
 
+    def assign(self, target: Any, value: Any) -> Any:
+        """``target`` holding ``value`` (same shape and dtype): written in place
+        (``target[...] = value``, the standard's ``__setitem__``), and returned.  Libraries
+        whose arrays are immutable (JAX) return ``value``, which the caller binds in
+        ``target``'s place."""
+        target[...] = value
+        return target
+
     # -- tracing and compilation --------------------------------------------------------
 
     def is_tracing(self, x: Any) -> bool:

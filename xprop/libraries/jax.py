@@ -138,6 +138,9 @@ class JaxLibrary(ArrayLibrary):
             offset += a.size
         return out
 
+    def assign(self, target: Any, value: Any) -> Any:
+        return value  # immutable: the caller rebinds
+
     def is_tracing(self, x: Any) -> bool:
         import jax
 

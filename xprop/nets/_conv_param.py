@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from xprop._namespace import check_count
+from xprop.checks import check_count
 
 __all__ = ["check_conv_param", "check_input_dim", "conv_output_side"]
 

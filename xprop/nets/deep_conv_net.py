@@ -8,8 +8,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from xprop._namespace import check_count, check_flag
 from xprop.backend import Backend
+from xprop.checks import check_count, check_flag
 from xprop.nets._conv_param import check_conv_param, check_input_dim, conv_output_side
 from xprop.nets.network import Network
 from xprop.nn.conv import Convolution
@@ -141,6 +141,8 @@ class DeepConvNet(Network):
             0.5, generator=rng.generator, device_masks=dropout_device_masks
         )
         self.last_layer = SoftmaxWithLoss(check_labels=check_labels)
+        links = {f"Conv{i}": (f"W{i}", f"b{i}") for i in range(1, 7)}
+        self.link({**links, "Affine1": ("W7", "b7"), "Affine2": ("W8", "b8")})
 
     def accuracy(self, x: Any, t: Any, *, batch_size: int = 100) -> float:
         """:meth:`Network.accuracy <xprop.nets.network.Network.accuracy>` in chunks of the

@@ -16,8 +16,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from xprop._namespace import check_flag, namespace
+from xprop._namespace import namespace
 from xprop.backend import Backend
+from xprop.checks import check_flag
 from xprop.nets.network import Network, init_std
 from xprop.nn.batch_norm import BatchNormalization, wide_dtype
 from xprop.nn.dropout import Dropout, check_ratio
@@ -181,6 +182,10 @@ class MultiLayerNet(Network):
             self.params[f"W{last}"], self.params[f"b{last}"], input_grad=last > 1
         )
         self.last_layer = SoftmaxWithLoss(check_labels=check_labels)
+        links = {f"Affine{i}": (f"W{i}", f"b{i}") for i in range(1, last + 1)}
+        if self.use_batchnorm:
+            links |= {f"BatchNorm{i}": (f"gamma{i}", f"beta{i}") for i in range(1, last)}
+        self.link(links)
 
     # -- weight decay ---------------------------------------------------------------------
 
@@ -195,14 +200,13 @@ class MultiLayerNet(Network):
             weight_decay = weight_decay + 0.5 * lam * namespace(W).sum(W**2)
         return weight_decay
 
-    def penalty_gradient(self, grads: dict[str, Any], dout: Any = 1) -> None:
-        """Each weight's gradient gains ``lambda * W`` (times ``dout``)."""
+    def penalty_gradient(self, grads: dict[str, Any]) -> None:
+        """Each weight's gradient gains ``lambda * W``."""
         lam = self.weight_decay_lambda
         if not lam:
             return
-        scale = lam if isinstance(dout, int) and dout == 1 else lam * dout
         for idx in range(1, self.hidden_layer_num + 2):
-            grads[f"W{idx}"] = grads[f"W{idx}"] + scale * self.params[f"W{idx}"]
+            grads[f"W{idx}"] = grads[f"W{idx}"] + lam * self.params[f"W{idx}"]
 
     # -- checkpoints (see xprop.checkpoint) ------------------------------------------------
 

@@ -7,8 +7,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from xprop._namespace import check_count, check_flag
 from xprop.backend import Backend
+from xprop.checks import check_count, check_flag
 from xprop.nets._conv_param import check_conv_param, check_input_dim, conv_output_side
 from xprop.nets.network import Network, init_std
 from xprop.nn.conv import Convolution
@@ -104,6 +104,7 @@ class SimpleConvNet(Network):
         self.layers["Relu2"] = Relu()
         self.layers["Affine2"] = Affine(self.params["W3"], self.params["b3"])
         self.last_layer = SoftmaxWithLoss(check_labels=check_labels)
+        self.link({"Conv1": ("W1", "b1"), "Affine1": ("W2", "b2"), "Affine2": ("W3", "b3")})
 
     def accuracy(self, x: Any, t: Any, *, batch_size: int = 100) -> float:
         """:meth:`Network.accuracy <xprop.nets.network.Network.accuracy>` in chunks of the

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from xprop._namespace import check_count, check_flag
 from xprop.backend import Backend
+from xprop.checks import check_count, check_flag
 from xprop.nets.network import Network, init_std
 from xprop.nn.layers import Affine, Relu, SoftmaxWithLoss
 
@@ -87,3 +87,4 @@ class TwoLayerNet(Network):
         self.layers["Relu1"] = Relu()
         self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
         self.last_layer = SoftmaxWithLoss(check_labels=check_labels)
+        self.link({"Affine1": ("W1", "b1"), "Affine2": ("W2", "b2")})

@@ -7,11 +7,12 @@ inference.  Written against the array API: it runs unchanged on every backend.
 
 from __future__ import annotations
 
-import numbers
+import math
 from typing import Any
 
 from array_api_compat import device
 
+from xprop.checks import check_fraction
 from xprop.nn.layer import Layer
 
 __all__ = ["BatchNormalization", "wide_dtype"]
@@ -78,15 +79,9 @@ class BatchNormalization(Layer):
         running_mean: Any = None,
         running_var: Any = None,
     ) -> None:
-        if isinstance(momentum, bool) or not (
-            isinstance(momentum, numbers.Real) and 0.0 <= momentum <= 1.0
-        ):
-            raise ValueError(
-                f"BatchNormalization momentum must be a number in [0, 1], got {momentum!r}"
-            )
         self.gamma = gamma
         self.beta = beta
-        self.momentum = float(momentum)
+        self.momentum = check_fraction(momentum, "BatchNormalization momentum", closed=True)
         self.input_shape: tuple[int, ...] | None = None  # conv layers: 4-D, fully connected: 2-D
 
         # mean and variance for inference
@@ -104,83 +99,42 @@ class BatchNormalization(Layer):
     def forward(self, x: Any, train_flg: bool = True) -> Any:
         """Normalize ``x`` (``(N, D)`` or ``(N, d1, ...)``); returns an array of its shape.
 
-        Raises ``ValueError`` for a training pass on a batch of one sample (its variance is
-        0: the output would be ``beta`` and every gradient to the input 0).
+        Raises ``ValueError`` for a training pass on a batch of one sample
+        (:func:`check_input`).
         """
-        gamma, beta = self.gamma, self.beta
-        xp = self.check_input(x, gamma, owner="the layer's gamma")
-        self._check_params(x, gamma, beta)
-        if train_flg and x.shape[0] < 2:
-            raise ValueError(
-                f"BatchNormalization cannot train on a batch of {x.shape[0]} (input shape "
-                f"{tuple(x.shape)}): the batch variance of one sample is 0, so the "
-                "output would be beta and the input's gradient 0; train with at least 2 "
-                "samples per batch (mini_batch_size >= 2), or pass train_flg=False"
-            )
+        xp = check_input(self, x, train_flg)
         self.input_shape = tuple(x.shape)
-        if x.ndim != 2:
-            x = xp.reshape(x, (x.shape[0], -1))
-        out_dtype = x.dtype
-        wide = wide_dtype(xp, out_dtype)
+        features = self.gamma.shape[0]  # not -1: an empty batch has a shape too
+        x = xp.reshape(x, (x.shape[0], features)) if x.ndim != 2 else x
+        out_dtype, wide = x.dtype, wide_dtype(xp, x.dtype)
         if self.running_mean is None or self.running_var is None:
-            dtype = out_dtype if wide is None else wide  # statistics of float16 in float32
-            if self.running_mean is None:
-                self.running_mean = xp.zeros(x.shape[1:], dtype=dtype, device=device(x))
-            if self.running_var is None:
-                self.running_var = xp.zeros(x.shape[1:], dtype=dtype, device=device(x))
-        self._check_running(x)
-
-        self.train_flg = bool(train_flg)
+            zeros = xp.zeros(x.shape[1:], dtype=wide or out_dtype, device=device(x))
+            self.running_mean = zeros if self.running_mean is None else self.running_mean
+            self.running_var = zeros if self.running_var is None else self.running_var
+        gamma, beta = self.gamma, self.beta
         if wide is not None:
             # float16 overflows at 65504: x**2 does so for |x| > 256.  Statistics and
             # normalization are computed in float32 and the results cast back, as PyTorch
             # and cuDNN do for half precision.
             x, gamma, beta = (xp.astype(a, wide) for a in (x, gamma, beta))
-        if self.train_flg:
+
+        self.train_flg = train_flg
+        if train_flg:
             mu = xp.mean(x, axis=0)
             xc = x - mu
             var = xp.mean(xc**2, axis=0)  # biased (divided by N), as the book and the paper
             std = xp.sqrt(var + EPS)
             self.batch_size = x.shape[0]
-            m = self.momentum
             # Rebound, not written in place: running arrays passed in stay untouched.
-            self.running_mean = _running(xp, m, self.running_mean, mu)
-            self.running_var = _running(xp, m, self.running_var, var)
+            self.running_mean = _running(xp, self.momentum, self.running_mean, mu)
+            self.running_var = _running(xp, self.momentum, self.running_var, var)
         else:
-            running_mean, running_var = self.running_mean, self.running_var
-            if running_mean.dtype != x.dtype:
-                running_mean = xp.astype(running_mean, x.dtype)
-            if running_var.dtype != x.dtype:
-                running_var = xp.astype(running_var, x.dtype)
-            xc = x - running_mean
-            std = xp.sqrt(running_var + EPS)
+            xc = x - xp.astype(self.running_mean, x.dtype, copy=False)
+            std = xp.sqrt(xp.astype(self.running_var, x.dtype, copy=False) + EPS)
         xn = xc / std
         self.xn, self.std = xn, std  # float32 for float16 input: backward computes there
-        out = gamma * xn + beta
-        if wide is not None:
-            out = xp.astype(out, out_dtype)
-        return out if len(self.input_shape) == 2 else xp.reshape(out, self.input_shape)
-
-    def _check_params(self, x: Any, gamma: Any, beta: Any) -> None:
-        features = 1
-        for s in x.shape[1:]:
-            features *= s
-        for name, p in (("gamma", gamma), ("beta", beta)):
-            if tuple(p.shape) != (features,):
-                raise ValueError(
-                    f"BatchNormalization {name} has shape {tuple(p.shape)} but the input "
-                    f"(shape {tuple(x.shape)}) has {features} features per sample; build "
-                    f"{name} with shape ({features},)"
-                )
-
-    def _check_running(self, x: Any) -> None:
-        for name in ("running_mean", "running_var"):
-            r = getattr(self, name)
-            if tuple(r.shape) != tuple(x.shape[1:]):
-                raise ValueError(
-                    f"BatchNormalization {name} has shape {tuple(r.shape)} but the input has "
-                    f"{x.shape[1]} features; pass running statistics of shape ({x.shape[1]},)"
-                )
+        out = xp.astype(gamma * xn + beta, out_dtype, copy=False)
+        return xp.reshape(out, self.input_shape)
 
     def backward(self, dout: Any) -> Any:
         """``dx`` of the input's shape; sets ``dgamma`` and ``dbeta`` (shape ``(D,)``).
@@ -189,10 +143,8 @@ class BatchNormalization(Layer):
         """
         self.require_forward(self.xn)  # also inside a network, where the checks are off
         xp = self.check_dout(dout, self.input_shape)
-        if dout.ndim != 2:
-            dout = xp.reshape(dout, (dout.shape[0], -1))
-        xn, std, gamma = self.xn, self.std, self.gamma
-        out_dtype = dout.dtype
+        dout = xp.reshape(dout, (dout.shape[0], self.xn.shape[1])) if dout.ndim != 2 else dout
+        xn, std, gamma, out_dtype = self.xn, self.std, self.gamma, dout.dtype
         if xn.dtype != out_dtype:  # float16: the forward pass kept float32 (see forward)
             dout, gamma = xp.astype(dout, xn.dtype), xp.astype(gamma, xn.dtype)
         dbeta = xp.sum(dout, axis=0)
@@ -204,10 +156,50 @@ class BatchNormalization(Layer):
             dx = (gamma / (n * std)) * (n * dout - dbeta - xn * dgamma)
         else:
             dx = (gamma / std) * dout  # fixed statistics: an elementwise affine map
-        if xn.dtype != out_dtype:
-            dx, dgamma, dbeta = (xp.astype(a, out_dtype) for a in (dx, dgamma, dbeta))
-        self.dgamma, self.dbeta = dgamma, dbeta
-        return dx if len(self.input_shape) == 2 else xp.reshape(dx, self.input_shape)
+        dx, self.dgamma, self.dbeta = (
+            xp.astype(a, out_dtype, copy=False) for a in (dx, dgamma, dbeta)
+        )
+        return xp.reshape(dx, self.input_shape)
+
+
+def check_input(layer: BatchNormalization, x: Any, train_flg: bool) -> Any:
+    """What ``layer.forward(x, train_flg)`` needs; ``x``'s namespace.
+
+    Used alone (``layer.checks``), the layer checks ``x`` as every layer does and that it
+    has one ``gamma`` entry (and running statistic) per feature.  Always: a training pass
+    needs at least two samples (the batch variance of one is 0, so the output would be
+    ``beta`` and the input's gradient 0), also inside a network and a compiled step.
+    """
+    xp = layer.check_input(x, layer.gamma, owner="the layer's gamma")
+    if layer.checks:
+        check_per_feature(layer, x, ("gamma", "beta", "running_mean", "running_var"))
+    if train_flg and x.shape[0] < 2:
+        raise ValueError(
+            f"BatchNormalization cannot train on a batch of {x.shape[0]} (input shape "
+            f"{tuple(x.shape)}): the batch variance of one sample is 0, so the "
+            "output would be beta and the input's gradient 0; train with at least 2 "
+            "samples per batch (mini_batch_size >= 2), or pass train_flg=False"
+        )
+    return xp
+
+
+def check_per_feature(layer: Any, x: Any, names: tuple[str, ...]) -> None:
+    """Raise unless each array ``layer.<name>`` (``None``: not made yet) has one value per
+    feature of ``x`` ``(N, d1, ...)``, i.e. shape ``(d1 * ...,)``."""
+    features = math.prod(x.shape[1:])
+    for name in names:
+        p = getattr(layer, name)
+        if p is None or tuple(p.shape) == (features,):
+            continue
+        found = f"BatchNormalization {name} has shape {tuple(p.shape)} but the input "
+        if name in ("gamma", "beta"):
+            raise ValueError(
+                f"{found}(shape {tuple(x.shape)}) has {features} features per sample; build "
+                f"{name} with shape ({features},)"
+            )
+        raise ValueError(
+            f"{found}has {features} features; pass running statistics of shape ({features},)"
+        )
 
 
 def wide_dtype(xp: Any, dtype: Any) -> Any:

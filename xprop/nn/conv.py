@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from xprop._constants import ones
-from xprop._namespace import check_flag, namespace, require_array, require_float
-from xprop.nn.im2col import check_geometry, columns, output_size, uncolumns
+from xprop._namespace import namespace
+from xprop.checks import check_flag, require_array, require_float
+from xprop.nn.im2col import check_geometry, col2im_t, im2col_t, output_size
 from xprop.nn.layer import Layer, check_bias
 
 __all__ = ["Convolution"]
@@ -85,7 +86,11 @@ class Convolution(Layer):
             self._check_x(x)
         N = x.shape[0]
         OH, OW = output_size(shape, FH, FW, self.stride, self.pad, "Convolution")
-        col = columns(xp, x, FH, FW, self.stride, self.pad)  # (C*FH*FW, N*OH*OW)
+        try:
+            col = im2col_t(xp, x, FH, FW, self.stride, self.pad)  # (C*FH*FW, N*OH*OW)
+        except Exception as exc:  # the library's own out-of-memory error names nothing
+            raise_if_out_of_memory(exc, (x.shape[1] * FH * FW, N * OH * OW), x)
+            raise
         col_W = xp.reshape(W, (FN, -1))
         out = col_W @ col
         if b is not None:
@@ -96,7 +101,7 @@ class Convolution(Layer):
 
     def backward(self, dout: Any) -> Any:
         x = self.x
-        xp = self.check_dout(dout, self._out_shape, None if x is None else x.dtype)
+        xp = self.check_dout(dout, self._out_shape, x)
         FN = self.W.shape[0]
         d = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (FN, -1))  # (FN, N*OH*OW)
         self.dW = xp.reshape(d @ self.col.T, self.W.shape)
@@ -105,7 +110,7 @@ class Convolution(Layer):
             return None
         dcol = self.col_W.T @ d  # (C*FH*FW, N*OH*OW)
         _, _, FH, FW = self.W.shape
-        return uncolumns(xp, dcol, tuple(x.shape), FH, FW, self.stride, self.pad)
+        return col2im_t(xp, dcol, tuple(x.shape), FH, FW, self.stride, self.pad)
 
     def _check_x(self, x: Any) -> None:
         W = self.W
@@ -118,6 +123,25 @@ class Convolution(Layer):
         b = self.b
         if b is not None and (tuple(b.shape) != (W.shape[0],) or b.dtype != W.dtype):
             check_filters(W, b)  # a bias set after construction: says what is wrong
+
+
+def raise_if_out_of_memory(exc: Exception, shape: tuple[int, int], x: Any) -> None:
+    """Raise ``MemoryError`` naming the layer, the column matrix's size and the fix when
+    ``exc`` is a library's out-of-memory error (NumPy's and CuPy's ``MemoryError``,
+    PyTorch's and JAX's ``RuntimeError``/``XlaRuntimeError`` saying so)."""
+    text = str(exc).lower()
+    if not isinstance(exc, MemoryError) and not any(
+        words in text for words in ("out of memory", "can't allocate", "resource_exhausted")
+    ):
+        return
+    itemsize = {"float16": 2, "float32": 4}.get(str(x.dtype).rsplit(".", 1)[-1], 8)
+    gib = shape[0] * shape[1] * itemsize / 2**30
+    raise MemoryError(
+        f"Convolution: the column matrix of this batch of {x.shape[0]} images (input shape "
+        f"{tuple(x.shape)}), {shape[0]} x {shape[1]} values, takes {gib:.1f} GiB, more than "
+        "there is; pass fewer images at a time (smaller batches; net.accuracy(x, t, "
+        "batch_size=100) scores in chunks)"
+    ) from exc
 
 
 def check_filters(W: Any, b: Any) -> None:

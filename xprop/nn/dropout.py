@@ -1,30 +1,40 @@
-"""Dropout (ch. 6.4.3, Srivastava et al., arXiv:1207.0580), the book's layer.
+"""Dropout (ch. 6.4.3, Srivastava et al., arXiv:1207.0580), the book's layer, and where its
+masks come from.
 
 In training each unit is kept with probability ``1 - dropout_ratio`` and zeroed otherwise,
 without rescaling; at inference every output is multiplied by ``1 - dropout_ratio`` instead
 (the book's convention, not the "inverted dropout" most libraries use).
 
-The standard has no random numbers, so the masks come from a seeded NumPy generator on the
-host, as every random draw in xprop does: one seed gives the same masks on every backend.
-On a GPU the host draw and the copy cost time at every step; ``device_masks=True`` draws
-the masks on the device instead, with a counter-based hash written in standard integer
-operations (still one seed, the same masks on every backend, but not the host masks).
+The standard has no random numbers, so a mask comes from a *mask source*, an object the
+layer calls with the input and the ratio:
+
+- :class:`HostMasks` (the default): the book's ``uniform[0, 1) > ratio``, drawn by a seeded
+  NumPy generator on the host and copied to the device — one seed, the same masks on every
+  backend;
+- :class:`DeviceMasks` (``device_masks=True``): a counter-based hash of each element's
+  index with two keys drawn from that generator, computed on the device in standard
+  integer operations (no host work, no copy per step: it pays on GPUs) — one seed, the same
+  masks on every backend, but not the host masks;
+- :class:`FixedMasks`: the layer's last mask, reused while the input's shape stays
+  (gradient checks need the layer to be a fixed function: :meth:`Dropout.fixed_mask`).
+
+A compiled training step hands the layer a source of its own (keys drawn ahead, inputs of
+the compiled program: :mod:`xprop.training.compiled`); the layer never knows.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import numbers
-from collections.abc import Iterator
 from typing import Any
 
 from array_api_compat import device
 
-from xprop._namespace import namespace, require_float
+from xprop._constants import element_index
+from xprop._namespace import namespace
+from xprop.checks import check_flag, check_fraction, require_float
 from xprop.nn.layer import Layer
 
-__all__ = ["Dropout", "check_ratio"]
+__all__ = ["DeviceMasks", "Dropout", "FixedMasks", "HostMasks", "check_ratio", "hash_masks"]
 
 _U24 = 1 << 24  # device masks compare 24-bit uniform integers with the ratio
 
@@ -43,20 +53,15 @@ class Dropout(Layer):
         A host generator to draw from, e.g. ``backend.rng(seed).generator``; layers of one
         network may share one, which then yields their masks in call order.
     device_masks : bool
-        Draw masks on the device (see the module docstring): no host work and no copy per
-        step, which pays on GPUs.  Only two integers per step come from the host generator.
+        Draw the masks on the device (:class:`DeviceMasks`), not on the host.
 
     Notes
     -----
-    ``forward(x, train_flg=True)`` takes ``x`` of any shape.  Training: draws a keep-mask
-    with ``uniform[0, 1) > dropout_ratio``, as the book does, stores it (as 0/1 in ``x``'s
-    dtype) in ``mask`` and returns ``x * mask``.  Inference: returns
+    ``forward(x, train_flg=True)`` takes floating ``x`` of any shape.  Training: keeps the
+    mask (0/1 in ``x``'s dtype) in ``mask`` and returns ``x * mask``; inference returns
     ``x * (1 - dropout_ratio)``.  ``backward(dout)`` returns ``dout * mask`` after a
-    training pass and ``dout * (1 - dropout_ratio)`` after an inference pass.
-
-    Inside ``with layer.fixed_mask():`` training passes reuse the stored mask (drawing one
-    only when there is none of the input's shape), so the layer is a fixed function, as
-    gradient checking needs.
+    training pass and ``dout * (1 - dropout_ratio)`` after an inference pass.  ``masks`` is
+    the mask source.
     """
 
     takes_train_flg = True
@@ -70,6 +75,36 @@ class Dropout(Layer):
         device_masks: bool = False,
     ) -> None:
         self.dropout_ratio = check_ratio(dropout_ratio)
+        self.masks = (DeviceMasks if device_masks else HostMasks)(generator, seed)
+        self.mask: Any = None
+        self.train_flg = True
+
+    def forward(self, x: Any, train_flg: bool = True) -> Any:
+        self.train_flg = check_flag(train_flg, "train_flg")
+        if not self.train_flg:
+            return x * (1.0 - self.dropout_ratio)
+        self.mask = self.masks(x, self.dropout_ratio)
+        return x * self.mask
+
+    def backward(self, dout: Any) -> Any:
+        if not self.train_flg:
+            return dout * (1.0 - self.dropout_ratio)
+        self.require_forward(self.mask)
+        return dout * self.mask
+
+    def fixed_mask(self) -> FixedMasks:
+        """``with layer.fixed_mask():`` training passes reuse one mask (for gradient checks)."""
+        return FixedMasks(self)
+
+
+class HostMasks:
+    """The book's masks: ``uniform[0, 1) > ratio`` drawn on the host, copied to ``x``'s device.
+
+    ``generator``: a ``numpy.random.Generator``; ``None`` makes one from ``seed``.  Draws are
+    float64 whatever ``x``'s dtype, so float32 and float64 runs share their masks.
+    """
+
+    def __init__(self, generator: Any = None, seed: int | None = None) -> None:
         if generator is None:
             from xprop.backend import get_backend  # creation asks the backend module
 
@@ -80,89 +115,69 @@ class Dropout(Layer):
                 f".generator), got {type(generator).__name__}"
             )
         self.generator = generator
-        self.device_masks = bool(device_masks)
-        self.mask: Any = None
-        self.train_flg = True
-        self._frozen = False
-        self._index: Any = None  # flat element indices for device masks, kept per shape
-        #: The two int32 keys of the next device mask, as an array ``(2,)`` on the device,
-        #: set by a compiled training step (which draws them from :attr:`generator` ahead,
-        #: in the order this layer would); ``None``: draw them from the generator.
-        self.keys: Any = None
 
-    @contextlib.contextmanager
-    def fixed_mask(self) -> Iterator[Dropout]:
-        """Within the block, training passes reuse one mask (for gradient checks)."""
-        previous = self._frozen
-        self._frozen = True
-        try:
-            yield self
-        finally:
-            self._frozen = previous
+    def __call__(self, x: Any, ratio: float) -> Any:
+        xp = _float_namespace(x)
+        keep = self.generator.random(tuple(x.shape)) > ratio
+        return xp.astype(xp.asarray(keep, device=device(x)), x.dtype)
 
-    def forward(self, x: Any, train_flg: bool = True) -> Any:
-        """Training: ``x * mask``; inference: ``x * (1 - dropout_ratio)``; ``x``'s shape."""
-        self.train_flg = bool(train_flg)
-        if not self.train_flg:
-            return x * (1.0 - self.dropout_ratio)
-        mask = self.mask
-        if not (self._frozen and mask is not None and tuple(mask.shape) == tuple(x.shape)):
-            mask = self._draw(x)
-        elif mask.dtype != x.dtype:
-            mask = namespace(x).astype(mask, x.dtype)
-        self.mask = mask
-        return x * mask
+    def keys(self) -> tuple[int, int]:
+        """Two 32-bit keys from the generator: what one device mask hashes with."""
+        k1, k2 = self.generator.integers(-(2**31), 2**31, size=2)
+        return int(k1), int(k2)
 
-    def backward(self, dout: Any) -> Any:
-        """``dout * mask`` (training pass) or ``dout * (1 - dropout_ratio)`` (inference)."""
-        if not self.train_flg:
-            return dout * (1.0 - self.dropout_ratio)
-        self.require_forward(self.mask)
-        return dout * self.mask
 
-    def _draw(self, x: Any) -> Any:
-        xp = namespace(x)
-        require_float(xp, x, "Dropout input x")
-        if self.device_masks:
-            keep = self._device_keep(xp, x)
-        else:
-            # float64 draws whatever x's dtype: float32 and float64 runs share their masks.
-            host = self.generator.random(tuple(x.shape)) > self.dropout_ratio
-            keep = xp.asarray(host, device=device(x))
-        return xp.astype(keep, x.dtype)
+class DeviceMasks(HostMasks):
+    """Masks hashed on the device (:func:`hash_masks`), two host keys per mask."""
 
-    def _device_keep(self, xp: Any, x: Any) -> Any:
-        shape, dev = tuple(x.shape), device(x)
-        index = self._index
-        if index is None or tuple(index.shape) != shape or device(index) != dev:
-            n = math.prod(shape)
-            index = xp.reshape(xp.arange(n, dtype=xp.int32, device=dev), shape)
-            self._index = index
-        if self.keys is None:
-            # Two fresh 32-bit keys per call from the host generator (scalars, no array copy).
-            k1, k2 = (int(k) for k in self.draw_keys())
-        else:
-            k1, k2 = self.keys[0], self.keys[1]
-        h = _hash32(_hash32(index ^ k1) ^ k2)
-        u24 = (h >> 8) & (_U24 - 1)  # uniform integers in [0, 2**24)
-        # u > ratio with u = u24 / 2**24  <=>  u24 > floor(ratio * 2**24), exactly.
-        return u24 > math.floor(self.dropout_ratio * _U24)
+    def __call__(self, x: Any, ratio: float) -> Any:
+        return hash_masks(_float_namespace(x), x, ratio, *self.keys())
 
-    def draw_keys(self) -> Any:
-        """The two keys of the next device mask, drawn from :attr:`generator` (host ints)."""
-        return self.generator.integers(-(2**31), 2**31, size=2)
+
+class FixedMasks:
+    """While entered (``with FixedMasks(layer):``), ``layer`` reuses its last mask, or the
+    first one its own source draws, for every input of that shape."""
+
+    def __init__(self, layer: Dropout) -> None:
+        self.layer, self.source = layer, layer.masks
+
+    def __enter__(self) -> Dropout:
+        self.layer.masks = self
+        return self.layer
+
+    def __exit__(self, *exc: object) -> None:
+        self.layer.masks = self.source
+
+    def __call__(self, x: Any, ratio: float) -> Any:
+        mask = self.layer.mask
+        if mask is None or tuple(mask.shape) != tuple(x.shape):
+            mask = self.source(x, ratio)
+        return mask if mask.dtype == x.dtype else namespace(x).astype(mask, x.dtype)
+
+
+def hash_masks(xp: Any, x: Any, ratio: float, k1: Any, k2: Any) -> Any:
+    """The keep-mask of a device-drawn dropout, 0/1 in ``x``'s dtype and shape.
+
+    Each element's flat index is hashed with the keys ``k1``, ``k2`` (Python ints, or
+    int32 0-d arrays on the device: inputs of a compiled program): ``u24`` is the hash's
+    top 24 bits, uniform in ``[0, 2**24)``, and the element is kept when
+    ``u24 / 2**24 > ratio``, which is ``u24 > floor(ratio * 2**24)`` exactly.
+    """
+    h = _hash32(_hash32(element_index(xp, x, tuple(x.shape)) ^ k1) ^ k2)
+    u24 = (h >> 8) & (_U24 - 1)
+    return xp.astype(u24 > math.floor(ratio * _U24), x.dtype)
 
 
 def check_ratio(dropout_ratio: Any) -> float:
     """``dropout_ratio`` as a float; ``ValueError`` unless a number in ``[0, 1)``."""
-    if isinstance(dropout_ratio, bool) or not (
-        isinstance(dropout_ratio, numbers.Real) and 0.0 <= dropout_ratio < 1.0
-    ):
-        raise ValueError(
-            f"dropout_ratio must be a number in [0, 1), got {dropout_ratio!r} (it is the "
-            "probability of dropping a unit)"
-        )
-    return float(dropout_ratio)
+    why = " (it is the probability of dropping a unit)"
+    return check_fraction(dropout_ratio, "dropout_ratio", why=why)
+
+
+def _float_namespace(x: Any) -> Any:
+    xp = namespace(x)
+    require_float(xp, x, "Dropout input x")
+    return xp
 
 
 def _hash32(h: Any) -> Any:

@@ -11,20 +11,15 @@ from typing import Any
 from array_api_compat import device as _device
 
 from xprop._constants import class_range, smallest_normal, zero
-from xprop._labels import (
-    as_label_dtype,
-    batch_labels,
-    check_label_range,
-    label_dtype,
-    labels_are_one_hot,
-)
-from xprop._namespace import (
+from xprop._labels import as_label_dtype, batch_labels, label_dtype
+from xprop._namespace import namespace, resolve_dtype
+from xprop.checks import (
     check_count,
     check_flag,
-    namespace,
+    check_label_range,
+    labels_are_one_hot,
     require_array,
     require_float,
-    resolve_dtype,
 )
 
 __all__ = [

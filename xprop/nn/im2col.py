@@ -9,10 +9,12 @@ contributions add.
 
 Only the standard is used: no ``__setitem__`` (JAX arrays are immutable), no ``pad`` (zero
 blocks are concatenated), and every slice stops exactly at its last element
-(array-api-strict rejects the book's out-of-bounds stops).  Internally the columns are
-kept as ``(C*FH*FW, N*OH*OW)``, built with one ``stack`` of the ``FH*FW`` strided views of
-the padded input; the public functions give the book's ``(N*OH*OW, C*FH*FW)``, its
-transpose.
+(array-api-strict rejects the book's out-of-bounds stops).  The layers use the columns
+transposed, ``(C*FH*FW, N*OH*OW)`` (:func:`im2col_t`, :func:`col2im_t`: each product of
+the convolution is then one matrix product without a transpose), built with one ``stack``
+of the ``FH*FW`` strided views of the padded input (:func:`window_views`; their adjoint,
+:func:`add_views`, is what pooling's backward needs too); :func:`im2col` and
+:func:`col2im` give the book's ``(N*OH*OW, C*FH*FW)``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from xprop._namespace import check_count, namespace, require_array
+from xprop._namespace import namespace
+from xprop.checks import check_count, require_array
 
 __all__ = ["col2im", "im2col"]
 
@@ -80,7 +83,7 @@ def pad_blocks(xp: Any, x: Any, pad: int, value: float = 0.0) -> Any:
     return xp.concat((cols, x, cols), axis=-1)
 
 
-def windows(xp: Any, xpad: Any, filter_h: int, filter_w: int, stride: int) -> list[Any]:
+def window_views(xp: Any, xpad: Any, filter_h: int, filter_w: int, stride: int) -> list[Any]:
     """The ``FH*FW`` strided views of padded ``xpad`` ``(A, B, Hp, Wp)``, row-major.
 
     View ``(i, j)`` is ``xpad[..., i + stride*oh, j + stride*ow]`` for every output
@@ -97,8 +100,8 @@ def windows(xp: Any, xpad: Any, filter_h: int, filter_w: int, stride: int) -> li
     ]
 
 
-def columns(xp: Any, x: Any, filter_h: int, filter_w: int, stride: int, pad: int) -> Any:
-    """The column matrix of ``x`` ``(N, C, H, W)``: shape ``(C*FH*FW, N*OH*OW)``.
+def im2col_t(xp: Any, x: Any, filter_h: int, filter_w: int, stride: int, pad: int) -> Any:
+    """The book's ``im2col(x)`` transposed: the column matrix ``(C*FH*FW, N*OH*OW)``.
 
     Row ``(c, i, j)``, column ``(n, oh, ow)`` holds ``xpad[n, c, i + stride*oh, j +
     stride*ow]``: one ``stack`` of the strided views of the zero-padded input, laid out so
@@ -106,23 +109,24 @@ def columns(xp: Any, x: Any, filter_h: int, filter_w: int, stride: int, pad: int
     """
     n, c = x.shape[:2]
     xt = pad_blocks(xp, xp.permute_dims(x, (1, 0, 2, 3)), pad)  # (C, N, Hp, Wp)
-    views = windows(xp, xt, filter_h, filter_w, stride)
+    views = window_views(xp, xt, filter_h, filter_w, stride)
     oh, ow = views[0].shape[-2:]
     col = xp.stack(views, axis=1)  # (C, FH*FW, N, OH, OW)
     return xp.reshape(col, (c * filter_h * filter_w, n * oh * ow))
 
 
-def _spread(xp: Any, a: Any, stride: int, axis: int) -> Any:
-    """``a`` with ``stride - 1`` zeros between its elements along ``axis`` (-2 or -1)."""
+def _dilate(xp: Any, a: Any, stride: int, axis: int) -> Any:
+    """``a`` dilated by ``stride`` along ``axis`` (-2 or -1): ``stride - 1`` zeros between
+    its elements (a strided window's gradient laid out on the input's grid)."""
     if stride == 1:
         return a
     zeros = xp.zeros(a.shape, dtype=a.dtype, device=_device(a))
-    spread = xp.stack([a] + [zeros] * (stride - 1), axis=axis)  # value, then zeros
+    dilated = xp.stack([a] + [zeros] * (stride - 1), axis=axis)  # value, then zeros
     shape = list(a.shape)
     shape[axis] *= stride
-    spread = xp.reshape(spread, tuple(shape))
+    dilated = xp.reshape(dilated, tuple(shape))
     keep = (a.shape[axis] - 1) * stride + 1
-    return spread[..., :keep, :] if axis == -2 else spread[..., :keep]
+    return dilated[..., :keep, :] if axis == -2 else dilated[..., :keep]
 
 
 def _zero_pad(xp: Any, a: Any, top: int, bottom: int, left: int, right: int) -> Any:
@@ -146,13 +150,14 @@ def _zero_pad(xp: Any, a: Any, top: int, bottom: int, left: int, right: int) -> 
     return xp.concat(parts, axis=-1) if len(parts) > 1 else a
 
 
-def fold(
+def add_views(
     xp: Any, slabs: list[Any], size: tuple[int, int], filter_w: int, stride: int, pad: int
 ) -> Any:
-    """The adjoint of :func:`windows`: add each view's values back where they were read.
+    """The adjoint of :func:`window_views`: add each view's values back where they were read
+    (PyTorch calls this ``fold``).
 
     ``slabs[i * filter_w + j]`` ``(A, B, OH, OW)`` is the gradient of view ``(i, j)``;
-    the result ``(A, B, H, W)`` (``size`` = ``(H, W)``) is their sum, each spread with
+    the result ``(A, B, H, W)`` (``size`` = ``(H, W)``) is their sum, each dilated with
     zeros by the stride, shifted to its offset in the padded input, and the padding cropped.
     """
     h, w = size
@@ -160,7 +165,7 @@ def fold(
     total = None
     for k, slab in enumerate(slabs):
         i, j = divmod(k, filter_w)
-        s = _spread(xp, _spread(xp, slab, stride, -2), stride, -1)
+        s = _dilate(xp, _dilate(xp, slab, stride, -2), stride, -1)
         sh, sw = s.shape[-2:]
         s = _zero_pad(xp, s, i, hp - i - sh, j, wp - j - sw)
         total = s if total is None else total + s
@@ -169,7 +174,7 @@ def fold(
     return total
 
 
-def uncolumns(
+def col2im_t(
     xp: Any,
     col: Any,
     shape: tuple[int, int, int, int],
@@ -178,12 +183,13 @@ def uncolumns(
     stride: int,
     pad: int,
 ) -> Any:
-    """The adjoint of :func:`columns`: ``col`` ``(C*FH*FW, N*OH*OW)`` to ``(N, C, H, W)``."""
+    """The book's ``col2im`` of the transposed columns, the adjoint of :func:`im2col_t`:
+    ``col`` ``(C*FH*FW, N*OH*OW)`` to ``(N, C, H, W)``."""
     n, c, h, w = shape
     oh, ow = output_size(shape, filter_h, filter_w, stride, pad, "col2im")
     col6 = xp.reshape(col, (c, filter_h, filter_w, n, oh, ow))
     slabs = [col6[:, i, j, ...] for i in range(filter_h) for j in range(filter_w)]
-    return xp.permute_dims(fold(xp, slabs, (h, w), filter_w, stride, pad), (1, 0, 2, 3))
+    return xp.permute_dims(add_views(xp, slabs, (h, w), filter_w, stride, pad), (1, 0, 2, 3))
 
 
 def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0) -> Any:
@@ -220,7 +226,7 @@ def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: 
     filter_h, filter_w = check_size(filter_h, "filter_h"), check_size(filter_w, "filter_w")
     stride, pad = check_geometry(stride, pad, "im2col")
     output_size(tuple(input_data.shape), filter_h, filter_w, stride, pad, "im2col")
-    return columns(xp, input_data, filter_h, filter_w, stride, pad).T
+    return im2col_t(xp, input_data, filter_h, filter_w, stride, pad).T
 
 
 def col2im(
@@ -245,7 +251,12 @@ def col2im(
     xp = namespace(col)
     filter_h, filter_w = check_size(filter_h, "filter_h"), check_size(filter_w, "filter_w")
     stride, pad = check_geometry(stride, pad, "col2im")
-    shape = tuple(int(s) for s in input_shape)
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 4:
+        raise ValueError(
+            f"col2im: input_shape must be the image batch's shape (N, C, H, W), got "
+            f"{input_shape!r}"
+        )
+    shape = tuple(check_count(s, f"col2im input_shape[{i}]") for i, s in enumerate(input_shape))
     oh, ow = output_size(shape, filter_h, filter_w, stride, pad, "col2im")
     want = (shape[0] * oh * ow, shape[1] * filter_h * filter_w)
     if tuple(col.shape) != want:
@@ -254,4 +265,4 @@ def col2im(
             f"{filter_h}x{filter_w} window, stride {stride} and pad {pad} gives columns of "
             f"shape {want} (N*OH*OW, C*FH*FW); pass the im2col output of that input"
         )
-    return uncolumns(xp, col.T, shape, filter_h, filter_w, stride, pad)
+    return col2im_t(xp, col.T, shape, filter_h, filter_w, stride, pad)

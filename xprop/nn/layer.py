@@ -7,14 +7,16 @@ the inputs, setting ``d<name>`` for each of its parameters (``Affine.dW``, ``Aff
 Subclasses write those two methods as the book does; the checks live here:
 
 - :meth:`Layer.check_input` — an input is an array of a floating dtype (the parameters'
-  library and dtype where the layer has parameters), with a batch axis and the number of
-  features the layer expects;
+  library, device and dtype where the layer has parameters), with a batch axis and the
+  number of features the layer expects (the rule of :func:`xprop.checks.check_batch`);
 - :meth:`Layer.check_dout` — ``backward`` came after a ``forward``, and ``dout`` has the
   output's shape;
 
 each costs a few attribute reads and comparisons, so a layer used alone checks every
-call; inside a network only the first layer does (the data enter there), the others are
-fed by checked layers (:attr:`Layer.checks`).  The class attributes say what a network
+call.  Inside a network the network checks its input once, where the data enter
+(:meth:`xprop.nets.network.Network.predict`), and its layers trust what their neighbours
+hand them: :meth:`~xprop.nets.network.Network.link` turns their :attr:`Layer.checks` off.
+The class attributes say what a network
 needs to know about a layer: which attributes are trained parameters (``param_names``),
 which are state kept between calls but not trained (``buffer_names``, e.g. BatchNorm's
 running statistics), and whether ``forward`` takes the training flag
@@ -25,13 +27,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from xprop._namespace import (
-    dtype_name,
-    namespace,
-    require_array,
-    require_float,
-    require_same_float,
-)
+from xprop._namespace import dtype_name, namespace
+from xprop.checks import check_batch, require_array, require_float, require_same_float
 
 __all__ = ["Layer", "check_bias"]
 
@@ -53,8 +50,8 @@ class Layer:
     """
 
     #: Whether :meth:`check_input` and :meth:`check_dout` check (a layer used alone does).
-    #: A network turns it off in the layers after its first: their inputs and upstream
-    #: gradients come from its own layers, checked where the data entered.
+    #: A network turns it off in its layers (:meth:`~xprop.nets.network.Network.link`):
+    #: their inputs and upstream gradients come from its own layers, checked at its door.
     checks: bool = True
 
     param_names: ClassVar[tuple[str, ...]] = ()
@@ -70,36 +67,24 @@ class Layer:
     ) -> Any:
         """Raise a clear error unless ``x`` is a floating batch ``(N, ...)``; its namespace.
 
-        ``like``: the parameter whose library and dtype ``x`` must share (the parameters
-        decide the dtype on every backend), named ``owner`` in messages (``"the layer's
-        W"``).  ``features``: the number of values per sample, ``d1 * d2 * ...`` of ``x``'s
-        shape ``(N, d1, d2, ...)``, which ``owner`` expects.
+        ``like``: the parameter whose library, device and dtype ``x`` must share (the
+        parameters decide the dtype on every backend), named ``owner`` in messages (``"the
+        layer's W"``).  ``features``: the number of values per sample, ``d1 * d2 * ...`` of
+        ``x``'s shape ``(N, d1, d2, ...)``, which ``owner`` expects.  The rule is
+        :func:`xprop.checks.check_batch`; inside a network (``checks`` off) nothing is
+        checked.
         """
         if not self.checks:
             return namespace(x)
         name = type(self).__name__
-        xp = namespace(x) if like is None else namespace(x, like)
-        require_array(x, f"{name} input x")
-        require_float(xp, x, f"{name} input x")
-        if like is not None and x.dtype != like.dtype:
-            require_same_float(xp, x, f"{name} input x", like.dtype, owner)
-        if x.ndim < 2:
-            raise ValueError(
-                f"{name} input must be a batch of shape (N, D) or (N, d1, ...), got shape "
-                f"{tuple(x.shape)}; add a batch axis, e.g. xp.reshape(x, (1, -1))"
-            )
-        if features is not None:
-            n = 1
-            for s in x.shape[1:]:
-                n *= s
-            if n != features:
-                has = f" has shape {tuple(like.shape)} and" if like is not None else ""
-                raise ValueError(
-                    f"{name} input has {n} features per sample (shape {tuple(x.shape)}) but "
-                    f"{owner}{has} expects {features}; reshape the input or build the layer "
-                    f"for {n} features"
-                )
-        return xp
+        if like is None:
+            xp = namespace(x)
+            require_array(x, f"{name} input x")
+            require_float(xp, x, f"{name} input x")
+            if x.ndim < 2:
+                check_batch(x, x, name, owner)  # raises the batch-axis error
+            return xp
+        return check_batch(x, like, name, owner, features=features)
 
     def require_forward(self, kept: Any) -> None:
         """Raise ``RuntimeError`` when ``kept`` (what ``forward`` keeps) is still ``None``."""
@@ -110,11 +95,12 @@ class Layer:
                 "(backward needs what the forward pass keeps)"
             )
 
-    def check_dout(self, dout: Any, shape: Any, dtype: Any = None) -> Any:
+    def check_dout(self, dout: Any, shape: Any, like: Any = None) -> Any:
         """Raise unless ``forward`` ran (``shape`` is not ``None``) and ``dout`` has ``shape``.
 
         ``shape`` is the output's shape, which the layer knows only after a forward pass;
-        ``dtype``, if given, the dtype ``dout`` must have.  Returns ``dout``'s namespace.
+        ``like``, if given, an array of the forward pass whose library and dtype ``dout``
+        must share.  Returns ``dout``'s namespace.
         """
         if not self.checks:
             return namespace(dout)
@@ -132,9 +118,9 @@ class Layer:
                 f"forward had shape {tuple(shape)}; pass the gradient of the loss with respect "
                 "to that output (same batch size)"
             )
-        xp = namespace(dout)
-        if dtype is not None and dout.dtype != dtype:
-            require_same_float(xp, dout, f"{name}.backward: dout", dtype, "the layer")
+        xp = namespace(dout) if like is None else namespace(dout, like)  # one library
+        if like is not None and dout.dtype != like.dtype:
+            require_same_float(xp, dout, f"{name}.backward: dout", like.dtype, "the layer")
         return xp
 
 

@@ -15,8 +15,9 @@ from array_api_compat import device as _device
 
 from xprop._constants import zero
 from xprop._labels import one_hot_targets
-from xprop._namespace import check_flag, namespace, require_array, require_float
+from xprop._namespace import namespace
 from xprop._sums import column_sums, row_sums
+from xprop.checks import check_flag, require_array, require_float
 from xprop.nn.functions import sigmoid, squared_error_parts
 from xprop.nn.layer import Layer, check_bias
 
@@ -225,7 +226,7 @@ class Affine(Layer):
             check_weights(W, b)  # a bias set after construction: says what is wrong
         self.original_x_shape = tuple(x.shape)
         if x.ndim != 2:
-            x = xp.reshape(x, (x.shape[0], -1))
+            x = xp.reshape(x, (x.shape[0], W.shape[0]))  # not -1: empty batches too
         self.x = x
         out = x @ W
         return out if b is None else out + b
@@ -233,7 +234,7 @@ class Affine(Layer):
     def backward(self, dout: Any) -> Any:
         x, W = self.x, self.W
         shape = None if x is None else (x.shape[0], W.shape[1])
-        xp = self.check_dout(dout, shape, x.dtype if x is not None else None)
+        xp = self.check_dout(dout, shape, x)
         self.dW = x.T @ dout
         self.db = None if self.b is None else column_sums(xp, dout)
         if not self.input_grad:

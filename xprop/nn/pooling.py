@@ -6,7 +6,14 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from xprop.nn.im2col import check_geometry, check_size, fold, output_size, pad_blocks, windows
+from xprop.nn.im2col import (
+    add_views,
+    check_geometry,
+    check_size,
+    output_size,
+    pad_blocks,
+    window_views,
+)
 from xprop.nn.layer import Layer
 
 __all__ = ["Pooling"]
@@ -70,7 +77,7 @@ class Pooling(Layer):
         if self.checks and hasattr(x, "shape"):
             output_size(tuple(x.shape), ph, pw, s, p, "Pooling")  # 4-D, window fits
         xp = self.check_input(x)
-        views = windows(xp, pad_blocks(xp, x, p, float("-inf")), ph, pw, s)
+        views = window_views(xp, pad_blocks(xp, x, p, float("-inf")), ph, pw, s)
         out = views[0]
         for v in views[1:]:
             out = xp.maximum(out, v)
@@ -79,9 +86,9 @@ class Pooling(Layer):
 
     def backward(self, dout: Any) -> Any:
         x, out = self.x, self.out
-        xp = self.check_dout(dout, None if out is None else out.shape, getattr(x, "dtype", None))
+        xp = self.check_dout(dout, None if out is None else out.shape, x)
         ph, pw, s, p = self.pool_h, self.pool_w, self.stride, self.pad
-        views = windows(xp, pad_blocks(xp, x, p, float("-inf")), ph, pw, s)
+        views = window_views(xp, pad_blocks(xp, x, p, float("-inf")), ph, pw, s)
         grads = []
         taken = None  # windows whose first maximum came already
         for v in views:
@@ -93,7 +100,7 @@ class Pooling(Layer):
         H, W = x.shape[-2:]
         if s == ph == pw and p == 0:
             return _interleave(xp, grads, ph, pw, (H, W))
-        return fold(xp, grads, (H, W), pw, s, p)
+        return add_views(xp, grads, (H, W), pw, s, p)
 
 
 def _interleave(xp: Any, grads: list[Any], ph: int, pw: int, size: tuple[int, int]) -> Any:

@@ -6,9 +6,18 @@ from typing import Any
 
 from xprop.training.cuda_graph import CudaGraphStep
 from xprop.training.jit import JitStep
-from xprop.training.step import EagerStep, TrainStep, as_optimizer, check_network
+from xprop.training.step import EagerStep, TrainStep, as_optimizer
 
-__all__ = ["STEPS", "compile_step"]
+__all__ = ["STEPS", "compilable", "compile_step"]
+
+#: What a compiled step uses of a network: :class:`xprop.nets.network.Network`'s model.
+_MODEL = ("backend", "params", "gradient", "layers", "last_layer", "buffer_layers")
+
+
+def compilable(net: Any) -> bool:
+    """Whether ``net`` follows the network model a compiled step trains (a ``Network``)."""
+    return all(hasattr(net, name) for name in _MODEL)
+
 
 #: The training step of each kind an array library may name (``ArrayLibrary.step_kind``).
 STEPS: dict[str, type] = {
@@ -21,12 +30,18 @@ STEPS: dict[str, type] = {
 def compile_step(net: Any, optimizer: Any) -> TrainStep:
     """The fastest training step for ``net`` with ``optimizer`` (a learning rate: SGD).
 
-    Raises ``TypeError`` for a network without the model a step trains
-    (:func:`~xprop.training.step.check_network`) or an optimizer that is neither an
+    Raises ``TypeError`` for a network that is not a :class:`~xprop.nets.network.Network`
+    (:func:`compilable`) or an optimizer that is neither an
     :mod:`xprop.optimizers` instance nor a learning rate; ``ValueError``/``TypeError`` for
     a bad learning rate.
     """
-    check_network(net)
+    missing = [name for name in _MODEL if not hasattr(net, name)]
+    if missing:
+        raise TypeError(
+            f"{type(net).__name__} cannot be trained by a compiled step: it lacks "
+            f"{', '.join(missing)}; build it on xprop.nets.network.Network (params, layers "
+            "and last_layer in __init__), or train it with Trainer(..., compiled=False)"
+        )
     optimizer = as_optimizer(optimizer)
     kind = net.backend.library.step_kind(net.backend.device)
     return STEPS[kind](net, optimizer)

@@ -1,4 +1,4 @@
-"""The PyTorch CUDA training step: :func:`~xprop.training.step.apply_step` as a CUDA graph.
+"""The PyTorch CUDA training step: the book's loop body captured as a CUDA graph.
 
 At the book's size a step is some 35 kernels of a few microseconds of work each, and
 launching them costs more than running them; a CUDA graph captures the launches once and
@@ -9,29 +9,30 @@ into static tensors at the end of each step), the learning rate and the update c
 (0-d tensors the host sets when they change; the count is incremented by the graph), the
 Dropout keys, and the batch (copied into static inputs, or gathered inside the graph from a
 static index row).  A graph holds addresses, not references: every tensor it reads that was
-made before its capture (the replica's layers and their Dropout indices, xprop's cached
-constants, the data of ``run``) is kept alive with it, since memory freed under a graph is
-handed out again and the graph would read someone else's numbers.  Nothing in a captured
-step reads the device or copies host data: the labels are checked before the graph runs,
-never inside (at every call when the network checks labels, once per label array in
-``run``).
+made before its capture (the replica's layers, xprop's cached constants such as the
+Dropout element indices, the data of ``run``) is kept alive with it, since memory freed
+under a graph is handed out again and the graph would read someone else's numbers.
+Nothing in a captured step reads the device or copies host data: the labels are checked
+before the graph runs, never inside (at every call, when the network checks labels).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from xprop import _constants
 from xprop.optimizers import Optimizer
-from xprop.training.step import (
-    apply_step,
-    as_optimizer,
-    check_labels,
-    check_run_inputs,
+from xprop.training.compiled import (
     draw_keys,
     random_layers,
+    replica,
+    scalar_dtype,
+    set_buffers,
+    use_keys,
 )
+from xprop.training.step import LabelCheck, as_optimizer, check_rows
 
 __all__ = ["CudaGraphStep", "StepCaptureError"]
 
@@ -63,21 +64,19 @@ class CudaGraphStep:
         self._torch = torch
         be = net.backend
         self._device = be.device
-        self._random = random_layers(net)
-        self._random_names = [
-            next(n for n, layer in net.layers.items() if layer is r) for r in self._random
-        ]
+        self.labels = LabelCheck(net)
+        self._random = random_layers(net)  # Dropout layers: their keys are inputs
         self._graphs: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
         self._captured: tuple[Any, ...] = ()  # every tensor the graphs read and write
         self._hyper: dict[str, float] | None = None
-        self._lr = torch.zeros((), dtype=be.dtype, device=be.device)
-        self._it = torch.zeros((), dtype=be.dtype, device=be.device)
+        # float32 for float16 parameters (mixed precision: see xprop.optimizers)
+        self._lr = torch.zeros((), dtype=scalar_dtype(be), device=be.device)
+        self._it = torch.zeros((), dtype=scalar_dtype(be), device=be.device)
         self._lr_value: float | None = None
         self._it_value: int | None = None
         n = max(len(self._random), 1)
         self._keys = torch.zeros((n, 2), dtype=torch.int32, device=be.device)
         self._buffers: dict[str, Any] | None = None  # static BatchNorm statistics
-        self._checked_labels: list[Any] = []  # label arrays validated already (kept alive)
 
     # -- what the graphs read -----------------------------------------------------------------
 
@@ -143,7 +142,7 @@ class CudaGraphStep:
     # -- the two calls ------------------------------------------------------------------------
 
     def __call__(self, x: Any, t: Any) -> Any:
-        check_labels(self.net, t)  # before the graph, never inside (one device read)
+        self.labels(x, t)  # before the graph, never inside (one device read)
         state = self._current()
         key = ("step", tuple(x.shape), x.dtype, tuple(t.shape), t.dtype)
         graph, static_x, static_t, loss, _ = self._graph(
@@ -151,21 +150,24 @@ class CudaGraphStep:
         )
         static_x.copy_(x)
         static_t.copy_(t)
-        keys = draw_keys(self._random, 1)
+        keys = draw_keys(self.net, self._random, 1)
         if keys is not None:
             self._set_keys(keys[0])
         graph.replay()
         self._stepped()
         return loss.clone()  # the graph overwrites its own loss at the next replay
 
-    def run(self, x: Any, t: Any, index_batches: Any) -> Any:
-        """Steps on ``take(x, index_batches[i])`` for each row ``i``; their losses, ``(k,)``.
+    def run(
+        self, x: Any, t: Any, index_rows: Any, on_step: Callable[[Any], None] | None = None
+    ) -> Any:
+        """Steps on ``take(x, index_rows[i])`` for each row ``i``; their losses, ``(k,)``.
 
         The gather runs inside the graph, from a static index row; ``x`` and ``t`` are read
         where they lie, and the graph keeps them (a new ``x`` or ``t`` captures anew).
         """
         torch = self._torch
-        index_batches = check_run_inputs(self.net, x, t, index_batches, self._checked_labels)
+        index_batches = check_rows(self.net.backend, x, t, index_rows)
+        self.labels(x, t)
         state = self._current()
         steps, batch = int(index_batches.shape[0]), int(index_batches.shape[1])
         if steps == 0:  # nothing to run, nothing to capture
@@ -177,18 +179,20 @@ class CudaGraphStep:
         graph, static_idx, loss, *_ = self._graph(
             key, lambda: self._capture_run(x, t, index_batches[0], state)
         )
-        keys = draw_keys(self._random, steps)
+        keys = draw_keys(self.net, self._random, steps)
         if keys is not None:
             keys = self.net.backend.asarray(keys, dtype="int32")  # one copy for the run
-        losses = torch.empty(steps, dtype=loss.dtype, device=loss.device)
+        made = torch.empty(steps, dtype=loss.dtype, device=loss.device)
         for i in range(steps):
             static_idx.copy_(index_batches[i])
             if keys is not None:
                 self._keys.copy_(keys[i])
             graph.replay()
-            losses[i] = loss
+            made[i] = loss
             self._stepped()
-        return losses
+            if on_step is not None:
+                on_step(made[i])
+        return made
 
     # -- capture ------------------------------------------------------------------------------
 
@@ -199,39 +203,38 @@ class CudaGraphStep:
         and the capture reads (the Dropout layers' index arrays).
         """
         net, opt = self.net, self.optimizer
-        replica = net.replica()
-        for j, name in enumerate(self._random_names):  # Dropout: device masks, static keys
-            twin = replica.layers[name]
-            twin.keys, twin.device_masks = self._keys[j], True
+        twin = replica(net)
+        use_keys(twin, self._random, self._keys)  # Dropout: device masks, static keys
 
         def body(x: Any, t: Any) -> Any:
-            replica.set_running_stats(self._buffers)
-            loss = apply_step(replica, opt, net.params, state, self._lr, self._it, x, t)
-            for key, value in replica.running_stats().items():
+            set_buffers(twin, self._buffers)
+            grads = twin.gradient(x, t)
+            opt.apply(net.params, grads, state, self._lr, self._it)
+            for key, value in twin.running_stats().items():
                 self._buffers[key].copy_(value)
             self._it += 1
-            return loss
+            return twin.last_loss
 
-        return body, replica
+        return body, twin
 
     def _capture_step(self, x: Any, t: Any, state: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
         static_x, static_t = x.clone(), t.clone()
-        body, replica = self._body(state)
+        body, twin = self._body(state)
         graph, loss, kept = self._capture(lambda: body(static_x, static_t))
-        return graph, static_x, static_t, loss, (replica, kept)
+        return graph, static_x, static_t, loss, (twin, kept)
 
     def _capture_run(
         self, x: Any, t: Any, first_idx: Any, state: dict[str, dict[str, Any]]
     ) -> tuple[Any, ...]:
         torch = self._torch
         static_idx = first_idx.clone()
-        body, replica = self._body(state)
+        body, twin = self._body(state)
 
         def step() -> Any:
             return body(torch.index_select(x, 0, static_idx), torch.index_select(t, 0, static_idx))
 
         graph, loss, kept = self._capture(step)
-        return graph, static_idx, loss, x, t, (replica, kept)
+        return graph, static_idx, loss, x, t, (twin, kept)
 
     def _capture(self, step: Any) -> tuple[Any, Any, tuple[Any, ...]]:
         """The graph of ``step()``, its loss, and the cached constants it may read.

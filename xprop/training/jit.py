@@ -1,18 +1,20 @@
-"""The JAX training step: :func:`~xprop.training.step.apply_step` compiled with ``jax.jit``."""
+"""The JAX training step: the book's loop body compiled with ``jax.jit``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from xprop.optimizers import Optimizer
-from xprop.training.step import (
-    apply_step,
-    as_optimizer,
-    check_labels,
-    check_run_inputs,
+from xprop.training.compiled import (
     draw_keys,
     random_layers,
+    replica,
+    scalar_dtype,
+    set_buffers,
+    use_keys,
 )
+from xprop.training.step import LabelCheck, as_optimizer, check_rows
 
 __all__ = ["JitStep"]
 
@@ -22,29 +24,30 @@ class JitStep:
 
     The compiled function takes the parameters, the optimizer's state, the BatchNorm
     statistics, the learning rate, the update count and the Dropout keys as inputs and
-    returns their new values, so nothing is frozen into it but the shapes and the
+    returns their new values (the body: ``grads = net.gradient(x, t)``, then the
+    optimizer's formulas, :meth:`~xprop.optimizers.Optimizer.step`), so nothing is frozen
+    into it but the shapes and the
     optimizer's other hyperparameters (a change of those compiles anew).  The parameter,
     state and statistics buffers are donated, so XLA updates them in place; the network's
     ``params`` dict and the optimizer's state are rebound to the new arrays after each call
     (an array taken from them before the call is no longer valid).  :meth:`run` compiles a
     whole sequence of steps into one ``lax.scan``: one dispatch for an epoch.  The network
-    is traced through a :meth:`~xprop.nets.network.Network.replica`, so the network itself
+    is traced through a :func:`~xprop.training.compiled.replica`, so the network itself
     never holds a tracer.  Labels are checked before the compiled program runs, never
-    inside (it cannot raise on data): at every call when the network checks labels (one
-    device read; build it with ``check_labels=False`` after validating the data once), and
-    once per label array in :meth:`run`.
+    inside (it cannot raise on data: :class:`~xprop.training.step.LabelCheck`), at every
+    call when the network checks labels (one device read; build it with
+    ``check_labels=False`` after validating the data once).
     """
 
     kind = "jax.jit"
 
     def __init__(self, net: Any, optimizer: Optimizer | float) -> None:
         self.net, self.optimizer = net, as_optimizer(optimizer)
-        self._random = random_layers(net)
-        self._random_names = [_name_of(net, layer) for layer in self._random]
+        self.labels = LabelCheck(net)
+        self._random = random_layers(net)  # Dropout layers: their keys are inputs
         self._hyper: dict[str, float] | None = None
         self._one: Any = None
         self._many: Any = None
-        self._checked_labels: list[Any] = []  # label arrays validated already (kept alive)
         self._lr = self._it = None  # 0-d device arrays, with the host values they hold
         self._lr_value: float | None = None
         self._it_value: int | None = None
@@ -61,18 +64,17 @@ class JitStep:
     def _compile(self) -> tuple[Any, Any]:
         import jax
 
-        net, optimizer, names = self.net, self.optimizer, self._random_names
+        net, optimizer, names = self.net, self.optimizer, self._random
 
         def one(params, buffers, state, lr, it, keys, x, t):
-            replica = net.replica()
-            replica.params = params = dict(params)
-            replica.set_running_stats(buffers)
-            for j, name in enumerate(names):  # Dropout: device masks from the given keys
-                twin = replica.layers[name]
-                twin.keys, twin.device_masks = keys[j], True
+            twin = replica(net)
+            twin.params = params = dict(params)
+            set_buffers(twin, buffers)
+            use_keys(twin, names, keys)  # Dropout: device masks from the given keys
             state = {slot: dict(arrays) for slot, arrays in state.items()}
-            loss = apply_step(replica, optimizer, params, state, lr, it, x, t)
-            return params, replica.running_stats(), state, it + 1, loss
+            grads = twin.gradient(x, t)
+            optimizer.apply(params, grads, state, lr, it)
+            return params, twin.running_stats(), state, it + 1, twin.last_loss
 
         def many(params, buffers, state, lr, it, keys, x, t, index_batches):
             xp = net.backend.xp
@@ -96,15 +98,17 @@ class JitStep:
         state = optimizer.prepare(net.params)
         be = net.backend
         # The learning rate and the update count live on the device as 0-d arrays in the
-        # parameters' dtype, inputs of the program; they are made anew only when the host's
-        # values differ from what the device holds (a schedule, a loaded checkpoint).
+        # optimizer's arithmetic dtype (float32 for float16 parameters: 0.9999 is 1.0 in
+        # float16, and a float16 count sticks at 2048), inputs of the program; they are made
+        # anew only when the host's values differ from the device's (a schedule, a load).
+        dtype = scalar_dtype(be)
         if optimizer.lr != self._lr_value:
-            self._lr = be.xp.asarray(optimizer.lr, dtype=be.dtype, device=be.device)
+            self._lr = be.xp.asarray(optimizer.lr, dtype=dtype, device=be.device)
             self._lr_value = optimizer.lr
         if optimizer.iter + 1 != self._it_value:
-            self._it = be.xp.asarray(optimizer.iter + 1, dtype=be.dtype, device=be.device)
+            self._it = be.xp.asarray(optimizer.iter + 1, dtype=dtype, device=be.device)
             self._it_value = optimizer.iter + 1
-        keys = draw_keys(self._random, steps)
+        keys = draw_keys(net, self._random, steps)
         if keys is not None:
             keys = be.asarray(keys, dtype="int32")
         return dict(net.params), net.running_stats(), state, self._lr, self._it, keys
@@ -117,7 +121,7 @@ class JitStep:
         self._it, self._it_value = it, self.optimizer.iter + 1  # the program counted on
 
     def __call__(self, x: Any, t: Any) -> Any:
-        check_labels(self.net, t)
+        self.labels(x, t)
         one, _ = self._compiled()
         params, buffers, state, lr, it, keys = self._inputs(1)
         keys = None if keys is None else keys[0]
@@ -125,18 +129,19 @@ class JitStep:
         self._store(params, buffers, state, it, 1)
         return loss
 
-    def run(self, x: Any, t: Any, index_batches: Any) -> Any:
-        """Steps on ``take(x, index_batches[i])`` for each row ``i``, in one dispatch."""
-        index_batches = check_run_inputs(self.net, x, t, index_batches, self._checked_labels)
+    def run(
+        self, x: Any, t: Any, index_rows: Any, on_step: Callable[[Any], None] | None = None
+    ) -> Any:
+        """Steps on ``take(x, index_rows[i])`` for each row ``i``, in one dispatch."""
+        index_rows = check_rows(self.net.backend, x, t, index_rows)
+        self.labels(x, t)
         _, many = self._compiled()
-        steps = int(index_batches.shape[0])
+        steps = int(index_rows.shape[0])
         params, buffers, state, lr, it, keys = self._inputs(steps)
-        params, buffers, state, it, losses = many(
-            params, buffers, state, lr, it, keys, x, t, index_batches
+        params, buffers, state, it, made = many(
+            params, buffers, state, lr, it, keys, x, t, index_rows
         )
         self._store(params, buffers, state, it, steps)
-        return losses
-
-
-def _name_of(net: Any, layer: Any) -> str:
-    return next(name for name, candidate in net.layers.items() if candidate is layer)
+        if on_step is not None:
+            on_step(made)
+        return made

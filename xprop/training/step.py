@@ -1,48 +1,41 @@
-"""Training steps: the protocol, the one step function, and the eager step.
+"""Training steps: the protocol every step follows, and the eager step, the book's loop body.
 
-``net.compile_step(optimizer)`` returns the fastest way the network's library offers to run
-one training step — forward, backward, the optimizer's update — over and over:
+A training step is the body of the book's loop: ``grads = net.gradient(x, t)``, then
+``optimizer.update(net.params, grads)``.  ``net.compile_step(optimizer)`` returns the
+fastest way the network's library offers to run it over and over
+(:func:`xprop.training.compile.compile_step`; each library class names its kind,
+``ArrayLibrary.step_kind``):
 
-- JAX: :class:`~xprop.training.jit.JitStep`, ``jax.jit`` with the parameters, optimizer
-  state and BatchNorm statistics passed in and out, an epoch as one ``lax.scan``;
-- PyTorch on CUDA: :class:`~xprop.training.cuda_graph.CudaGraphStep`, the step captured
-  once as a CUDA graph and replayed;
-- everything else (NumPy, CuPy, array-api-strict, PyTorch on the CPU): :class:`EagerStep`,
-  the step as it is, which already reads nothing from the device.
+- :class:`EagerStep` (NumPy, CuPy, array-api-strict, PyTorch on the CPU): the loop body as
+  it is, which already reads nothing from the device;
+- :class:`~xprop.training.jit.JitStep` (JAX): the step compiled with ``jax.jit``, an epoch
+  as one ``lax.scan``;
+- :class:`~xprop.training.cuda_graph.CudaGraphStep` (PyTorch on CUDA): the step captured
+  once as a CUDA graph and replayed.
 
-Each library class says which of these fits it (``ArrayLibrary.step_kind``), and
-:func:`xprop.training.compile.compile_step` builds it; all of them
-run the one function :func:`apply_step`, so they compute the same numbers, and have the
-same two calls, so a training loop is written once.  Compiled steps draw Dropout masks on
-the device, from keys drawn ahead from the network's generator in the order the eager path
-with ``device_masks=True`` draws them: the same masks.
+All have the same two calls, so a training loop (the :class:`~xprop.training.trainer.
+Trainer`) is written once, and compute the same numbers.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
-from collections.abc import MutableMapping
+import secrets
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from array_api_compat import device as device_of
-
+from xprop._labels import as_label_dtype, label_dtype
 from xprop._namespace import namespace
+from xprop.checks import check_label_range, check_label_shape, labels_are_one_hot
 from xprop.optimizers import SGD, Optimizer
 
 __all__ = [
+    "DataParallelStep",
     "EagerStep",
+    "LabelCheck",
     "TrainStep",
-    "apply_step",
     "as_optimizer",
-    "check_labels",
-    "check_learning_rate",
-    "check_network",
-    "check_run_inputs",
-    "draw_keys",
-    "eager_step",
-    "random_layers",
-    "sgd",
+    "check_rows",
 ]
 
 
@@ -50,15 +43,18 @@ class TrainStep(Protocol):
     """What ``net.compile_step(optimizer)`` returns.
 
     ``step(x, t)`` runs one training step on the batch ``(x, t)`` and returns its loss
-    (before the update) as a 0-d array, left on the device.  ``step.run(x, t,
-    index_batches)`` runs one step per row of ``index_batches`` (an integer array ``(k, B)``
-    on the device), on ``take(x, row)`` and ``take(t, row)``, and returns the ``k`` losses as
-    an array ``(k,)``.  ``step.kind`` names the path (``"eager"``, ``"jax.jit"``,
-    ``"torch CUDA graph"``); ``step.net`` and ``step.optimizer`` are what it trains with.
-    The optimizer's hyperparameters are read at every call (a learning-rate schedule
-    works); its ``iter`` counts the steps.  The network's own settings (layer shapes,
-    Dropout's ratio, BatchNorm's momentum, weight decay) are part of what a compiled step
-    compiles: build a new step after changing them.
+    (before the update) as a 0-d array, left on the device.  ``step.run(x, t, index_rows,
+    on_step=None)`` runs one step per row of ``index_rows`` (an integer array ``(k, B)``, on
+    the host or the device) on ``take(x, row)`` and ``take(t, row)``, and returns the ``k``
+    losses as an array ``(k,)``; ``on_step(loss)`` is called as soon as each step is made,
+    with its loss (a 0-d array; or the ``(k,)`` losses of steps made together), so a run
+    that an exception (Ctrl-C) stops has said which steps it made.  Both check the labels
+    before they train (``run``: all of ``t``, once).  ``step.kind`` names the
+    path (``"eager"``, ``"jax.jit"``, ``"torch CUDA graph"``); ``step.net`` and
+    ``step.optimizer`` are what it trains with.  The optimizer's hyperparameters are read at
+    every call (a learning-rate schedule works); its ``iter`` counts the steps.  The
+    network's own settings (layer shapes, Dropout's ratio, BatchNorm's momentum, weight
+    decay) are part of what a compiled step compiles: build a new step after changing them.
     """
 
     kind: str
@@ -67,93 +63,127 @@ class TrainStep(Protocol):
 
     def __call__(self, x: Any, t: Any) -> Any: ...
 
-    def run(self, x: Any, t: Any, index_batches: Any) -> Any: ...
-
-
-def apply_step(
-    net: Any,
-    optimizer: Optimizer,
-    params: MutableMapping[str, Any],
-    state: Any,
-    lr: Any,
-    it: Any,
-    x: Any,
-    t: Any,
-) -> Any:
-    """One training step of ``net`` on ``(x, t)``: the loss (0-d), ``params`` updated.
-
-    Backpropagation, then ``optimizer.step(params, grads, state, lr, it)``.  With plain
-    SGD the learning rate is backpropagated instead of 1 (every gradient comes out as
-    ``lr * grad``) and subtracted: one multiply per parameter fewer, the same update up to
-    rounding.  ``params`` must be the dict ``net`` reads; ``params``, ``state`` and
-    ``net``'s buffers are updated in place where arrays are mutable, rebound where not.
-    """
-    if type(optimizer) is SGD:
-        grads = net.backprop(x, t, lr)
-        for key in params:
-            params[key] -= grads[key]
-    else:
-        grads = net.backprop(x, t)
-        optimizer.step(params, grads, state, lr, it)
-    return net.last_loss
-
-
-def eager_step(net: Any, optimizer: Optimizer, x: Any, t: Any) -> Any:
-    """:func:`apply_step` on the network's own ``params`` and the optimizer's own state.
-
-    ``prepare`` checks the parameters before anything is computed; the step is counted
-    once it is done (a step that raises, e.g. on a bad label, is not counted).
-    """
-    state = optimizer.prepare(net.params)
-    it = optimizer.iter + 1
-    loss = apply_step(net, optimizer, net.params, state, optimizer.lr, it, x, t)
-    optimizer.iter = it
-    return loss
+    def run(
+        self, x: Any, t: Any, index_rows: Any, on_step: Callable[[Any], None] | None = None
+    ) -> Any: ...
 
 
 class EagerStep:
-    """:func:`eager_step` called as it is: the step where nothing compiles it."""
+    """The book's loop body, as it is: ``gradient``, then ``optimizer.update``.
+
+    ``net`` is any object with ``params`` and ``gradient(x, t)``; its loss is the one the
+    gradient's forward pass computed (``net.last_loss``) where it keeps one, else, as in
+    the book, ``net.loss(x, t)`` after the update.  ``backend`` says where ``run``'s host
+    index rows go (default: ``net.backend``, else the selected backend).
+    """
 
     kind = "eager"
 
-    def __init__(self, net: Any, optimizer: Optimizer | float) -> None:
-        self.net, self.optimizer = net, as_optimizer(optimizer)
-        self._checked_labels: list[Any] = []  # label arrays validated already (kept alive)
+    def __init__(self, net: Any, optimizer: Optimizer | float, backend: Any = None) -> None:
+        from xprop.backend import get_backend
+
+        has_update = callable(getattr(optimizer, "update", None))  # the book's protocol
+        self.net, self.optimizer = net, optimizer if has_update else as_optimizer(optimizer)
+        self.backend = get_backend(backend or getattr(net, "backend", None))
+        # run() checks all its labels first, by the loss layer's rules (a network's)
+        self.labels = LabelCheck(net) if hasattr(net, "last_layer") else None
+
+    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
+        """The gradients the update takes (:class:`DataParallelStep` averages them)."""
+        return self.net.gradient(x, t)
 
     def __call__(self, x: Any, t: Any) -> Any:
-        return eager_step(self.net, self.optimizer, x, t)
+        net = self.net
+        if isinstance(self.optimizer, Optimizer):  # parameters it cannot update: before any
+            self.optimizer.prepare(net.params)  # work (a refused step changes nothing)
+        grads = self.gradient(x, t)
+        loss = getattr(net, "last_loss", None)
+        self.optimizer.update(net.params, grads)
+        return net.loss(x, t) if loss is None else loss
 
-    def run(self, x: Any, t: Any, index_batches: Any) -> Any:
-        """One step per row of ``index_batches``; the losses as an array ``(k,)``."""
+    def run(
+        self, x: Any, t: Any, index_rows: Any, on_step: Callable[[Any], None] | None = None
+    ) -> Any:
+        """One step per row of ``index_rows``; the losses as an array ``(k,)``."""
         xp = namespace(x)
-        index_batches = check_run_inputs(self.net, x, t, index_batches, self._checked_labels)
-        if not index_batches.shape[0]:  # no rows, no steps
-            params = next(iter(self.net.params.values()))
-            return xp.zeros((0,), dtype=params.dtype, device=device_of(params))
-        losses = []
-        for i in range(index_batches.shape[0]):
-            idx = index_batches[i, ...]
-            losses.append(self(xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)))
-        return xp.stack(losses)
+        rows = check_rows(self.backend, x, t, index_rows)
+        if self.labels is not None:
+            self.labels(x, t)
+        made = []
+        for i in range(rows.shape[0]):
+            row = rows[i, ...]
+            made.append(self(xp.take(x, row, axis=0), xp.take(t, row, axis=0)))
+            if on_step is not None:
+                on_step(made[-1])
+        if made:
+            return xp.stack(made)
+        like = next(iter(self.net.params.values()))
+        return xp.zeros((0,), dtype=like.dtype, device=self.backend.device)
 
 
-def check_network(net: Any) -> None:
-    """Raise ``TypeError`` unless ``net`` follows the network model a step trains.
+class DataParallelStep(EagerStep):
+    """The eager step of one rank of a data-parallel run (:mod:`xprop.distributed`).
 
-    That is :class:`xprop.nets.network.Network`'s protocol: ``params``, ``backend``,
-    ``backprop``, ``last_loss``, ``running_stats``/``set_running_stats`` and ``replica``.
+    Each rank computes the gradient of its slice of the global batch; the ranks average
+    them (``dp``, a :class:`~xprop.distributed.DataParallel` made from ``comm`` if need be)
+    before the update, which is then the global batch's.  Made by the ``Trainer``, which
+    passes its ``settings``: every setting that fixes how many collectives a rank makes
+    (ranks that differ would wait for each other forever), its ``"seed"`` and whether
+    it was asked to compile.  They are compared between the ranks with the optimizer's
+    class and hyperparameters (one ``allgather``) before anything else; then every rank
+    takes rank 0's parameters (a shape or dtype that differs is named), and the network's
+    configuration and weight decay are compared (ranks that differ would train a hybrid).
+    A difference raises :class:`~xprop.distributed.DistributedError` on every rank, naming
+    each rank's value.  ``seed`` and ``local_batch`` are the run's: without a seed, rank 0
+    draws one for all (every rank must draw the same minibatch indices).
     """
-    missing = [
-        name
-        for name in ("params", "backend", "backprop", "running_stats", "set_running_stats")
-        if not hasattr(net, name)
-    ]
-    if missing:
-        raise TypeError(
-            f"{type(net).__name__} cannot be trained by a compiled step: it lacks "
-            f"{', '.join(missing)}; build it on xprop.nets.network.Network (params, layers "
-            "and last_layer in __init__), or train it with Trainer(..., compiled=False)"
+
+    def __init__(self, net: Any, optimizer: Any, comm: Any, settings: dict[str, Any]) -> None:
+        from xprop.distributed import DataParallel
+
+        super().__init__(net, optimizer)
+        if settings.get("compiled"):
+            raise ValueError(
+                "compiled=True with comm=: data-parallel training runs the eager step (the "
+                "ranks average their gradients between the gradient and the update); leave "
+                "compiled unset or pass compiled=False"
+            )
+        self.dp = comm if isinstance(comm, DataParallel) else DataParallel(comm)
+        why = (
+            "(every rank passes the whole data set and the same arguments: the ranks draw "
+            "the same minibatch indices and each computes its slice of them, so a shard of "
+            "the data per rank does not work)"
         )
+        opt = self.optimizer
+        optimizer = [type(opt).__name__, getattr(opt, "hyperparameters", dict)()]
+        self.dp.check_equal({**settings, "optimizer": optimizer}, f"Trainer's settings {why}")
+        self.local_batch = self.dp.local_batch_size(settings["mini_batch_size"])
+        self.seed = settings["seed"]
+        if self.seed is None and self.dp.size > 1:
+            self.seed = self.dp.comm.bcast(secrets.randbits(63), root=0)
+        # Every rank starts from rank 0's parameters (a shape or dtype that differs is named
+        # here); then the settings that change no shape but the arithmetic must agree too.
+        self.dp.broadcast_params(net.params)
+        network = {
+            "class": type(net).__name__,
+            **getattr(net, "_checkpoint_config", dict)(),
+            "weight_decay_lambda": getattr(net, "weight_decay_lambda", None),
+        }
+        self.dp.check_equal({"network": network}, f"network's settings {why}")
+
+    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
+        return self.dp.average_gradients(self.net.gradient(x, t))
+
+    def accuracy(self, x: Any, t: Any) -> float:
+        """The network's accuracy on ``x``, each rank scoring its share (the same result on
+        every rank), with BatchNorm's statistics first averaged over the ranks (each rank's
+        are those of its slices)."""
+        stats = getattr(self.net, "running_stats", dict)()
+        if stats:
+            self.net.set_running_stats(
+                self.dp.average_arrays(stats, "BatchNorm running statistics")
+            )
+        return self.dp.accuracy(self.net, x, t)
 
 
 def as_optimizer(optimizer: Any) -> Optimizer:
@@ -161,97 +191,66 @@ def as_optimizer(optimizer: Any) -> Optimizer:
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
-        return sgd(optimizer)
+        return SGD(optimizer)  # SGD checks the learning rate
     raise TypeError(
         f"compile_step takes an optimizer of xprop.optimizers (e.g. Adam(lr=0.001)) or a "
         f"learning rate for plain SGD, got {type(optimizer).__name__} {optimizer!r}"
     )
 
 
-def sgd(lr: Any) -> SGD:
-    """``SGD(lr)`` with ``lr`` checked by :func:`check_learning_rate`."""
-    return SGD(check_learning_rate(lr))
+def check_rows(backend: Any, x: Any, t: Any, index_rows: Any) -> Any:
+    """The index rows a ``run`` trains on, checked, on ``backend``'s device.
 
-
-def check_learning_rate(lr: Any) -> float:
-    """``lr`` as a Python float; ``TypeError``/``ValueError`` unless a finite positive number."""
-    if type(lr) is float and 0.0 < lr < math.inf:
-        return lr
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(
-            f"the learning rate must be a real number, got {type(lr).__name__} {lr!r}; "
-            "pass e.g. lr=0.1"
-        )
-    lr = float(lr)  # a NumPy float too, but never a 0-d array mixed into the maths
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"the learning rate must be finite and positive, got {lr!r}")
-    return float(lr)
-
-
-def random_layers(net: Any) -> list[Any]:
-    """The layers of ``net`` that draw random masks (Dropout), in forward order."""
-    return [layer for layer in net.layers.values() if callable(getattr(layer, "draw_keys", None))]
-
-
-def draw_keys(layers: list[Any], steps: int) -> list[list[list[int]]] | None:
-    """The mask keys of ``steps`` training steps for ``layers``: host integers, nested
-    ``[step][layer][2]``, drawn from each layer's generator in the order the eager path
-    draws them (step by step, layer by layer); ``None`` without such layers.  A step puts
-    them on the device with ``backend.asarray(keys, dtype="int32")``."""
-    if not layers:
-        return None
-    return [[[int(k) for k in layer.draw_keys()] for layer in layers] for _ in range(steps)]
-
-
-def check_run_inputs(net: Any, x: Any, t: Any, index_batches: Any, checked: list[Any]) -> Any:
-    """What a compiled ``run`` checks before it starts (nothing can raise inside it).
-
-    ``index_batches`` must be a 2-D integer array with every index in ``[0, len(x))``:
-    checked where it lies (host indices, as a NumPy array, cost no device read; they are
-    then copied to the device once).
-    When the network checks labels, the labels ``t`` are validated once per array
-    (:func:`xprop.validate_labels`, one device read), ``checked`` keeping the arrays already
-    validated.  Returns the index rows on the device.
+    ``index_rows`` must be a 2-D integer array with every index in ``[0, len(x))``:
+    checked where it lies (host indices, as a NumPy array, cost no device read), then put
+    on the device (one copy for the run).  ``x`` and ``t`` must have as many samples.
     """
-    xp = namespace(x)
-    try:  # the indices' own library: host indices (NumPy) are checked where they are
-        ns = namespace(index_batches)
+    try:  # the rows' own library: host indices are checked where they are
+        ns = namespace(index_rows)
     except TypeError:  # a list: put it on the device first
-        index_batches, ns = net.backend.asarray(index_batches), xp
-    shape = tuple(index_batches.shape)
-    if len(shape) != 2 or not ns.isdtype(index_batches.dtype, "integral"):
+        index_rows = backend.asarray(index_rows)
+        ns = namespace(index_rows)
+    shape = tuple(index_rows.shape)
+    if len(shape) != 2 or not ns.isdtype(index_rows.dtype, "integral"):
         raise ValueError(
             f"index_batches must be an integer array (k, B) of minibatch indices, one row "
-            f"per step, got {index_batches.dtype} of shape {shape}"
+            f"per step, got {index_rows.dtype} of shape {shape}"
         )
     if x.shape[0] != t.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but t has {t.shape[0]} labels")
     n = x.shape[0]
     if shape[0] and shape[1]:
         # Free for host indices; for indices on an accelerator, a read once per run.
-        lo, hi = int(ns.min(index_batches)), int(ns.max(index_batches))
+        lo, hi = int(ns.min(index_rows)), int(ns.max(index_rows))
         if lo < 0 or hi >= n:
             raise IndexError(
                 f"index_batches holds indices in [{lo}, {hi}] but x has {n} samples "
                 f"(valid indices are 0..{n - 1})"
             )
-    if ns is not xp:
-        index_batches = net.backend.asarray(index_batches)  # one copy for the run
-    if not any(t is seen for seen in checked):
-        check_labels(net, t)
-        checked.append(t)
-        del checked[:-4]  # a few data sets at most; the arrays are kept alive
-    return index_batches
+    return index_rows if ns is namespace(x) else backend.asarray(index_rows)
 
 
-def check_labels(net: Any, t: Any) -> None:
-    """Validate labels ``t`` (:func:`xprop.validate_labels`) when the network checks labels.
+class LabelCheck:
+    """The labels of a compiled step, checked before it runs: a compiled program cannot
+    raise on data.
 
-    A compiled program cannot raise on data, so a compiled step checks its labels before
-    it runs, never inside: one device read, as the eager step's loss layer makes.
+    The loss layer's own rules (:mod:`xprop.checks`): the labels' shape against the batch
+    and, when the network's loss layer checks labels, their range (one device read per
+    call, as the eager step's loss layer makes).  The number of classes is the network's
+    ``output_size``, else the width of its scores for one sample (one forward pass, once).
     """
-    from xprop.nn.functions import validate_labels
 
-    classes = getattr(net, "output_size", None)
-    if classes is not None and getattr(net.last_layer, "check_labels", False):
-        validate_labels(t, classes)
+    def __init__(self, net: Any) -> None:
+        self.net, self.classes = net, None
+
+    def __call__(self, x: Any, t: Any) -> None:
+        net = self.net
+        xp = namespace(t)  # host labels are fine: the compiled program copies them
+        if self.classes is None:
+            size = getattr(net, "output_size", None)
+            self.classes = size if isinstance(size, int) else net.predict(x[:1, ...]).shape[-1]
+        is_hot = labels_are_one_hot(xp, t)
+        check_label_shape((x.shape[0], self.classes), tuple(t.shape), is_hot, "logits")
+        if not is_hot and getattr(net.last_layer, "check_labels", False):
+            c = self.classes
+            check_label_range(xp, as_label_dtype(xp, t, label_dtype(xp, t, c)), c)

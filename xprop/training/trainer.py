@@ -2,32 +2,34 @@
 
 The loop is the book's — random minibatches drawn with replacement, ``network.gradient``,
 ``optimizer.update(network.params, grads)``, accuracy on a sample (or all) of the training
-and test data once per epoch — with what research code on any backend needs: the steps run
-through the network's compiled step (``net.compile_step(optimizer)``: ``jax.jit`` on JAX, a
-CUDA graph for PyTorch on CUDA, the eager step elsewhere), the steps between two
-evaluations in one ``step.run``; indices drawn on the host from a seeded generator (the same
-batches on every backend, and on either path); losses kept on the device and read once per
-epoch (no host sync per step); a tqdm bar on a terminal and plain lines otherwise; a clear
-error when the loss diverges; and, with ``comm=``, data-parallel training on MPI ranks
-(:mod:`xprop.distributed`).  ``compiled=False`` runs the book's loop line by line.
-``max_iter=`` trains an exact number of steps, and ``report=`` receives every evaluation
-(an :class:`Evaluation`) and writes its line.
+and test data once per epoch — with what research code on any backend needs.  It drives one
+step object (:mod:`xprop.training.step`): the network's compiled step by default
+(``net.compile_step(optimizer)``: ``jax.jit`` on JAX, a CUDA graph for PyTorch on CUDA), or
+with ``compiled=False`` the eager step, which is the book's loop body as it is; the steps
+between two evaluations go to one ``step.run`` as rows of minibatch indices drawn on the
+host from a seeded generator (the same batches on every backend and path).  Losses are
+kept on the device and read once per epoch (no host sync per step); a tqdm bar on a
+terminal, plain lines otherwise; a clear error when the loss diverges; with ``comm=``,
+data-parallel training on MPI ranks (:mod:`xprop.distributed`), the eager step with its
+gradients averaged between the ranks.  ``max_iter=`` trains an exact number of steps, and
+``report=`` receives every evaluation (an :class:`Evaluation`) and writes its line.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from xprop._namespace import check_count, check_flag, namespace
+from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
-from xprop.nets.network import Network
+from xprop.checks import check_count, check_data, check_flag, check_model
+from xprop.nn.batch_norm import BatchNormalization
 from xprop.optimizers import get_optimizer
-from xprop.training.compile import compile_step
+from xprop.training.compile import compilable, compile_step
+from xprop.training.step import DataParallelStep, EagerStep
 
 __all__ = ["Evaluation", "Trainer"]
 
@@ -169,32 +171,15 @@ class Trainer:
     """
 
     def __init__(
-        self,
-        network: Any,
-        x_train: Any,
-        t_train: Any,
-        x_test: Any,
-        t_test: Any,
-        epochs: int = 20,
-        mini_batch_size: int = 100,
-        optimizer: Any = "SGD",
+        self, network: Any, x_train: Any, t_train: Any, x_test: Any, t_test: Any,
+        epochs: int = 20, mini_batch_size: int = 100, optimizer: Any = "SGD",
         optimizer_param: Mapping[str, float] | None = None,
-        evaluate_sample_num_per_epoch: int | None = None,
-        verbose: bool = True,
-        *,
-        max_iter: int | None = None,
-        report: Callable[[Evaluation], str | None] | None = None,
-        seed: int | None = None,
-        backend: Backend | None = None,
-        comm: Any = None,
+        evaluate_sample_num_per_epoch: int | None = None, verbose: bool = True, *,
+        max_iter: int | None = None, report: Callable[[Evaluation], str | None] | None = None,
+        seed: int | None = None, backend: Backend | None = None, comm: Any = None,
         compiled: bool | None = None,
-    ) -> None:
-        for name in ("params", "gradient", "loss", "accuracy"):
-            if not hasattr(network, name):
-                raise TypeError(
-                    f"network must have params, gradient, loss and accuracy (like "
-                    f"xprop.MultiLayerNetExtend); {type(network).__name__} has no {name!r}"
-                )
+    ) -> None:  # fmt: skip
+        check_model(network, ("params", "gradient", "loss", "accuracy"))
         if compiled is not None:
             check_flag(compiled, "compiled")
         check_count(epochs, "epochs")
@@ -202,307 +187,164 @@ class Trainer:
         if evaluate_sample_num_per_epoch is not None:
             check_count(evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch")
         if max_iter is not None:
-            max_iter = check_count(max_iter, "max_iter")
+            check_count(max_iter, "max_iter")
         if report is not None and not callable(report):
             raise TypeError(f"report must be callable, got {type(report).__name__} {report!r}")
-        xp = _check_data(network, x_train, t_train, x_test, t_test)
-        for what, x, t in (("training", x_train, t_train), ("test", x_test, t_test)):
-            if x.shape[0] != t.shape[0]:
-                raise ValueError(
-                    f"the {what} data have {x.shape[0]} samples but {t.shape[0]} labels; "
-                    "they must match"
-                )
-            if x.shape[0] == 0:
-                raise ValueError(f"the {what} data are empty; pass at least one sample")
+        self.backend = get_backend(backend or getattr(network, "backend", None))
+        like = next(iter(network.params.values()), None)
+        self._xp = check_data(like, self.backend.name, x_train, t_train, x_test, t_test)
         if isinstance(optimizer, str) and optimizer_param is None:
             optimizer_param = {"lr": 0.01}  # the book's default, whatever the optimizer
-        train_size = x_train.shape[0]
-        iter_per_epoch = max(train_size / mini_batch_size, 1)
-        if max_iter is None:
-            max_iter = int(epochs * iter_per_epoch)
-        self.dp = _data_parallel(comm)
-        local_batch = mini_batch_size
-        if self.dp is not None:
-            # These settings fix how many collectives each rank makes (steps, evaluations,
-            # the final training accuracy): ranks that differ would wait for each other
-            # forever, so they are compared before anything else moves (one allgather).
-            self.dp.check_equal(
-                {
-                    "training samples": int(train_size),
-                    "test samples": int(x_test.shape[0]),
-                    "mini_batch_size": mini_batch_size,
-                    "epochs": epochs,
-                    "max_iter": max_iter,
-                    "evaluate_sample_num_per_epoch": evaluate_sample_num_per_epoch,
-                    "report": "given" if report is not None else None,
-                    "compiled": compiled,
-                    "BatchNorm running statistics": len(getattr(network, "running_stats", dict)()),
-                    "seed": seed,
-                },
-                "Trainer's settings (every rank passes the whole data set and the same "
-                "arguments: the ranks draw the same minibatch indices and each computes "
-                "its slice of them, so a shard of the data per rank does not work)",
-            )
-            local_batch = self.dp.local_batch_size(mini_batch_size)  # divides, or a clear error
-            if seed is None and self.dp.size > 1:
-                # Every rank must draw the same minibatch indices (each computes its slice
-                # of them): without a seed, rank 0 draws one for all.
-                seed = self.dp.comm.bcast(secrets.randbits(63), root=0)
-        _check_batch_norm_batch(network, local_batch, mini_batch_size)
-        if self.dp is not None:
-            self.dp.broadcast_params(network.params)  # every rank starts from rank 0's
-            verbose = verbose and self.dp.is_root
-        self.network = network
-        self.verbose = verbose
-        self.report = report
-        self.x_train, self.t_train = x_train, t_train
-        self.x_test, self.t_test = x_test, t_test
-        self.epochs = epochs
-        self.batch_size = mini_batch_size
-        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.optimizer = get_optimizer(optimizer, optimizer_param)
-        #: The compiled step the steps run through, or None for the book's loop.
-        self.step = None
-        if compiled is None:  # compiled where the network follows the model a step trains
-            compiled = self.dp is None and isinstance(network, Network)
-        if compiled and self.dp is not None:
-            raise ValueError(
-                "compiled=True with comm=: data-parallel training runs the book's loop (the "
-                "ranks average their gradients between the gradient and the update); leave "
-                "compiled unset or pass compiled=False"
-            )
-        if compiled:
+        self.train_size = x_train.shape[0]
+        self.iter_per_epoch = max(self.train_size / mini_batch_size, 1)
+        self.max_iter = max_iter or int(epochs * self.iter_per_epoch)
+        self.dp = None
+        if comm is not None:  # every rank computes its slice of each global batch
+            settings = {
+                "training samples": int(self.train_size), "test samples": int(x_test.shape[0]),
+                "mini_batch_size": mini_batch_size, "epochs": epochs, "max_iter": self.max_iter,
+                "evaluate_sample_num_per_epoch": evaluate_sample_num_per_epoch,
+                "report": "given" if report is not None else None, "compiled": compiled,
+                "seed": seed,
+            }  # fmt: skip
+            self.step: Any = DataParallelStep(network, self.optimizer, comm, settings)
+            self.dp, seed, verbose = self.step.dp, self.step.seed, verbose and self.step.dp.is_root
+        elif compiled is False or (compiled is None and not compilable(network)):
+            self.step = EagerStep(network, self.optimizer, self.backend)
+        else:
             self.step = compile_step(network, self.optimizer)
-
-        self.backend = get_backend(backend or getattr(network, "backend", None))
-        self._xp = xp
-        self._rng = self.backend.rng(seed)
-        self.train_size = train_size
-        self.iter_per_epoch = iter_per_epoch
-        self.max_iter = max_iter
-        self.current_iter = 0
-        self.current_epoch = 0
-        self._next_eval = 0.0
-
-        self.train_loss_list: list[float] = []
-        self.train_acc_list: list[float] = []
-        self.test_acc_list: list[float] = []
+        local_batch = getattr(self.step, "local_batch", mini_batch_size)  # per rank
+        _check_batch_norm_batch(network, local_batch, mini_batch_size)
+        self.network, self.verbose, self.report = network, verbose, report
+        self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
+        self.epochs, self.batch_size = epochs, mini_batch_size
+        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
+        self.current_iter = self.current_epoch = 0
+        self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []  # floats
         self.test_acc: float | None = None
-        self._pending: list[Any] = []  # this epoch's losses, still on the device
-        self._block: Any = None  # minibatch indices of the coming steps, on the device
-        self._block_steps = self._cursor = 0
-        self._drawn: Any = None  # compiled path: host index rows drawn, not yet trained on
-        self._owed: _Owed | None = None  # an evaluation that an exception cut short
-        self._bar: Any = None
-        self._bar_waits = False  # train() starts the bar after the evaluation due first
-        self._uses_last_loss = hasattr(network, "last_loss")
+        self._rng = self.backend.rng(seed)  # draws the minibatch indices, on the host
+        self._rows: Any = None  # index rows drawn for the coming steps, not trained on yet
+        self._losses: list[Any] = []  # the losses since the last evaluation, on the device
+        self._next_eval = 0.0  # the step after which the next epoch's evaluation is due
+        self._evaluation: _Evaluation | None = None  # one an exception (Ctrl-C) cut short
+        self._bar = _Progress(self)
 
     def train_step(self) -> None:
         """One minibatch step; evaluates when an epoch begins (the book's ``train_step``).
 
-        A step counts once its update is made: an exception before that (a
-        ``KeyboardInterrupt`` in the gradient, say) leaves the step to be taken again, on
-        the same minibatch, and one in the evaluation after it leaves the evaluation owed,
-        made first by the next call (or :meth:`train`).
+        An exception (a ``KeyboardInterrupt``) before the step's update leaves the step to
+        be taken again, on the same minibatch; one in the evaluation after it leaves the
+        evaluation to be finished first by the next call (or :meth:`train`).
         """
-        if self._owed is not None:
-            if self._owed.final:  # training goes on: train() will make a new final one
-                self._owed = None
-            else:
-                self._finish_evaluation()
-        if self.step is not None:
-            self._run_steps(1)
-            return
-        xp, net = self._xp, self.network
-        idx = self._next_indices()
-        x_batch = xp.take(self.x_train, idx, axis=0)
-        t_batch = xp.take(self.t_train, idx, axis=0)
-
-        grads = net.gradient(x_batch, t_batch)
-        if self.dp is not None:  # the mean over the ranks: the global batch's gradient
-            grads = self.dp.average_gradients(grads)
-        self.optimizer.update(net.params, grads)
-        # The gradient pass's loss where the network keeps it: no extra forward pass.
-        loss = net.last_loss if self._uses_last_loss else net.loss(x_batch, t_batch)
-        # The step is made: count it before anything else can fail.
-        self._cursor += 1
-        self.current_iter += 1
-        self._pending.append(loss)
-        if self._bar is not None:
-            self._bar.update(1)
-        self._evaluate_if_due(self.current_iter - 1)
-
-    def _next_indices(self) -> Any:
-        """This step's minibatch indices, from a block of an epoch's steps on the device.
-
-        The indices are drawn on the host (the same numbers on every backend), an epoch's
-        worth at a time: one draw of ``(k, B)`` holds the numbers of ``k`` draws of ``B``,
-        and one copy to the device per epoch spares each step a host-to-device copy.  The
-        step moves the cursor on once it has updated the parameters.
-        """
-        if self._cursor >= self._block_steps:
-            left = max(self.max_iter - self.current_iter, 1)
-            steps = min(math.ceil(self.iter_per_epoch), left)
-            block = self._rng.choice(self.train_size, (steps, self.batch_size))
-            if self.dp is not None:  # data parallel: this rank's slice of each global batch
-                block = self.dp.shard(block)
-            self._block, self._block_steps, self._cursor = block, steps, 0
-        return self._block[self._cursor, ...]
-
-    def _run_steps(self, steps: int) -> None:
-        """``steps`` compiled steps in one ``step.run``; evaluates if the last one is due.
-
-        The indices come from the generator that :meth:`_next_indices` draws from, in the
-        same order: the same minibatches as the book's loop.
-        """
-        drawn = self._drawn  # rows drawn for a run that an exception stopped, if any
-        have = 0 if drawn is None else drawn.shape[0]
-        if have < steps:
-            more = self._rng.generator.integers(
-                0, self.train_size, (steps - have, self.batch_size), dtype="int64"
-            )  # HostRNG.choice's numbers; the step copies them to the device once
-            drawn = more if drawn is None else namespace(more).concat([drawn, more])
-        self._drawn = drawn  # kept until the run is made: a retry trains on the same rows
-        losses = self.step.run(self.x_train, self.t_train, drawn[:steps, ...])
-        self._drawn = drawn[steps:, ...] if drawn.shape[0] > steps else None
-        self.current_iter += steps
-        self._pending.append(losses)
-        if self._bar is not None:
-            self._bar.update(steps)
-        self._evaluate_if_due(self.current_iter - 1)
-
-    def _steps_to_evaluation(self) -> int:
-        """The steps from now up to the next evaluation (included) or the end."""
-        due = max(math.ceil(self._next_eval), self.current_iter)
-        return min(due - self.current_iter + 1, self.max_iter - self.current_iter)
+        self._resume(final_too=False)
+        self._run(1)
 
     def train(self) -> float:
         """Run all ``max_iter`` steps, then return the accuracy on all the test data."""
         # The bar starts after an evaluation due first (after step 0, say): its clock and
-        # rate are the steps', not the first evaluation's nor a warm-up step's alone.
-        self._bar_waits = self._owed is not None or self.current_iter >= self._next_eval
-        self._bar = None if self._bar_waits else self._progress_bar()
+        # rate are the steps', not the first evaluation's.
+        self._bar.start(waits=self._evaluation is not None or self.current_iter >= self._next_eval)
         try:
-            if self._owed is not None and not self._owed.final:
-                self._finish_evaluation()  # the one an exception (Ctrl-C) cut short
-            if self.step is not None:
-                while self.current_iter < self.max_iter:
-                    self._run_steps(self._steps_to_evaluation())
-            for _ in range(self.max_iter - self.current_iter):
-                self.train_step()
-            if self._owed is None:
-                self._owed = _Owed(self.current_iter - 1, final=True)
+            self._resume(final_too=True)
+            while self.current_iter < self.max_iter:
+                due = max(math.ceil(self._next_eval), self.current_iter)  # the next evaluation
+                self._run(min(due - self.current_iter + 1, self.max_iter - self.current_iter))
+            if self._evaluation is None:
+                self._evaluation = _Evaluation(self.current_iter - 1, final=True)
             self._finish_evaluation()
         finally:
-            self._bar_waits = False
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
+            self._bar.close()
         return self.test_acc
 
-    def _samples(self) -> tuple[Any, Any, Any, Any]:
-        """The training and test data an epoch's evaluation measures."""
-        x_train, t_train, x_test, t_test = self.x_train, self.t_train, self.x_test, self.t_test
-        n = self.evaluate_sample_num_per_epoch
-        if n is not None:  # the first n, or all there are (the standard has no slice stop
-            # past the end: array_api_strict refuses one)
-            m = min(n, x_train.shape[0])
-            x_train, t_train = x_train[:m, ...], t_train[:m, ...]
-            m = min(n, x_test.shape[0])
-            x_test, t_test = x_test[:m, ...], t_test[:m, ...]
-        return x_train, t_train, x_test, t_test
+    def _resume(self, final_too: bool) -> None:
+        """Finish what an exception (Ctrl-C) cut short: an epoch's evaluation now, a final
+        one at the end of :meth:`train` (none if training goes on), and the evaluation due
+        after the last step made."""
+        if self._evaluation is not None and not self._evaluation.final:
+            self._finish_evaluation()
+        elif not final_too:
+            self._evaluation = None
+        self._evaluate_if_due(self.current_iter - 1)
 
-    def _wait_for_steps(self) -> float:
-        """Wait for the device to finish the steps queued so far; the time then."""
-        self.backend.synchronize(*self._pending, *self.network.params.values())
-        return time.perf_counter()
+    def _run(self, steps: int) -> None:
+        """``steps`` steps in one ``step.run``; the evaluation after the last, if due.
+
+        The index rows are drawn once and kept until trained on: a run that an exception
+        stops has counted each step it made (``on_step``), and the steps it did not make
+        are taken next on the same rows.
+        """
+        have = 0 if self._rows is None else self._rows.shape[0]
+        if have < steps:  # HostRNG.choice's numbers, on the host: the step copies them once
+            more = self._rng.generator.integers(
+                0, self.train_size, (steps - have, self.batch_size), dtype="int64"
+            )
+            self._rows = more if self._rows is None else namespace(more).concat([self._rows, more])
+
+        def on_step(loss: Any) -> None:  # a step (or k steps at once) made: count it now
+            done = 1 if getattr(loss, "ndim", 0) == 0 else int(loss.shape[0])
+            self._rows = self._rows[done:, ...] if done < self._rows.shape[0] else None
+            self.current_iter += done
+            self._losses.append(loss)
+            self._bar.update(done)
+
+        rows = self._rows[:steps, ...]
+        local = rows if self.dp is None else self.dp.shard(rows)  # this rank's slice
+        self.step.run(self.x_train, self.t_train, local, on_step)
+        self._evaluate_if_due(self.current_iter - 1)
 
     def _evaluate_if_due(self, iteration: int) -> None:
         """The epoch's evaluation after step ``iteration`` if one is due."""
         if iteration >= self._next_eval:
             self._next_eval += self.iter_per_epoch
             self.current_epoch += 1
-            self._owed = _Owed(iteration)
+            self._evaluation = _Evaluation(iteration)
             self._finish_evaluation()
 
     def _finish_evaluation(self) -> None:
-        """Make the owed evaluation: the losses read, the accuracies, the report.
+        """Make the evaluation under way: the losses read, the accuracies, the report.
 
         Each part is kept as soon as it is measured, so an evaluation that an exception
         (Ctrl-C) cut short is finished by the next :meth:`train` or :meth:`train_step`
         without measuring any part twice or losing the losses read.
         """
-        owed = self._owed
-        if owed.mean_loss is None:
-            owed.start = self._wait_for_steps()
-            owed.mean_loss = self._flush_losses()
-        if owed.final:
-            if owed.test_acc is None:
-                owed.test_acc = self._accuracy(self.x_test, self.t_test)
-            self.test_acc = owed.test_acc
-            if self.report is not None and owed.train_acc is None:
-                owed.train_acc = self._accuracy(*self._samples()[:2])
-        else:
-            x_train, t_train, x_test, t_test = self._samples()
-            if owed.train_acc is None:
-                owed.train_acc = self._accuracy(x_train, t_train)
-            if owed.test_acc is None:
-                owed.test_acc = self._accuracy(x_test, t_test)
-            if not owed.recorded:
-                self.train_acc_list.append(owed.train_acc)
-                self.test_acc_list.append(owed.test_acc)
-                owed.recorded = True
-        if self.report is not None:
-            evaluation = Evaluation(
-                self.current_epoch, owed.iteration, owed.mean_loss, owed.train_acc,
-                owed.test_acc, time.perf_counter() - owed.start, final=owed.final,
-            )  # fmt: skip
-            lines = [self.report(evaluation)]
-        elif owed.final:
-            lines = [
-                "=============== Final Test Accuracy ===============",
-                f"test acc:{owed.test_acc:.4f}",
-            ]
-        else:
-            lines = [
-                f"=== epoch:{self.current_epoch}, train loss:{owed.mean_loss:.4f}, "
-                f"train acc:{owed.train_acc:.4f}, test acc:{owed.test_acc:.4f} ==="
-            ]
-        self._owed = None
-        for line in lines:
-            self._say(line)
-        if self._bar is None and self._bar_waits and not owed.final:
-            self._bar_waits = False
-            self._bar = self._progress_bar()  # from here on: the steps after it
-        if self._bar is not None:
-            # The bar's clock counts the steps only: its rate and ETA leave the evaluations
-            # out (the first one, on the whole data, may take longer than many steps).
-            self._bar.unpause()
-            if not owed.final:
-                self._bar.set_postfix(
-                    train_acc=f"{owed.train_acc:.4f}", test_acc=f"{owed.test_acc:.4f}"
-                )
-
-    def _say(self, line: str | None) -> None:
-        """Print ``line`` when verbose (through the bar on a terminal); ``None``: nothing."""
-        if not self.verbose or line is None:
-            return
-        if self._bar is not None:
-            self._bar.write(line)
-        else:
-            print(line, flush=True)
+        ev = self._evaluation
+        if ev.mean_loss is None:
+            self.backend.synchronize(*self._losses, *self.network.params.values())
+            ev.start = time.perf_counter()  # from when the device finished the steps
+            ev.mean_loss = self._flush_losses()
+        n = self.evaluate_sample_num_per_epoch  # the first n (at most all) of each set
+        data = (self.x_train, self.t_train, self.x_test, self.t_test)
+        x, t, xt, tt = (a[: min(n or a.shape[0], a.shape[0]), ...] for a in data)
+        if ev.final:
+            xt, tt = self.x_test, self.t_test  # all the test data
+        if ev.train_acc is None and (self.report is not None or not ev.final):
+            ev.train_acc = self._accuracy(x, t)
+        if ev.test_acc is None:
+            ev.test_acc = self._accuracy(xt, tt)
+        if ev.final:
+            self.test_acc = ev.test_acc
+        elif not ev.recorded:
+            self.train_acc_list.append(ev.train_acc)
+            self.test_acc_list.append(ev.test_acc)
+            ev.recorded = True
+        report = self.report or _Evaluation.book_line  # the report may stop: still under way
+        line = report(ev.result(self.current_epoch))
+        self._evaluation = None
+        self._bar.say(line)
+        self._bar.resume(ev)
 
     def _flush_losses(self) -> float:
         """Read the pending losses from the device (one read); their mean, or NaN if none."""
-        if not self._pending:
+        if not self._losses:
             return math.nan
         xp = self._xp
-        flat = [xp.reshape(xp.asarray(v), (-1,)) for v in self._pending]  # 0-d, or (k,)
+        flat = [xp.reshape(xp.asarray(v), (-1,)) for v in self._losses]  # 0-d, or (k,)
         losses = self.backend.to_numpy(xp.concat(flat)).tolist()
         if self.dp is not None:  # each rank's loss is on its slice: the mean is the batch's
             losses = self.dp.average(losses)
         start = len(self.train_loss_list)
-        self._pending = []  # read: kept in the list from here on
+        self._losses = []  # read: kept in the list from here on
         self.train_loss_list.extend(losses)
         bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
         if bad is not None:
@@ -513,17 +355,11 @@ class Trainer:
         return sum(losses) / len(losses)
 
     def _accuracy(self, x: Any, t: Any) -> float:
-        """The network's accuracy; data parallel, each rank scores a slice of ``x``."""
-        if self.dp is None:
-            return self.network.accuracy(x, t)
-        stats = getattr(self.network, "running_stats", dict)()
-        if stats:  # BatchNorm's statistics of each rank's slices: the ranks' mean
-            self.network.set_running_stats(
-                self.dp.average_arrays(stats, "BatchNorm running statistics")
-            )
-        return self.dp.accuracy(self.network, x, t)
+        """The network's accuracy (data parallel: each rank scores a slice of ``x``)."""
+        return (self.network if self.dp is None else self.step).accuracy(x, t)
 
     def _progress_bar(self) -> Any:
+        """A tqdm bar of the steps on a terminal (``None`` elsewhere, or without tqdm)."""
         if not (self.verbose and sys.stdout.isatty()):
             return None
         try:
@@ -536,65 +372,76 @@ class Trainer:
         )  # fmt: skip
 
 
-def _data_parallel(comm: Any) -> Any:
-    """A :class:`~xprop.distributed.DataParallel` for ``comm`` (as is if it is one), or None."""
-    if comm is None:
-        return None
-    from xprop.distributed import DataParallel
+class _Progress:
+    """What a :class:`Trainer` shows: its lines, through the tqdm bar on a terminal.
 
-    return comm if isinstance(comm, DataParallel) else DataParallel(comm)
+    The bar's clock counts the steps only: it is paused in the evaluations (their time is
+    not the steps'), and a bar that waits for the first evaluation starts after it.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer, self.bar, self.waits = trainer, None, False
+
+    def start(self, waits: bool) -> None:
+        self.waits = waits
+        self.bar = None if waits else self.trainer._progress_bar()
+
+    def update(self, steps: int) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def say(self, line: str | None) -> None:
+        """Print ``line`` when verbose; ``None``: nothing."""
+        if self.trainer.verbose and line is not None:
+            (self.bar.write if self.bar is not None else print)(line)
+
+    def resume(self, ev: _Evaluation) -> None:
+        """After an evaluation: the bar (started now if it waited) goes on, clock resumed."""
+        if self.bar is None and self.waits and not ev.final:
+            self.waits, self.bar = False, self.trainer._progress_bar()
+        if self.bar is not None:
+            self.bar.unpause()
+            if not ev.final:
+                self.bar.set_postfix(
+                    train_acc=f"{ev.train_acc:.4f}", test_acc=f"{ev.test_acc:.4f}"
+                )
+
+    def close(self) -> None:
+        self.waits = False
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
-class _Owed:
-    """An evaluation being made: what has been measured so far (``None``: not yet)."""
+class _Evaluation:
+    """An evaluation under way: what has been measured so far (``None``: not yet)."""
 
     def __init__(self, iteration: int, *, final: bool = False) -> None:
-        self.iteration = iteration
-        self.final = final
-        self.start = time.perf_counter()
+        self.iteration, self.final, self.start = iteration, final, time.perf_counter()
         self.mean_loss: float | None = None
         self.train_acc: float | None = None
         self.test_acc: float | None = None
         self.recorded = False  # appended to train_acc_list and test_acc_list
 
-
-def _check_data(network: Any, *arrays: Any) -> Any:
-    """The namespace of the data, checked to be arrays of the network's library and device.
-
-    Raises ``TypeError`` naming the data's type and library and the fix: Python lists
-    (convert them with ``backend.asarray``), arrays of two libraries, or data of another
-    library or device than the network's parameters (which would fail later, deep in a
-    layer, with the library's own message).
-    """
-    xp = namespace(*arrays)  # lists, strings and mixed libraries: a clear TypeError
-    backend = getattr(network, "backend", None)
-    if not isinstance(backend, Backend):
-        return xp
-    from array_api_compat import device as device_of
-
-    from xprop.libraries import library_for
-
-    data_library = library_for(xp).name
-    if data_library != backend.library.name:
-        raise TypeError(
-            f"the data are {data_library} arrays ({type(arrays[0]).__module__}."
-            f"{type(arrays[0]).__qualname__}) but the network is on {backend.name}; convert "
-            f"the data with network.backend.asarray(...) (e.g. xprop.get_backend("
-            f"{backend.name!r}).asarray(x)) or build the network on the data's backend "
-            f"(backend=xprop.get_backend({data_library!r}))"
+    @staticmethod
+    def book_line(ev: Evaluation) -> str:
+        """The book's line for an evaluation (the final one: two lines)."""
+        if ev.final:
+            return (
+                f"=============== Final Test Accuracy ===============\ntest acc:{ev.test_acc:.4f}"
+            )
+        return (
+            f"=== epoch:{ev.epoch}, train loss:{ev.train_loss:.4f}, "
+            f"train acc:{ev.train_acc:.4f}, test acc:{ev.test_acc:.4f} ==="
         )
-    wrong = {
-        str(device_of(a))
-        for a in arrays
-        if device_of(a) != backend.device and str(device_of(a)) != str(backend.device)
-    }
-    if wrong:
-        raise TypeError(
-            f"the data are on {', '.join(sorted(wrong))} but the network is on "
-            f"{backend.device}; put them on the network's device with "
-            "network.backend.asarray(...)"
-        )
-    return xp
+
+    def result(self, epoch: int) -> Evaluation:
+        """What ``report`` receives."""
+        seconds = time.perf_counter() - self.start
+        return Evaluation(
+            epoch, self.iteration, self.mean_loss, self.train_acc, self.test_acc, seconds,
+            self.final,
+        )  # fmt: skip
 
 
 def _check_batch_norm_batch(network: Any, local: int, global_batch: int) -> None:
@@ -603,8 +450,6 @@ def _check_batch_norm_batch(network: Any, local: int, global_batch: int) -> None
     Caught here, before anything runs, rather than at the first step (where the layer
     itself raises): the variance of one sample is 0, so BatchNorm would output ``beta``.
     """
-    from xprop.nn.batch_norm import BatchNormalization
-
     layers = getattr(network, "layers", None)
     if local >= 2 or not isinstance(layers, Mapping):
         return
