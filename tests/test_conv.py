@@ -223,3 +223,21 @@ def test_bad_input(backend: xprop.Backend) -> None:
         col2im(backend.asarray(_np(0, (3, 4))), (1, 1, 4, 4), 2, 2)
     with pytest.raises(RuntimeError, match=r"before Pooling\.forward"):
         Pooling(2, 2).backward(backend.asarray(_np(0, (1, 1, 2, 2))))
+
+
+def test_pooling_on_non_finite_values_is_as_documented(backend: xprop.Backend) -> None:
+    """docs/convolution.md, "Non-finite values": NaN windows send their gradient nowhere, an
+    infinite dout reaches the first maximum only (never inf * 0 = NaN elsewhere), an all
+    -inf window's gradient goes to its first element without padding."""
+    x = np.array([[1.0, 3.0, 0.0, 0.0], [2.0, 3.0, 0.0, 0.0],
+                  [np.nan, 1.0, -np.inf, -np.inf], [0.0, 5.0, -np.inf, -np.inf]])  # fmt: skip
+    layer = Pooling(2, 2, stride=2)
+    out = to_numpy(layer.forward(backend.asarray(x.reshape(1, 1, 4, 4))))[0, 0]
+    assert out[0, 0] == 3.0
+    assert np.isnan(out[1, 0])
+    assert out[1, 1] == -np.inf
+    dout = np.array([[np.inf, 1.0], [1.0, 2.0]]).reshape(1, 1, 2, 2)
+    dx = to_numpy(layer.backward(backend.asarray(dout)))[0, 0]
+    want = np.array([[0.0, np.inf, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0],
+                     [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]])  # fmt: skip
+    np.testing.assert_array_equal(dx, want)

@@ -209,3 +209,13 @@ def test_link_names_what_is_wrong(numpy_backend) -> None:
         net.link(None)
     with pytest.raises(TypeError, match=r"names layers \['Affine9'\] that do not exist"):
         net.link({"Affine1": ("W1", "b1"), "Affine2": ("W2",), "Affine9": ()})
+
+
+def test_a_checkpoint_of_other_sizes_says_what_to_build(numpy_backend, tmp_path) -> None:
+    """The hint names sizes, not a ``sizes`` argument no network of one's own has."""
+    TwoLayerNet(6, 5, 3, backend=numpy_backend, seed=0).save_params(tmp_path / "a.safetensors")
+    with pytest.raises(
+        xprop.CheckpointError,
+        match=r"build the network so that its weights W1, W2, \.\.\. have the sizes \[6, 5, 3\]",
+    ):
+        TwoLayerNet(6, 4, 3, backend=numpy_backend).load_params(tmp_path / "a.safetensors")

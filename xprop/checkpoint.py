@@ -220,7 +220,7 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
         if saved != ours:
             raise CheckpointError(
                 f"checkpoint {path}: {key} is {saved!r} in the file but {ours!r} in this "
-                f"{name}; build the network with the checkpoint's settings {info['config']}"
+                f"{name}; " + _config_fix(net, info["config"])
             )
 
     current = _net_arrays(net)
@@ -494,6 +494,18 @@ def _optimizer_state(
             shape, dtype = tuple(value.shape), state_dtype(_dtype_of(backend, value))
             _check_array(path, f"{OPTIMIZER_PREFIX}{slot}/{key}", arrays[key], shape, dtype)
     return state
+
+
+def _config_fix(net: Any, config: dict[str, Any]) -> str:
+    """How to build a network the checkpoint's configuration fits."""
+    if type(net)._checkpoint_config is not Checkpointable._checkpoint_config:
+        return f"build the network with the checkpoint's settings {config}"
+    # The default configuration: layer sizes read off the weights W1, W2, ..., which the
+    # class may take under any names.
+    return (
+        f"build the network so that its weights W1, W2, ... have the sizes {config.get('sizes')} "
+        "(input, then each layer's units) the checkpoint's have"
+    )
 
 
 def _optimizer_to_save(net: Any, optimizer: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from xprop._constants import zero
 from xprop.nn.im2col import (
     add_views,
     check_geometry,
@@ -96,7 +97,7 @@ class Pooling(Layer):
             if taken is not None:
                 first = first & ~taken
             taken = first if taken is None else taken | first
-            grads.append(dout * xp.astype(first, dout.dtype))
+            grads.append(xp.where(first, dout, zero(xp, dout)))  # inf dout: 0, not NaN
         H, W = x.shape[-2:]
         if s == ph == pw and p == 0:
             return _interleave(xp, grads, ph, pw, (H, W))

@@ -165,9 +165,9 @@ class Trainer:
     An exception in :meth:`train` (Ctrl-C, a ``report`` that raises) leaves the trainer
     where it stopped, and ``train()`` again goes on from there: exactly ``max_iter``
     updates and every evaluation in all.  A step counts once its update is made (one cut
-    short is taken again on the same minibatch); an evaluation cut short is finished
-    first, keeping what it had measured.  The progress bar's clock stops during the
-    evaluations: its rate and ETA are the steps'.
+    short is taken again on the same minibatch, also inside a ``step.run`` of several
+    steps); an evaluation cut short is finished first, keeping what it had measured.  The
+    progress bar's clock stops during the evaluations: its rate and ETA are the steps'.
     """
 
     def __init__(
