@@ -534,3 +534,45 @@ def test_jax_allocates_on_demand_when_ranks_share_a_node(env: dict, want: str) -
         check=True, timeout=120,
     ).stdout  # fmt: skip
     assert out.strip().splitlines()[-1] == want
+
+
+def test_a_backend_for_a_device_activates_it_and_so_does_training(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """CuPy runs kernels on its *current* device, not its arrays': a backend made for a
+    device asked for (``device=``, ``XPROP_DEVICE``, a rank's placement) makes it current
+    (``ArrayLibrary.activate``), and a ``Trainer`` does again when it trains (another
+    backend may have been made since).  Recorded here with array-api-strict's two
+    devices standing in for two GPUs."""
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    activated: list[str] = []
+
+    class Recording(xprop.ArrayLibrary):
+        name = "recording"
+        module = "array_api_strict"
+
+        def load(self):
+            return strict
+
+        def activate(self, device):
+            activated.append(str(device))
+
+        def to_numpy(self, x):
+            return np.asarray(strict.asarray(x, device=strict.Device("CPU_DEVICE")))
+
+    xprop.register_backend(Recording)
+    try:
+        assert xprop.get_backend("recording").name == "recording"
+        assert activated == []  # the default device: nothing asked for, nothing made current
+        be = xprop.get_backend("recording", device="device1", dtype="float64")
+        assert activated == [str(strict.Device("device1"))]
+        clean_env.setenv("XPROP_DEVICE", "device1")
+        xprop.get_backend("recording", dtype="float64")
+        assert len(activated) == 2
+        rng = np.random.default_rng(0)
+        x, t = be.asarray(rng.random((20, 3))), be.asarray(rng.integers(0, 2, 20))
+        net = xprop.TwoLayerNet(3, 4, 2, backend=be, seed=0)
+        xprop.Trainer(net, x, t, x, t, epochs=1, mini_batch_size=10, verbose=False).train()
+        assert activated[2:] == [str(strict.Device("device1"))]
+    finally:
+        unregister_backend("recording")

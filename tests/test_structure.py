@@ -29,6 +29,13 @@ depends on who imported first.  Hence:
 The test fails with each cycle's path, e.g. ``xprop.backend -> xprop.auto -> ... ->
 xprop.backend``, and the file and line of every edge on it.
 
+**Floors.**  The modules stand on floors (:data:`FLOORS`: the ground — namespaces, files, the
+array libraries —, then the checks and backends, what layers and steps compute with, the
+layers, the training steps, the networks, and the package's top), and every import goes
+down or stays on its floor: a lower floor can be read and tested without the ones above.
+``xprop.nets`` and ``xprop.training`` do not import each other at module level (a network
+compiles its step through one deferred import).
+
 **Import side effects.**  Importing a library must not change the process it is imported
 into: not its umask, its environment, its hooks, signal handlers, logging or warning
 filters, and it must not start threads or import the heavy array libraries (they load when a

@@ -168,6 +168,11 @@ class Backend:
         """
         self.library.synchronize(self.device, arrays)
 
+    def activate(self) -> None:
+        """Make this backend's device the one its library's kernels run on, in the calling
+        thread (CuPy; nothing to do elsewhere: :meth:`ArrayLibrary.activate`)."""
+        self.library.activate(self.device)
+
     @property
     def is_accelerator(self) -> bool:
         """Whether the device is a GPU-like accelerator."""
@@ -400,7 +405,10 @@ def _make(name: str, device: Any, dtype: Any) -> Backend:
             f"backend {name!r} made {probe.dtype} arrays when asked for "
             f"{_dtype_name(xp, float_dtype)}; choose another dtype (XPROP_DTYPE=float32)"
         )
-    return Backend(name=name, xp=xp, device=dev, dtype=float_dtype, library=lib)
+    backend = Backend(name=name, xp=xp, device=dev, dtype=float_dtype, library=lib)
+    if device is not None:  # asked for: its kernels run there too (CuPy's current device)
+        backend.activate()
+    return backend
 
 
 # --------------------------------------------------------------------------------------

@@ -132,6 +132,15 @@ class ArrayLibrary:
             f"{', '.join(str(d) for d in devices)}"
         )
 
+    def activate(self, device: Any) -> None:
+        """Make ``device`` the one this library's kernels run on, in the calling thread.
+
+        Most libraries run an operation where its arrays are (the default: nothing to
+        do); CuPy runs every kernel on its *current* device, so a backend on GPU 1 makes
+        GPU 1 current (:meth:`xprop.Backend.activate`, called when a backend is made for a
+        device asked for, and when a ``Trainer`` trains).
+        """
+
     def is_accelerator(self, device: Any) -> bool:
         """Whether ``device`` is a GPU-like accelerator (launch-bound for small work)."""
         text = str(device).lower()

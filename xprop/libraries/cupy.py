@@ -27,9 +27,10 @@ class CuPyLibrary(ArrayLibrary):
     ``full``, ``empty`` and the ``*_like`` functions ignore it and create on the current
     device, so a backend on GPU 1 would get its biases and constants on GPU 0.  CuPy runs
     every kernel on its current device, though, whatever device its inputs are on
-    (reading another GPU's memory over peer access, with a ``PerformanceWarning``): a
-    program that trains on another GPU than the current one must also make it current,
-    ``cupy.cuda.Device(i).use()`` (per thread).
+    (reading another GPU's memory over peer access, with a ``PerformanceWarning``), so
+    :meth:`activate` makes the backend's device current (``cupy.cuda.Device(i).use()``, per
+    thread) when a backend is made for a device asked for (``XPROP_DEVICE``, ``device=``,
+    an MPI rank's placement) and when a ``Trainer`` trains.
     """
 
     name = "cupy"
@@ -102,6 +103,11 @@ class CuPyLibrary(ArrayLibrary):
                 f"device {spec!r} is not a CUDA device for backend 'cupy'; "
                 "use a GPU index such as XPROP_DEVICE=0 or 'cuda:1'"
             ) from None
+
+    def activate(self, device: Any) -> None:
+        import cupy
+
+        cupy.cuda.Device(device.id).use()  # kernels run on the current device
 
     def is_accelerator(self, device: Any) -> bool:
         return True

@@ -244,6 +244,7 @@ class Trainer:
         """Run all ``max_iter`` steps, then return the accuracy on all the test data."""
         # The bar starts after an evaluation due first (after step 0, say): its clock and
         # rate are the steps', not the first evaluation's.
+        self.backend.activate()  # the device whose kernels train (CuPy's current device)
         self._bar.start(waits=self._evaluation is not None or self.current_iter >= self._next_eval)
         try:
             self._resume(final_too=True)
