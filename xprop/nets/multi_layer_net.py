@@ -200,13 +200,14 @@ class MultiLayerNet(Network):
             weight_decay = weight_decay + 0.5 * lam * namespace(W).sum(W**2)
         return weight_decay
 
-    def penalty_gradient(self, grads: dict[str, Any]) -> None:
-        """Each weight's gradient gains ``lambda * W``."""
+    def penalty_gradient(self, grads: dict[str, Any], dout: Any = 1) -> None:
+        """Each weight's gradient gains ``lambda * W`` (times ``dout``)."""
         lam = self.weight_decay_lambda
         if not lam:
             return
+        scale = lam if isinstance(dout, int) and dout == 1 else lam * dout
         for idx in range(1, self.hidden_layer_num + 2):
-            grads[f"W{idx}"] = grads[f"W{idx}"] + lam * self.params[f"W{idx}"]
+            grads[f"W{idx}"] = grads[f"W{idx}"] + scale * self.params[f"W{idx}"]
 
     # -- checkpoints (see xprop.checkpoint) ------------------------------------------------
 

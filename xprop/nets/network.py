@@ -167,16 +167,21 @@ class Network(Checkpointable):
         training pass: it updates BatchNorm's running statistics and draws new Dropout
         masks.  The loss it computed is kept in :attr:`last_loss`.
         """
+        return self.scaled_gradient(x, t, 1)
+
+    def scaled_gradient(self, x: Any, t: Any, scale: Any) -> dict[str, Any]:
+        """:meth:`gradient` of ``scale * loss``: ``scale`` is the upstream gradient of the
+        loss (the book's ``dout = 1``), and every gradient comes out multiplied by it; a
+        plain-SGD step passes its learning rate (:func:`xprop.training.step.loop_body`)."""
         # forward
         self.loss(x, t, train_flg=True)
         # backward
-        dout = 1
-        dout = self.last_layer.backward(dout)
+        dout = self.last_layer.backward(scale)
         for layer in reversed(self.layers.values()):
             dout = layer.backward(dout)
         layers = self.layers
         grads = {key: getattr(layers[n], "d" + a) for key, (n, a) in self.param_layers.items()}
-        self.penalty_gradient(grads)
+        self.penalty_gradient(grads, scale)
         return grads
 
     def numerical_gradient(self, x: Any, t: Any) -> dict[str, Any]:
@@ -224,8 +229,8 @@ class Network(Checkpointable):
         """A term added to the loss (``None``: none); :class:`MultiLayerNet`: weight decay."""
         return None
 
-    def penalty_gradient(self, grads: dict[str, Any]) -> None:
-        """Add the gradient of :meth:`penalty` into ``grads``."""
+    def penalty_gradient(self, grads: dict[str, Any], dout: Any = 1) -> None:
+        """Add the gradient of :meth:`penalty`, times ``dout``, into ``grads``."""
 
     def check_input(self, x: Any) -> Any:
         """The door: ``x`` is a batch this network was built for (the library, device and

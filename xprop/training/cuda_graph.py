@@ -32,7 +32,7 @@ from xprop.training.compiled import (
     set_buffers,
     use_keys,
 )
-from xprop.training.step import LabelCheck, as_optimizer, check_rows
+from xprop.training.step import LabelCheck, as_optimizer, check_rows, loop_body
 
 __all__ = ["CudaGraphStep", "StepCaptureError"]
 
@@ -208,12 +208,11 @@ class CudaGraphStep:
 
         def body(x: Any, t: Any) -> Any:
             set_buffers(twin, self._buffers)
-            grads = twin.gradient(x, t)
-            opt.apply(net.params, grads, state, self._lr, self._it)
+            loss = loop_body(twin, opt, state, self._lr, self._it, x, t)
             for key, value in twin.running_stats().items():
                 self._buffers[key].copy_(value)
             self._it += 1
-            return twin.last_loss
+            return loss
 
         return body, twin
 

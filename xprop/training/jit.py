@@ -14,7 +14,7 @@ from xprop.training.compiled import (
     set_buffers,
     use_keys,
 )
-from xprop.training.step import LabelCheck, as_optimizer, check_rows
+from xprop.training.step import LabelCheck, as_optimizer, check_rows, loop_body
 
 __all__ = ["JitStep"]
 
@@ -72,9 +72,8 @@ class JitStep:
             set_buffers(twin, buffers)
             use_keys(twin, names, keys)  # Dropout: device masks from the given keys
             state = {slot: dict(arrays) for slot, arrays in state.items()}
-            grads = twin.gradient(x, t)
-            optimizer.apply(params, grads, state, lr, it)
-            return params, twin.running_stats(), state, it + 1, twin.last_loss
+            loss = loop_body(twin, optimizer, state, lr, it, x, t)
+            return params, twin.running_stats(), state, it + 1, loss
 
         def many(params, buffers, state, lr, it, keys, x, t, index_batches):
             xp = net.backend.xp

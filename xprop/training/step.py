@@ -36,6 +36,7 @@ __all__ = [
     "TrainStep",
     "as_optimizer",
     "check_rows",
+    "loop_body",
 ]
 
 
@@ -69,17 +70,26 @@ class TrainStep(Protocol):
 
 
 class EagerStep:
-    """The book's loop body, as it is: ``gradient``, then ``optimizer.update``.
+    """The training step as it is, where nothing compiles it.
 
-    ``net`` is any object with ``params`` and ``gradient(x, t)``; its loss is the one the
-    gradient's forward pass computed (``net.last_loss``) where it keeps one, else, as in
-    the book, ``net.loss(x, t)`` after the update.  ``backend`` says where ``run``'s host
-    index rows go (default: ``net.backend``, else the selected backend).
+    ``book=True`` (the ``Trainer``'s ``compiled=False``): the book's loop body line by
+    line, ``grads = net.gradient(x, t)`` then ``optimizer.update(net.params, grads)``,
+    for any object with ``params`` and ``gradient(x, t)`` and any optimizer with
+    ``update``; its loss is the one the gradient's forward pass computed
+    (``net.last_loss``) where it keeps one, else, as in the book, ``net.loss(x, t)``
+    after the update.  Otherwise (``net.compile_step(optimizer)`` where the library
+    compiles nothing: NumPy, CuPy, array-api-strict, PyTorch on the CPU) the body the
+    compiled steps run, :func:`loop_body`, after the optimizer's checks
+    (:meth:`~xprop.optimizers.Optimizer.prepare`, before any work).  The same numbers up
+    to rounding.  ``backend`` says where ``run``'s host index rows go (default:
+    ``net.backend``, else the selected backend).
     """
 
-    kind = "eager"
+    kind = "eager"  # "book loop" with book=True
 
-    def __init__(self, net: Any, optimizer: Optimizer | float, backend: Any = None) -> None:
+    def __init__(
+        self, net: Any, optimizer: Optimizer | float, backend: Any = None, *, book: bool = False
+    ) -> None:
         from xprop.backend import get_backend
 
         has_update = callable(getattr(optimizer, "update", None))  # the book's protocol
@@ -87,18 +97,25 @@ class EagerStep:
         self.backend = get_backend(backend or getattr(net, "backend", None))
         # run() checks all its labels first, by the loss layer's rules (a network's)
         self.labels = LabelCheck(net) if hasattr(net, "last_layer") else None
+        #: The book's loop body line by line, or :func:`loop_body` (which needs a Network
+        #: and an xprop optimizer).
+        self.book = book or not (hasattr(net, "param_layers") and isinstance(optimizer, Optimizer))
+        self.kind = "book loop" if self.book else "eager"
 
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """The gradients the update takes (:class:`DataParallelStep` averages them)."""
         return self.net.gradient(x, t)
 
     def __call__(self, x: Any, t: Any) -> Any:
-        net = self.net
-        if isinstance(self.optimizer, Optimizer):  # parameters it cannot update: before any
-            self.optimizer.prepare(net.params)  # work (a refused step changes nothing)
-        grads = self.gradient(x, t)
+        net, opt = self.net, self.optimizer
+        if not self.book:  # the body the compiled steps run, checked before any work
+            state = opt.prepare(net.params)
+            loss = loop_body(net, opt, state, opt.lr, opt.iter + 1, x, t)
+            opt.iter += 1
+            return loss
+        grads = self.gradient(x, t)  # the book's loop body: gradient, then update
         loss = getattr(net, "last_loss", None)
-        self.optimizer.update(net.params, grads)
+        opt.update(net.params, grads)
         return net.loss(x, t) if loss is None else loss
 
     def run(
@@ -141,7 +158,7 @@ class DataParallelStep(EagerStep):
     def __init__(self, net: Any, optimizer: Any, comm: Any, settings: dict[str, Any]) -> None:
         from xprop.distributed import DataParallel
 
-        super().__init__(net, optimizer)
+        super().__init__(net, optimizer, book=True)  # the gradients averaged before the update
         if settings.get("compiled"):
             raise ValueError(
                 "compiled=True with comm=: data-parallel training runs the eager step (the "
@@ -184,6 +201,28 @@ class DataParallelStep(EagerStep):
                 self.dp.average_arrays(stats, "BatchNorm running statistics")
             )
         return self.dp.accuracy(self.net, x, t)
+
+
+def loop_body(net: Any, optimizer: Optimizer, state: Any, lr: Any, it: Any, x: Any, t: Any) -> Any:
+    """The book's loop body on ``(x, t)``: backpropagation, then the optimizer's update.
+
+    What every compiled step runs (eagerly, traced by ``jax.jit``, captured in a CUDA
+    graph): ``grads = net.gradient(x, t)``, then ``optimizer.apply(net.params, grads,
+    state, lr, it)`` (the update's formulas, in mixed precision for float16),
+    ``net.params`` and ``state`` changed in place where arrays are mutable, rebound where
+    not.  Plain SGD without state (no float16 masters) backpropagates the learning rate
+    instead of 1 (:meth:`~xprop.nets.network.Network.scaled_gradient`), so every gradient
+    comes out as ``lr * grad`` and the update is a subtraction: one multiply per parameter
+    fewer, the same update up to rounding.  Returns the loss (0-d, before the update).
+    """
+    params = net.params
+    if type(optimizer) is SGD and not state:
+        grads = net.scaled_gradient(x, t, lr)  # lr * grad: the update is a subtraction
+        for key in params:
+            params[key] -= grads[key]
+    else:
+        optimizer.apply(params, net.gradient(x, t), state, lr, it)
+    return net.last_loss
 
 
 def as_optimizer(optimizer: Any) -> Optimizer:

@@ -211,7 +211,7 @@ class Trainer:
             self.step: Any = DataParallelStep(network, self.optimizer, comm, settings)
             self.dp, seed, verbose = self.step.dp, self.step.seed, verbose and self.step.dp.is_root
         elif compiled is False or (compiled is None and not compilable(network)):
-            self.step = EagerStep(network, self.optimizer, self.backend)
+            self.step = EagerStep(network, self.optimizer, self.backend, book=True)
         else:
             self.step = compile_step(network, self.optimizer)
         local_batch = getattr(self.step, "local_batch", mini_batch_size)  # per rank
