@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import xprop
 from xprop.checkpoint import load_params, read_metadata, save_params
+from xprop.nn.layer import Layer
 from xprop.training.trainer import Evaluation
 
 if TYPE_CHECKING:
@@ -84,6 +85,14 @@ def main() -> float:
     assert_type(xprop.validate_labels(t, 3), bool)
     result = xprop.check_backward(xprop.Sigmoid(), x)
     assert_type(result, xprop.GradientCheckResult)
+    layers: list[Layer] = [xprop.Affine(backend.zeros((4, 2)), backend.zeros(2)), xprop.Relu()]
+    out = x
+    for layer in layers:  # the book's loops, over layers of any kind
+        out = layer.forward(out)
+    dout = backend.xp.ones_like(out)
+    for layer in reversed(layers):
+        dout = layer.backward(dout)
+    assert dout.shape == x.shape
     apple = xprop.MulLayer()
     price = apple.forward(100, 2)
     assert float(price) == 200.0

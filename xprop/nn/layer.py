@@ -25,7 +25,7 @@ running statistics), and whether ``forward`` takes the training flag
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from xprop._namespace import dtype_name, namespace
 from xprop.checks import check_batch, require_array, require_float, require_same_float
@@ -58,6 +58,14 @@ class Layer:
     param_names: ClassVar[tuple[str, ...]] = ()
     buffer_names: ClassVar[tuple[str, ...]] = ()
     takes_train_flg: ClassVar[bool] = False
+
+    if TYPE_CHECKING:
+        # The book's two methods, which every layer defines with its own arguments: declared
+        # for type checkers only (``for layer in layers: x = layer.forward(x)``), so a layer
+        # without them still fails as it always did, with an AttributeError.
+        def forward(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        def backward(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def check_input(
         self,
