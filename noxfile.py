@@ -105,10 +105,15 @@ def mpi(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("ruff")
+    """ruff check, ruff format --check, and mypy --strict on the package.
+
+    mypy's settings are in pyproject.toml; it needs xprop's dependencies (NumPy's types),
+    hence ".", and none of the optional array libraries (it never reads them).
+    """
+    session.install("ruff", "mypy", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "xprop")
 
 
 @nox.session

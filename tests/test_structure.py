@@ -321,9 +321,9 @@ def test_importing_xprop_leaves_the_process_alone() -> None:
 #: its modules.
 FLOORS = [
     (
-        "ground: namespaces, files, the array libraries, MPI's plumbing",
+        "ground: namespaces, files, the array libraries, the type aliases, MPI's plumbing",
         ["xprop._version", "xprop._namespace", "xprop._differences", "xprop.files",
-         "xprop.libraries.", "xprop.distributed.errors", "xprop.distributed.abort",
+         "xprop.libraries.", "xprop.typing", "xprop.distributed.errors", "xprop.distributed.abort",
          "xprop.distributed.placement", "xprop.distributed.mpi"],
     ),
     ("the checks at the door, constants, backends", ["xprop.checks", "xprop._constants",

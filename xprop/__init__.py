@@ -5,6 +5,8 @@ infers its namespace from its inputs; :mod:`xprop.backend` decides where new arr
 The book's chapter-6 toolkit — optimizers, BatchNormalization, Dropout, the multi-layer
 networks, the Trainer — and portable safetensors checkpoints come with it.
 :func:`show_versions` (``python -m xprop info``) prints what a bug report needs.
+The package is typed (``py.typed``): arrays appear in its signatures as ``xprop.Array``
+(:data:`xprop.typing.Array`).
 """
 
 from xprop import auto  # noqa: F401  (registers the backend name "auto")
@@ -48,6 +50,7 @@ from xprop.nn.pooling import Pooling
 from xprop.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, NesterovPaper, RMSprop
 from xprop.training.step import TrainStep
 from xprop.training.trainer import Trainer
+from xprop.typing import Array
 
 # The book's ``common/functions.py``: ``from xprop import functions as F``.
 functions = _functions
@@ -58,6 +61,7 @@ __all__ = [
     "Adam",
     "AddLayer",
     "Affine",
+    "Array",
     "ArrayLibrary",
     "Backend",
     "BackendError",

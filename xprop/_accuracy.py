@@ -43,11 +43,12 @@ def accuracy(
     require_array(t, "labels t")
     if x.ndim < 2:
         raise ValueError(f"accuracy needs a batch of inputs (N, ...), got shape {tuple(x.shape)}")
-    n = x.shape[0]
+    n: int = x.shape[0]
     if n == 0:
         raise ValueError("accuracy of an empty batch is undefined; pass at least one sample")
     is_hot = labels_are_one_hot(xp, t)
-    labels = correct = None
+    labels: Any = None  # arrays, once the first chunk is scored
+    correct: Any = None
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         scores = predict(x[start:stop, ...])

@@ -26,7 +26,7 @@ class MixedBackendError(TypeError):
 # Python numbers are weak scalars in the standard: they join an array's dtype.
 _SCALARS = (int, float, bool)
 # The namespace of each array type met so far (numpy.ndarray -> array_api_compat.numpy).
-_BY_TYPE: dict[type, Any] = {}
+_BY_TYPE: dict[type | None, Any] = {}
 
 
 def namespace(*arrays: Any) -> Any:

@@ -19,15 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xprop.backend import (
-    Backend,
-    BackendError,
-    available_backends,
-    get_backend,
-    library,
-    register_selector,
-)
+from xprop.backend import Backend, available_backends, get_backend, register_selector
 from xprop.checks import check_count
+from xprop.libraries import BackendError, library
 from xprop.nets.two_layer_net import TwoLayerNet
 
 __all__ = ["AUTO", "BackendChoice", "auto_backend", "choose_backend", "last_choice"]

@@ -29,17 +29,16 @@ import numpy as np
 
 from xprop._namespace import dtype_label, find_dtype
 from xprop._namespace import dtype_name as _dtype_name
-from xprop.libraries import (  # noqa: F401  (ArrayLibrary, register_backend: re-exported)
-    ArrayLibrary,
-    BackendError,
-    known_backends,
-    library,
-    library_for,
-    register_backend,
-)
+from xprop.libraries import ArrayLibrary as ArrayLibrary
+from xprop.libraries import BackendError as BackendError
+from xprop.libraries import known_backends as known_backends
+from xprop.libraries import library, library_for
+from xprop.libraries import register_backend as register_backend
+from xprop.typing import Array, Namespace
 
 # ArrayLibrary, BackendError, known_backends and register_backend are defined (and
-# documented) in xprop.libraries; they are importable from here too.
+# documented) in xprop.libraries; they are importable from here too (imported "as"
+# themselves: an explicit re-export, which a type checker accepts).
 __all__ = [
     "Backend",
     "HostRNG",
@@ -88,7 +87,7 @@ class Backend:
 
     # -- creation ---------------------------------------------------------------------
 
-    def asarray(self, obj: Any, dtype: Any = None) -> Any:
+    def asarray(self, obj: Any, dtype: Any = None) -> Array:
         """A new array of this backend, on its device, holding a copy of ``obj``.
 
         ``obj`` is host data (a NumPy array, list or scalar) or an array of this library.
@@ -138,7 +137,7 @@ class Backend:
             converted = converted.copy()  # libraries on the CPU would share it
         return self.xp.asarray(converted, dtype=target, device=self.device)
 
-    def zeros(self, shape: int | Sequence[int], dtype: Any = None) -> Any:
+    def zeros(self, shape: int | Sequence[int], dtype: Any = None) -> Array:
         """``xp.zeros`` on this backend's device, in :attr:`dtype` unless told otherwise."""
         target = self.dtype if dtype is None else _resolve_dtype(self.xp, dtype, self.name)
         name = _dtype_name(self.xp, target)
@@ -149,7 +148,7 @@ class Backend:
             )
         return self.xp.zeros(shape, dtype=target, device=self.device)
 
-    def to_numpy(self, x: Any) -> np.ndarray:
+    def to_numpy(self, x: Array) -> np.ndarray:
         """A NumPy copy of an array of this backend, on the host (waits for the device)."""
         return self.library.to_numpy(x)
 
@@ -161,7 +160,7 @@ class Backend:
         """
         return HostRNG(self, seed)
 
-    def synchronize(self, *arrays: Any) -> None:
+    def synchronize(self, *arrays: Array) -> None:
         """Wait until the device has finished its queued work, for honest timing.
 
         Pass the arrays being timed: JAX queues work per array, not per device.
@@ -199,12 +198,12 @@ class HostRNG:
         self.backend = backend
         self.generator = np.random.default_rng(seed)
 
-    def normal(self, shape: int | Sequence[int], scale: float = 1.0, dtype: Any = None) -> Any:
+    def normal(self, shape: int | Sequence[int], scale: float = 1.0, dtype: Any = None) -> Array:
         """Normal samples with mean 0 and standard deviation ``scale``, in the float dtype."""
         draw = self.generator.standard_normal(shape) * scale
         return self.backend.asarray(draw, dtype=dtype)
 
-    def choice(self, n: int, size: int | Sequence[int], replace: bool = True) -> Any:
+    def choice(self, n: int, size: int | Sequence[int], replace: bool = True) -> Array:
         """Integer indices in ``[0, n)`` (an int64 array on the device), like ``np.random.choice``.
 
         With replacement, one draw of shape ``(k, B)`` holds the same numbers as ``k``
@@ -217,7 +216,7 @@ class HostRNG:
             host = self.generator.choice(n, size, replace=False).astype(np.int64, copy=False)
         return self.backend.asarray(host)
 
-    def permutation(self, n: int) -> Any:
+    def permutation(self, n: int) -> Array:
         """A random permutation of ``range(n)`` (int64 array on the device)."""
         return self.backend.asarray(self.generator.permutation(n).astype(np.int64))
 
@@ -231,12 +230,12 @@ def _is_host(obj: Any) -> bool:
     return isinstance(obj, (np.ndarray, np.generic, list, tuple, int, float, bool))
 
 
-def _host_to_xp_dtype(xp: Any, host: np.dtype) -> Any:
+def _host_to_xp_dtype(xp: Namespace, host: np.dtype) -> Any:
     name = "bool" if host.kind == "b" else host.name
     return getattr(xp, name)
 
 
-def _resolve_dtype(xp: Any, dtype: Any, backend_name: str) -> Any:
+def _resolve_dtype(xp: Namespace, dtype: Any, backend_name: str) -> Any:
     """A dtype of ``xp`` from a name (``"float64"``), a dtype of ``xp`` or a NumPy dtype."""
     resolved = find_dtype(xp, dtype)
     if resolved is None:
@@ -248,7 +247,7 @@ def _resolve_dtype(xp: Any, dtype: Any, backend_name: str) -> Any:
     return resolved
 
 
-def _float_dtype(xp: Any, dtype: Any, backend_name: str) -> Any:
+def _float_dtype(xp: Namespace, dtype: Any, backend_name: str) -> Any:
     resolved = _resolve_dtype(xp, dtype, backend_name)
     if _dtype_name(xp, resolved) not in _FLOAT_DTYPES:
         have = [n for n in _FLOAT_DTYPES if getattr(xp, n, None) is not None]
@@ -272,7 +271,7 @@ _default_lock = threading.Lock()
 _process_default: dict[str, Any] = {}
 
 
-def _load(name: str) -> tuple[ArrayLibrary, Any]:
+def _load(name: str) -> tuple[ArrayLibrary, Namespace]:
     lib = library(name)
     try:
         xp = lib.namespace()
@@ -524,19 +523,19 @@ def available_backends() -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-def to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Array) -> np.ndarray:
     """A NumPy copy of an array of any library, on the host."""
     import array_api_compat as compat
 
     return library_for(compat.array_namespace(x)).to_numpy(x)
 
 
-def ensure_float64(xp: Any) -> None:
+def ensure_float64(xp: Namespace) -> None:
     """Let namespace ``xp`` create float64 arrays (JAX needs its x64 mode switched on)."""
     library_for(xp).prepare_dtype("float64")
 
 
-def normal_like(x: Any, seed: int | None = None) -> Any:
+def normal_like(x: Array, seed: int | None = None) -> Array:
     """Standard-normal samples (drawn on the host) of ``x``'s shape, library, device, dtype."""
     import array_api_compat as compat
 

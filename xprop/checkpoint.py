@@ -39,6 +39,7 @@ from xprop._namespace import dtype_name
 from xprop._version import __version__
 from xprop.files import check_target, write_atomically
 from xprop.optimizers import MASTER, Optimizer, state_dtype
+from xprop.typing import Array
 
 __all__ = ["CheckpointError", "Checkpointable", "load_params", "read_metadata", "save_params"]
 
@@ -64,14 +65,20 @@ class Checkpointable:
     BatchNorm's running statistics: :class:`~xprop.nets.network.Network` has them).
     """
 
-    def save_params(self, path: str | os.PathLike[str], *, optimizer: Any = None) -> None:
+    params: dict[str, Array]  # set by the network (a declaration for type checkers)
+
+    def save_params(
+        self, path: str | os.PathLike[str], *, optimizer: Optimizer | None = None
+    ) -> None:
         """Write the network (and, if given, ``optimizer``'s state) to ``path`` atomically.
 
         See :func:`save_params`.
         """
         save_params(self, path, optimizer=optimizer)
 
-    def load_params(self, path: str | os.PathLike[str], *, optimizer: Any = None) -> None:
+    def load_params(
+        self, path: str | os.PathLike[str], *, optimizer: Optimizer | None = None
+    ) -> None:
         """Load a checkpoint written by :meth:`save_params` (validated before any change).
 
         See :func:`load_params`.
@@ -79,8 +86,9 @@ class Checkpointable:
         load_params(self, path, optimizer=optimizer)
 
     def _checkpoint_config(self) -> dict[str, Any]:
-        params: Mapping[str, Any] = self.params  # type: ignore[attr-defined]
-        sizes, idx = [], 1
+        params: Mapping[str, Any] = self.params
+        sizes: list[int] = []
+        idx = 1
         while f"W{idx}" in params:
             shape = tuple(params[f"W{idx}"].shape)
             sizes = sizes or [int(shape[0])]
@@ -91,17 +99,19 @@ class Checkpointable:
     def _checkpoint_info(self) -> dict[str, Any]:
         return {}
 
-    def running_stats(self) -> dict[str, Any]:
+    def running_stats(self) -> dict[str, Array]:
         """Arrays inference needs besides ``params`` (none here)."""
         return {}
 
-    def set_running_stats(self, stats: dict[str, Any]) -> None:
+    def set_running_stats(self, stats: dict[str, Array]) -> None:
         """Set what :meth:`running_stats` returns (nothing here)."""
         if stats:
             raise CheckpointError(f"{type(self).__name__} has no running statistics to load")
 
 
-def save_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None) -> None:
+def save_params(
+    net: Any, path: str | os.PathLike[str], *, optimizer: Optimizer | None = None
+) -> None:
     """Save ``net``'s parameters and buffers (and ``optimizer``'s state) to ``path``.
 
     Parameters
@@ -184,7 +194,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _decode(Path(path), meta, tensors)
 
 
-def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None) -> None:
+def load_params(
+    net: Any, path: str | os.PathLike[str], *, optimizer: Optimizer | None = None
+) -> None:
     """Load a checkpoint into ``net`` (and ``optimizer``), checking everything first.
 
     The arrays are copied to ``net``'s backend and device; ``params`` entries are rebound
@@ -259,16 +271,16 @@ def load_params(net: Any, path: str | os.PathLike[str], *, optimizer: Any = None
     for key in net.params:
         net.params[key] = moved[key]
     net.set_running_stats({key: moved[key] for key in buffers})
-    if optimizer is not None:
+    if optimizer is not None and opt_state is not None:  # opt_state with an optimizer
         optimizer.load_state_dict(opt_state)
-    if rng_state is not None:
+    if generator is not None and rng_state is not None:  # rng_state implies a generator
         generator.bit_generator.state = rng_state
 
 
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _net_arrays(net: Any) -> dict[str, Any]:
+def _net_arrays(net: Any) -> dict[str, Array]:
     arrays = dict(net.params)
     buffers = net.running_stats()
     clash = set(arrays) & set(buffers)
@@ -278,11 +290,11 @@ def _net_arrays(net: Any) -> dict[str, Any]:
     return arrays
 
 
-def _host(backend: Any, x: Any) -> np.ndarray:
+def _host(backend: Any, x: Array) -> np.ndarray:
     return np.ascontiguousarray(backend.to_numpy(x))
 
 
-def _dtype_of(backend: Any, x: Any) -> str:
+def _dtype_of(backend: Any, x: Array) -> str:
     return dtype_name(backend.xp, x.dtype)
 
 
@@ -562,7 +574,8 @@ def _check_rng(path: Path, state: dict[str, Any]) -> None:
             "generator of xprop's networks; it was not written by net.save_params"
         )
     try:
-        np.random.PCG64().state = state
+        scratch: np.random.BitGenerator = np.random.PCG64()  # its state takes any mapping
+        scratch.state = state
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise CheckpointError(
             f"checkpoint {path}: bad generator state ({type(exc).__name__}: {exc})"

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, cast
 
 from xprop._namespace import dtype_name, isdtype, namespace
 from xprop.libraries import library_for
+from xprop.typing import Array, Namespace
 
 __all__ = [
     "check_batch",
@@ -43,7 +44,7 @@ __all__ = [
 # -- arrays ---------------------------------------------------------------------------------
 
 
-def require_array(x: Any, what: str) -> None:
+def require_array(x: Array, what: str) -> None:
     """Raise ``TypeError`` unless ``x`` is an array (has a dtype and a shape)."""
     if not (hasattr(x, "dtype") and hasattr(x, "shape")):
         raise TypeError(
@@ -52,7 +53,7 @@ def require_array(x: Any, what: str) -> None:
         )
 
 
-def require_float(xp: Any, x: Any, what: str) -> None:
+def require_float(xp: Namespace, x: Array, what: str) -> None:
     """Raise ``TypeError`` unless ``x`` has a real floating dtype (names ``what`` and the fix)."""
     if not isdtype(xp, x.dtype, "real floating"):
         raise TypeError(
@@ -61,7 +62,7 @@ def require_float(xp: Any, x: Any, what: str) -> None:
         )
 
 
-def require_same_float(xp: Any, x: Any, what: str, dtype: Any, owner: str) -> None:
+def require_same_float(xp: Namespace, x: Array, what: str, dtype: Any, owner: str) -> None:
     """Raise ``TypeError`` unless ``x`` has ``dtype``, the floating dtype of ``owner``.
 
     xprop's one dtype rule: the parameters decide the dtype, and an input of another
@@ -77,7 +78,7 @@ def require_same_float(xp: Any, x: Any, what: str, dtype: Any, owner: str) -> No
         )
 
 
-def library_name(x: Any) -> str:
+def library_name(x: Array) -> str:
     """The array library of ``x`` (``"numpy"``, ``"torch"``, ``"jax"``...): its type's package.
 
     Read from the type, never from the data, and without importing anything.
@@ -86,7 +87,7 @@ def library_name(x: Any) -> str:
     return "jax" if name == "jaxlib" else name
 
 
-def device(x: Any) -> Any:
+def device(x: Array) -> Any:
     """``x``'s device, read from its attribute (``array_api_compat.device`` answers the same
     at several times the cost); ``None`` where it has none to read (a JAX tracer inside
     ``jax.jit``)."""
@@ -97,14 +98,14 @@ def device(x: Any) -> Any:
 
 
 def check_batch(
-    x: Any,
-    like: Any,
+    x: Array,
+    like: Array,
     who: str,
     owner: str,
     *,
     features: int | None = None,
     sample_shape: tuple[int, ...] | None = None,
-) -> Any:
+) -> Namespace:
     """The rule for data entering a network or a layer; returns their namespace.
 
     ``x`` must be an array of ``like``'s library, device and floating dtype (``like`` is a
@@ -173,7 +174,7 @@ def check_params(params: Any, built: dict[str, tuple[Any, Any]], who: str) -> No
             )
 
 
-def check_data(like: Any, backend_name: str, *arrays: Any) -> Any:
+def check_data(like: Array, backend_name: str, *arrays: Array) -> Namespace:
     """The rule for a ``Trainer``'s data ``x_train, t_train, x_test, t_test``; their namespace.
 
     Arrays (Python lists raise ``TypeError`` naming ``backend.asarray``) of the library and
@@ -212,7 +213,7 @@ def check_data(like: Any, backend_name: str, *arrays: Any) -> Any:
 
 
 def check_replacements(
-    current: dict[str, Any], new: Any, like: Any, device: Any, who: str
+    current: dict[str, Any], new: Any, like: Array, device: Any, who: str
 ) -> None:
     """Raise unless ``new`` can replace the arrays ``current`` (a network's running
     statistics), key for key: the same keys, and each value (``None``: let the layer make it
@@ -283,8 +284,12 @@ def check_count(value: Any, name: str, *, minimum: int = 1) -> int:
 def check_fraction(value: Any, name: str, *, closed: bool = False, why: str = "") -> float:
     """``value`` as a float if it is a number in ``[0, 1)`` (``[0, 1]`` with ``closed``);
     else ``ValueError`` naming it (``why`` says what it is)."""
+    # cast: typeshed's numbers.Real has no __ge__, so ``0.0 <= Real`` does not type-check;
+    # at run time every Real compares with a float.
     if isinstance(value, bool) or not (
-        isinstance(value, numbers.Real) and 0.0 <= value <= 1.0 and (closed or value < 1.0)
+        isinstance(value, numbers.Real)
+        and 0.0 <= cast(float, value) <= 1.0
+        and (closed or value < 1.0)
     ):
         interval = "[0, 1]" if closed else "[0, 1)"
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}{why}")
@@ -312,7 +317,7 @@ def check_positive(value: Any, name: str, *, zero_ok: bool = False) -> float:
 # dtype, or one-hot rows of any floating dtype.
 
 
-def labels_are_one_hot(xp: Any, t: Any) -> bool:
+def labels_are_one_hot(xp: Namespace, t: Array) -> bool:
     """``True`` for floating (one-hot) labels, ``False`` for integer class indices.
 
     Raises ``TypeError`` for any other dtype (e.g. boolean).
@@ -391,7 +396,7 @@ def check_label_shape(
         )
 
 
-def check_label_range(xp: Any, t: Any, c: int) -> None:
+def check_label_range(xp: Namespace, t: Array, c: int) -> None:
     """Raise ``ValueError`` unless every integer label is in ``[0, c)`` (one device read).
 
     ``t`` must be in a dtype that holds ``c - 1`` (:func:`xprop._labels.label_dtype`).
@@ -407,7 +412,7 @@ def check_label_range(xp: Any, t: Any, c: int) -> None:
         )
 
 
-def read_labels(xp: Any, value: Any, t: Any) -> int:
+def read_labels(xp: Namespace, value: Any, t: Array) -> int:
     """``int(value)``: the one device read of a label check, with a clear error if traced.
 
     Inside ``jax.jit`` (or a CUDA-graph capture) nothing can be read from the device; the

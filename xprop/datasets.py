@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from xprop.backend import Backend, get_backend
+from xprop.typing import Array
 
 __all__ = ["DatasetError", "load_mnist"]
 
@@ -100,7 +101,7 @@ def load_mnist(
     data_dir: str | os.PathLike[str] | None = None,
     backend: str | Backend | None = None,
     dtype: Any = None,
-) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
     """Load MNIST as ``((x_train, t_train), (x_test, t_test))`` arrays of one backend.
 
     ``N`` is 60000 for the training set and 10000 for the test set.
@@ -154,7 +155,7 @@ def _load_idx(
     data_dir: str | os.PathLike[str] | None,
     backend: str | Backend | None,
     dtype: Any,
-) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
     """:func:`load_mnist` for any dataset of four IDX files (tests use tiny synthetic ones)."""
     be = get_backend(backend, dtype=dtype)
     folder, owned = _resolve_dir(spec, data_dir)
@@ -187,7 +188,7 @@ def _load_idx(
     return out[0], out[1]
 
 
-def _images_to(be: Backend, images: np.ndarray, normalize: bool, flatten: bool) -> Any:
+def _images_to(be: Backend, images: np.ndarray, normalize: bool, flatten: bool) -> Array:
     n, rows, cols = images.shape
     shape = (n, rows * cols) if flatten else (n, 1, rows, cols)
     # Scale on the host: every backend then receives bit-identical values.  The cached raw
@@ -196,7 +197,7 @@ def _images_to(be: Backend, images: np.ndarray, normalize: bool, flatten: bool) 
     return be.asarray(host.reshape(shape))
 
 
-def _labels_to(be: Backend, labels: np.ndarray, spec: _IdxDataset, one_hot: bool) -> Any:
+def _labels_to(be: Backend, labels: np.ndarray, spec: _IdxDataset, one_hot: bool) -> Array:
     if one_hot:
         hot = labels[:, None] == np.arange(spec.num_classes, dtype=labels.dtype)
         return be.asarray(hot.astype(np.dtype(be.dtype_name)))

@@ -21,6 +21,7 @@ from xprop._differences import element_count, perturbations
 from xprop._namespace import namespace
 from xprop.backend import ensure_float64, get_backend, normal_like, to_numpy
 from xprop.checks import check_flag, check_positive, require_array
+from xprop.typing import Array, Namespace
 
 __all__ = ["GradientCheckResult", "check_backward"]
 
@@ -55,7 +56,7 @@ class GradientCheckResult:
 
 def check_backward(
     target: Any,
-    inputs: Any,
+    inputs: Array | Sequence[Array],
     backward: Callable[..., Any] | None = None,
     *,
     params: Sequence[str] = (),
@@ -132,7 +133,7 @@ def check_backward(
     rtol = check_positive(rtol, "rtol", zero_ok=True)
     check_flag(float64, "float64")
     forward_fn, backward_fn = _resolve_target(target, backward)
-    args = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    args: list[Array] = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not args:
         raise ValueError("check_backward needs at least one input")
     xp = namespace(*args)
@@ -187,7 +188,7 @@ def check_backward(
                 )
             analytic[name] = getattr(target, "d" + name)
 
-        def loss(values: list[Any], named: dict[str, Any]) -> Any:
+        def loss(values: list[Any], named: dict[str, Array]) -> Any:
             for pname, pvalue in named.items():
                 setattr(target, pname, pvalue)
             return xp.sum(forward_fn(*values) * dout)
@@ -204,6 +205,7 @@ def check_backward(
         # to `scale` in size): where two slopes differ by less, nothing marks a kink.
         noise = 8 * float(xp.finfo(y.dtype).eps) * scale / eps
         checked = 0
+        f: Callable[[Any], Any]
         for name, value in list(analytic.items()):
             if name.startswith("x") and name[1:].isdigit():
                 i = int(name[1:])
@@ -272,7 +274,7 @@ def _input_indices(wrt: Any, args: list[Any], floating: list[int]) -> list[int]:
     return chosen
 
 
-def _too_few_gradients(count: int, i: int, explicit: bool, xp: Any) -> None:
+def _too_few_gradients(count: int, i: int, explicit: bool, xp: Namespace) -> None:
     if explicit:
         raise AssertionError(
             f"gradient check on {_library_name(xp)}: backward returned {count} gradient(s) "
@@ -285,7 +287,7 @@ def _too_few_gradients(count: int, i: int, explicit: bool, xp: Any) -> None:
     )
 
 
-def _require_finite(xp: Any, value: Any, name: str) -> None:
+def _require_finite(xp: Namespace, value: Any, name: str) -> None:
     if xp.isdtype(value.dtype, "real floating") and not bool(xp.all(xp.isfinite(value))):
         raise ValueError(
             f"{name} holds NaN or inf: a gradient check needs a finite point; check the "
@@ -324,7 +326,7 @@ def _resolve_target(target: Any, backward: Callable[..., Any] | None) -> tuple[A
 
 
 def _to_float64(
-    xp: Any, args: list[Any], params: dict[str, Any], float64: bool, to_numpy: Any
+    xp: Namespace, args: list[Any], params: dict[str, Array], float64: bool, to_numpy: Any
 ) -> tuple[list[Any], dict[str, Any], Any]:
     if not float64:
         return args, dict(params), xp
@@ -342,10 +344,10 @@ def _to_float64(
 
 
 def _compare(
-    xp: Any,
+    xp: Namespace,
     result: GradientCheckResult,
     name: str,
-    point: Any,
+    point: Array,
     analytic: Any,
     f: Callable[[Any], Any],
     base: float,
@@ -449,6 +451,6 @@ def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(index))
 
 
-def _library_name(xp: Any) -> str:
+def _library_name(xp: Namespace) -> str:
     name = getattr(xp, "__name__", type(xp).__name__)
     return name.removeprefix("array_api_compat.")

@@ -16,6 +16,7 @@ from array_api_compat import device as _device
 from xprop._differences import perturbations
 from xprop._namespace import namespace
 from xprop.checks import check_positive, require_array
+from xprop.typing import Array
 
 __all__ = ["numerical_gradient"]
 
@@ -23,7 +24,7 @@ __all__ = ["numerical_gradient"]
 _MOVED_TO_GRADCHECK = ("GradientCheckResult", "check_backward")
 
 
-def numerical_gradient(f: Callable[[Any], Any], x: Any, h: float = 1e-4) -> Any:
+def numerical_gradient(f: Callable[[Array], Any], x: Array, h: float = 1e-4) -> Array:
     """Gradient of the scalar function ``f`` at ``x`` by central differences.
 
     ``grad[i] = (f(x + h e_i) - f(x - h e_i)) / (2 h)`` for every element ``i`` of ``x``:

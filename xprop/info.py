@@ -236,6 +236,7 @@ def _error(exc: BaseException) -> str:
 
 def _system() -> dict[str, str]:
     cores = os.cpu_count()
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
     except (AttributeError, OSError):
@@ -364,7 +365,7 @@ def _numpy_build_blas() -> list[str]:
 
         with contextlib.redirect_stdout(io.StringIO()):  # some versions print as well
             config = np.show_config(mode="dicts")
-        deps = config["Build Dependencies"]
+        deps: Any = config["Build Dependencies"]  # a dict of dicts
     except Exception as exc:
         return [f"numpy's build configuration is unavailable: {_error(exc)}"]
     lines = []

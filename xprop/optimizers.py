@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 from xprop._namespace import MixedBackendError, namespace
 from xprop.checks import device, library_name
 from xprop.libraries import library_for
+from xprop.typing import Array
 
 __all__ = [
     "SGD",
@@ -69,13 +70,16 @@ class Optimizer:
 
     HYPER: ClassVar[dict[str, str]] = {}
     SLOTS: ClassVar[tuple[str, ...]] = ()
+    # The hyperparameters are attributes, set (and checked) by __init__ and __setattr__;
+    # each subclass declares its own for type checkers.
+    lr: float
 
     def __init__(self, **hyper: float) -> None:
         self._state: dict[str, dict[str, Any]] | None = None
         self._shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
         # The params dict the state belongs to (held, not copied: on JAX its entries are
         # rebound every step, the dict stays); None until the first update after a load.
-        self._owner: MutableMapping[str, Any] | None = None
+        self._owner: Mapping[str, Any] | None = None
         self.iter = 0  # number of updates done (the book's Adam.iter)
         self._plain: tuple[Any, ...] = ()  # dtypes a stateless optimizer updates without state
         for name, value in hyper.items():
@@ -93,7 +97,7 @@ class Optimizer:
 
     # -- the book's API -------------------------------------------------------------------
 
-    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+    def update(self, params: MutableMapping[str, Array], grads: Mapping[str, Array]) -> None:
         """Update every entry of ``params`` from ``grads`` (same keys, shapes and dtypes).
 
         In place where the library allows it; on JAX the dict entries are rebound.  Everything
@@ -118,11 +122,11 @@ class Optimizer:
 
     def apply(
         self,
-        params: MutableMapping[str, Any],
-        grads: Mapping[str, Any],
-        state: Mapping[str, MutableMapping[str, Any]],
-        lr: Any,
-        t: Any,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
     ) -> None:
         """:meth:`step` on ``params``, in mixed precision where they are float16.
 
@@ -149,11 +153,11 @@ class Optimizer:
 
     def step(
         self,
-        params: MutableMapping[str, Any],
-        grads: Mapping[str, Any],
-        state: Mapping[str, MutableMapping[str, Any]],
-        lr: Any,
-        t: Any,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
     ) -> None:
         """The book's formulas: update ``params`` and ``state`` from ``grads``, nothing checked.
 
@@ -167,7 +171,7 @@ class Optimizer:
         """
         raise NotImplementedError
 
-    def prepare(self, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    def prepare(self, params: Mapping[str, Array]) -> dict[str, dict[str, Array]]:
         """The state for ``params``, created (zeros) before the first update if need be.
 
         What a compiled step passes to :meth:`step`, before it computes anything.  Raises
@@ -183,7 +187,7 @@ class Optimizer:
             self._check_state_fits(params)
         return self.state
 
-    def set_state(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+    def set_state(self, state: Mapping[str, Mapping[str, Array]]) -> None:
         """Rebind the state slots to ``state`` (what a compiled step computed)."""
         if self._state is not None:
             for slot, arrays in state.items():
@@ -192,7 +196,7 @@ class Optimizer:
     # -- state ------------------------------------------------------------------------------
 
     @property
-    def state(self) -> dict[str, dict[str, Any]]:
+    def state(self) -> dict[str, dict[str, Array]]:
         """The live state slots (e.g. ``{"v": {"W1": array, ...}}``), updated in place by
         later updates; empty before the first update.  :meth:`state_dict` gives a copy."""
         return {} if self._state is None else self._state
@@ -201,7 +205,7 @@ class Optimizer:
         """The hyperparameters as plain floats, e.g. ``{"lr": 0.01, "momentum": 0.9}``."""
         return {name: getattr(self, name) for name in type(self).HYPER}
 
-    def _check(self, params: Mapping[str, Any], grads: Mapping[str, Any]) -> None:
+    def _check(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
         if params.keys() != grads.keys():
             missing = sorted(set(params) - set(grads))
             extra = sorted(set(grads) - set(params))
@@ -220,7 +224,7 @@ class Optimizer:
         else:
             self._check_state_fits(params)
 
-    def _check_state_fits(self, params: Mapping[str, Any]) -> None:
+    def _check_state_fits(self, params: Mapping[str, Array]) -> None:
         if params.keys() != self._shapes.keys():
             raise ValueError(
                 f"{type(self).__name__}.update: params now has keys {sorted(params)} but the "
@@ -248,7 +252,7 @@ class Optimizer:
                 "a copy"
             )
 
-    def _stateful(self, params: Mapping[str, Any]) -> bool:
+    def _stateful(self, params: Mapping[str, Array]) -> bool:
         """Whether updating ``params`` needs state: slots, or float16 masters."""
         if type(self).SLOTS or self._state is not None:
             return True
@@ -259,7 +263,7 @@ class Optimizer:
             self._plain = dtypes
         return False
 
-    def _init_state(self, params: Mapping[str, Any]) -> None:
+    def _init_state(self, params: Mapping[str, Array]) -> None:
         xp = namespace(*params.values())
         # float32 masters of float16 parameters; the slots like the masters, or else like
         # the parameters (zeros_like keeps each one's library, device and dtype).
@@ -315,7 +319,7 @@ class Optimizer:
 
     def check_state_dict(
         self, state: Mapping[str, Any]
-    ) -> tuple[dict[str, float], int, dict[str, dict[str, Any]]]:
+    ) -> tuple[dict[str, float], int, dict[str, dict[str, Array]]]:
         """Validate a :meth:`state_dict`-like mapping without changing anything.
 
         Returns the hyperparameters (as floats), the update count and the slots.
@@ -379,7 +383,14 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr=lr)
 
-    def step(self, params, grads, state, lr, t):
+    def step(
+        self,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
+    ) -> None:
         for key in params:
             params[key] -= lr * grads[key]
 
@@ -389,11 +400,19 @@ class Momentum(Optimizer):
 
     HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "momentum": "[0, 1)"}
     SLOTS = ("v",)
+    momentum: float
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
 
-    def step(self, params, grads, state, lr, t):
+    def step(
+        self,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
+    ) -> None:
         v = state["v"]
         for key in params:
             # The book's v = momentum*v - lr*g, in place: the same two roundings.
@@ -413,11 +432,19 @@ class Nesterov(Optimizer):
 
     HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "momentum": "[0, 1)"}
     SLOTS = ("v",)
+    momentum: float
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
 
-    def step(self, params, grads, state, lr, t):
+    def step(
+        self,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
+    ) -> None:
         v, m = state["v"], self.momentum
         for key in params:
             g = grads[key]
@@ -436,7 +463,14 @@ class NesterovPaper(Nesterov):
     step uses the new velocity (docs/training-techniques.md shows the difference).
     """
 
-    def step(self, params, grads, state, lr, t):
+    def step(
+        self,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
+    ) -> None:
         v, m = state["v"], self.momentum
         for key in params:
             g = grads[key]
@@ -455,7 +489,14 @@ class AdaGrad(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr=lr)
 
-    def step(self, params, grads, state, lr, t):
+    def step(
+        self,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
+    ) -> None:
         h = state["h"]
         for key in params:
             g = grads[key]
@@ -468,11 +509,19 @@ class RMSprop(Optimizer):
 
     HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "decay_rate": "[0, 1)"}
     SLOTS = ("h",)
+    decay_rate: float
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr=lr, decay_rate=decay_rate)
 
-    def step(self, params, grads, state, lr, t):
+    def step(
+        self,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
+    ) -> None:
         h, d = state["h"], self.decay_rate
         for key in params:
             g = grads[key]
@@ -491,11 +540,20 @@ class Adam(Optimizer):
 
     HYPER: ClassVar[dict[str, str]] = {"lr": "positive", "beta1": "[0, 1)", "beta2": "[0, 1)"}
     SLOTS = ("m", "v")
+    beta1: float
+    beta2: float
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr=lr, beta1=beta1, beta2=beta2)
 
-    def step(self, params, grads, state, lr, t):
+    def step(
+        self,
+        params: MutableMapping[str, Array],
+        grads: Mapping[str, Array],
+        state: Mapping[str, MutableMapping[str, Array]],
+        lr: float | Array,
+        t: int | Array,
+    ) -> None:
         m, v = state["m"], state["v"]
         b1, b2 = self.beta1, self.beta2
         # ** 0.5 is sqrt on a Python float (eager: a float never promotes float32 arrays)
@@ -519,7 +577,9 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def get_optimizer(optimizer: str | Optimizer, params: Mapping[str, float] | None = None) -> Any:
+def get_optimizer(
+    optimizer: str | Optimizer, params: Mapping[str, float] | None = None
+) -> Optimizer:
     """An optimizer from its name (``"SGD"``, ``"adam"``, any case) and hyperparameters.
 
     An :class:`Optimizer` object is returned as is (``params`` must then be ``None``).
@@ -560,12 +620,12 @@ def get_optimizer(optimizer: str | Optimizer, params: Mapping[str, float] | None
     return cls(**dict(params or {}))
 
 
-def _copy(a: Any) -> Any:
+def _copy(a: Any) -> Array:
     """A copy of array ``a`` in its own library, on its device."""
     return namespace(a).asarray(a, copy=True)
 
 
-def _check_grads(owner: str, params: Mapping[str, Any], grads: Mapping[str, Any]) -> None:
+def _check_grads(owner: str, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
     for key, p in params.items():
         g = grads[key]
         # Another library would turn the parameter into its arrays (NumPy params with JAX
@@ -591,7 +651,7 @@ def _check_grads(owner: str, params: Mapping[str, Any], grads: Mapping[str, Any]
             )
 
 
-def _halves(params: Mapping[str, Any]) -> list[str]:
+def _halves(params: Mapping[str, Array]) -> list[str]:
     """The keys of the float16 parameters: those an optimizer keeps float32 masters of."""
     return [key for key, p in params.items() if "float16" in str(p.dtype)]
 
@@ -602,7 +662,7 @@ def state_dtype(dtype_name: str) -> str:
     return "float32" if dtype_name == "float16" else dtype_name
 
 
-def _check_writable(owner: str, params: Mapping[str, Any]) -> None:
+def _check_writable(owner: str, params: Mapping[str, Array]) -> None:
     # Checked for every key before the first is written: an update that would fail at the
     # third key must not have changed the first two (nor the state, nor the count).
     library = None

@@ -88,5 +88,6 @@ def install_excepthook(abort_all: Callable[[BaseException], Any]) -> None:
         if _hooked:
             _hooked[0](exc)
 
+    # A marker attribute on the function (type checkers know no attributes of functions).
     hook._xprop_abort = True  # type: ignore[attr-defined]
     sys.excepthook = hook

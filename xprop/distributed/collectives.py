@@ -28,6 +28,7 @@ from xprop.distributed.layout import Layout, difference, fingerprint, groups, ke
 from xprop.distributed.mpi import ENV_CUDA_AWARE, import_mpi, mpi_is_cuda_aware
 from xprop.distributed.placement import device_for_local_rank, share_accelerators
 from xprop.libraries import library_for
+from xprop.typing import Array
 
 __all__ = ["DataParallel"]
 
@@ -136,7 +137,7 @@ class DataParallel:
 
     # -- minibatches and evaluation ------------------------------------------------------
 
-    def shard(self, indices: Any) -> Any:
+    def shard(self, indices: Array) -> Array:
         """This rank's contiguous slice of global minibatch indices (along the last axis).
 
         ``indices`` holds the same numbers on every rank: ``(B,)`` for one step or ``(k, B)``
@@ -169,7 +170,7 @@ class DataParallel:
         """``(start, stop)``: this rank's contiguous share of ``n`` rows, sizes within one."""
         return n * self.rank // self.size, n * (self.rank + 1) // self.size
 
-    def accuracy(self, net: Any, x: Any, t: Any, **kwargs: Any) -> float:
+    def accuracy(self, net: Any, x: Array, t: Array, **kwargs: Any) -> float:
         """``net.accuracy(x, t)`` with each rank scoring its :meth:`rows`; the counts summed.
 
         Every rank holds the same ``x`` and ``t`` and gets the same result, the fraction of
@@ -254,7 +255,7 @@ class DataParallel:
 
     # -- parameters and gradients ------------------------------------------------------
 
-    def check_same(self, arrays: Mapping[str, Any], what: str = "parameters") -> None:
+    def check_same(self, arrays: Mapping[str, Array], what: str = "parameters") -> None:
         """Check that every rank holds the same keys, shapes and dtypes in ``arrays``.
 
         A collective (every rank must call it): the ranks exchange a description of
@@ -276,7 +277,9 @@ class DataParallel:
                 )
         self._agreed[what] = mine
 
-    def broadcast_params(self, params: MutableMapping[str, Any], root: int = 0) -> Any:
+    def broadcast_params(
+        self, params: MutableMapping[str, Array], root: int = 0
+    ) -> MutableMapping[str, Array]:
         """Overwrite ``params`` on every rank with rank ``root``'s: every rank starts identical.
 
         One ``Bcast`` of one buffer per dtype.  In place where arrays are mutable; on JAX
@@ -304,14 +307,16 @@ class DataParallel:
                     params[key] = new
         return params
 
-    def average_gradients(self, grads: Mapping[str, Any]) -> Any:
+    def average_gradients(self, grads: Mapping[str, Array]) -> Mapping[str, Array]:
         """The mean over the ranks of each gradient in ``grads``: one ``Allreduce`` for all.
 
         :meth:`average_arrays` with ``what="gradients"``.
         """
         return self.average_arrays(grads, "gradients")
 
-    def average_arrays(self, arrays: Mapping[str, Any], what: str = "arrays") -> Any:
+    def average_arrays(
+        self, arrays: Mapping[str, Array], what: str = "arrays"
+    ) -> Mapping[str, Array]:
         """The mean over the ranks of each array in ``arrays``: one ``Allreduce`` for all.
 
         The arrays are packed into one flat buffer (one per dtype), summed across the
@@ -382,7 +387,7 @@ class DataParallel:
 
     # -- internals --------------------------------------------------------------------
 
-    def _check_layout(self, arrays: Mapping[str, Any], what: str) -> Layout:
+    def _check_layout(self, arrays: Mapping[str, Array], what: str) -> Layout:
         """The layout of ``arrays``, agreed with the other ranks the first time."""
         agreed = self._agreed.get(what)
         if agreed is None:
@@ -404,7 +409,7 @@ class DataParallel:
             )
         return mine
 
-    def _pack(self, what: str, group: frozenset[str], arrays: Sequence[Any]) -> Any:
+    def _pack(self, what: str, group: frozenset[str], arrays: Sequence[Array]) -> Array:
         lib = library_for(namespace(*arrays))
         on_device = self._on_device(lib, arrays[0])
         key = (what, group, tuple(tuple(a.shape) for a in arrays), on_device)
@@ -412,10 +417,10 @@ class DataParallel:
         self._buffers[key] = buffer
         return buffer
 
-    def _unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+    def _unpack(self, buffer: Any, arrays: Sequence[Array]) -> list[Array]:
         return library_for(namespace(*arrays)).unpack(buffer, arrays)
 
-    def _on_device(self, lib: Any, array: Any) -> bool:
+    def _on_device(self, lib: Any, array: Array) -> bool:
         """Whether MPI reads the buffer on the accelerator (else it is staged on the host)."""
         from array_api_compat import device as device_of
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from xprop._namespace import dtype_name, namespace
 from xprop.checks import require_array
+from xprop.typing import Array
 
 __all__ = ["Layout", "difference", "fingerprint", "groups", "keys", "layout"]
 
@@ -20,12 +21,12 @@ __all__ = ["Layout", "difference", "fingerprint", "groups", "keys", "layout"]
 Layout = tuple[tuple[str, tuple[int, ...], str], ...]
 
 
-def keys(arrays: Mapping[str, Any]) -> list[Any]:
+def keys(arrays: Mapping[str, Array]) -> list[Any]:
     """The keys in a fixed order, the same on every rank whatever the dict's order."""
     return sorted(arrays, key=str)
 
 
-def layout(arrays: Mapping[str, Any]) -> Layout:
+def layout(arrays: Mapping[str, Array]) -> Layout:
     """``(key, shape, dtype)`` of every array, in :func:`keys` order: what ranks compare.
 
     Raises ``TypeError`` for anything but a dict of arrays.
@@ -44,7 +45,7 @@ def layout(arrays: Mapping[str, Any]) -> Layout:
     return tuple(out)
 
 
-def fingerprint(arrays: Mapping[str, Any]) -> Any:
+def fingerprint(arrays: Mapping[str, Array]) -> Any:
     """Keys, shapes and dtype objects in the dict's order (``None`` for a non-array)."""
     try:
         return tuple((k, tuple(v.shape), v.dtype) for k, v in arrays.items())

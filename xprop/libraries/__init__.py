@@ -17,6 +17,7 @@ from xprop.libraries.cupy import CuPyLibrary
 from xprop.libraries.jax import JaxLibrary
 from xprop.libraries.numpy import NumPyLibrary
 from xprop.libraries.torch import TorchLibrary
+from xprop.typing import Namespace
 
 __all__ = [
     "ArrayLibrary",
@@ -112,7 +113,7 @@ def library(name: str) -> ArrayLibrary:
         ) from None
 
 
-def library_for(xp: Any) -> ArrayLibrary:
+def library_for(xp: Namespace) -> ArrayLibrary:
     """The registered library whose namespace is ``xp`` (the standard's defaults if none)."""
     found = _BY_NAMESPACE.get(id(xp))
     if found is None:

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from xprop.typing import Array, Namespace
+
 __all__ = ["ArrayLibrary", "BackendError"]
 
 
@@ -64,23 +66,23 @@ class ArrayLibrary:
 
     # -- loading ----------------------------------------------------------------------
 
-    def load(self) -> Any:
+    def load(self) -> Namespace:
         """Import the library and return its array-API namespace.
 
         Raises ``ImportError`` when the library is not installed.
         """
         raise NotImplementedError(f"{type(self).__name__} must define load()")
 
-    def namespace(self) -> Any:
+    def namespace(self) -> Namespace:
         """The namespace :meth:`load` returns, imported once."""
         if self._xp is None:
             self._xp = self.load()
         return self._xp
 
-    def check(self, xp: Any) -> None:
+    def check(self, xp: Namespace) -> None:
         """Raise :class:`BackendError` when the library imports but cannot run here."""
 
-    def version_info(self, xp: Any) -> dict[str, str]:
+    def version_info(self, xp: Namespace) -> dict[str, str]:
         """What a bug report needs to know about this installation of the library.
 
         Called by :func:`xprop.show_versions` once :meth:`load` has returned ``xp``, and
@@ -95,7 +97,7 @@ class ArrayLibrary:
         version = getattr(module, "__version__", None) or getattr(xp, "__version__", None)
         return {"version": "unknown" if version is None else str(version)}
 
-    def owns(self, xp: Any) -> bool:
+    def owns(self, xp: Namespace) -> bool:
         """Whether namespace ``xp`` is this library's (never imports the library)."""
         if self.module and self.module not in sys.modules:
             return False
@@ -106,15 +108,15 @@ class ArrayLibrary:
 
     # -- devices and dtypes -----------------------------------------------------------
 
-    def devices(self, xp: Any) -> list[Any]:
+    def devices(self, xp: Namespace) -> list[Any]:
         """Every device the library can use here."""
         return list(xp.__array_namespace_info__().devices())
 
-    def default_device(self, xp: Any) -> Any:
+    def default_device(self, xp: Namespace) -> Any:
         """The device arrays go to when none is named."""
         return xp.__array_namespace_info__().default_device()
 
-    def parse_device(self, xp: Any, spec: Any) -> Any:
+    def parse_device(self, xp: Namespace, spec: Any) -> Any:
         """The device that ``spec`` (a device, or its name such as ``"device1"``) means.
 
         Raises :class:`BackendError`, listing the devices, when there is none such.
@@ -159,11 +161,11 @@ class ArrayLibrary:
 
     # -- host transfer and timing -----------------------------------------------------
 
-    def to_numpy(self, x: Any) -> np.ndarray:
+    def to_numpy(self, x: Array) -> np.ndarray:
         """A NumPy copy of ``x`` on the host (waits for the device); never a view of ``x``."""
         return np.array(x, copy=True)
 
-    def synchronize(self, device: Any, arrays: Sequence[Any] = ()) -> None:
+    def synchronize(self, device: Any, arrays: Sequence[Array] = ()) -> None:
         """Wait until ``device`` has finished its queued work, ``arrays`` included.
 
         Libraries that queue work per array rather than per device (JAX) wait for
@@ -172,7 +174,7 @@ class ArrayLibrary:
 
     # -- in-place updates -------------------------------------------------------------------
 
-    def cannot_write(self, x: Any) -> str | None:
+    def cannot_write(self, x: Array) -> str | None:
         """Why ``x`` cannot be updated in place (``x -= step``), or ``None`` when it can.
 
         Asked for every parameter before an optimizer writes the first one, so that an
@@ -181,7 +183,7 @@ class ArrayLibrary:
         """
         return None
 
-    def assign(self, target: Any, value: Any) -> Any:
+    def assign(self, target: Array, value: Array) -> Array:
         """``target`` holding ``value`` (same shape and dtype): written in place
         (``target[...] = value``, the standard's ``__setitem__``), and returned.  Libraries
         whose arrays are immutable (JAX) return ``value``, which the caller binds in
@@ -191,7 +193,7 @@ class ArrayLibrary:
 
     # -- tracing and compilation --------------------------------------------------------
 
-    def is_tracing(self, x: Any) -> bool:
+    def is_tracing(self, x: Array) -> bool:
         """Whether ``x`` is a placeholder of a trace or a capture rather than a real array.
 
         Caches must not keep arrays made while this is true: they belong to one trace.
@@ -210,7 +212,9 @@ class ArrayLibrary:
 
     # -- flat buffers for MPI (xprop.distributed) -----------------------------------------
 
-    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+    def pack(
+        self, arrays: Sequence[Array], out: Array | None = None, *, device: bool = False
+    ) -> Array:
         """Every element of ``arrays`` (one dtype), one array after the other, in one buffer.
 
         The buffer is what one MPI call reads and writes: a C-contiguous 1-d NumPy array on
@@ -231,7 +235,7 @@ class ArrayLibrary:
             offset += part.size
         return np.empty(0) if host is None else host
 
-    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+    def unpack(self, buffer: Array, arrays: Sequence[Array]) -> list[Array]:
         """The values :meth:`pack` laid out in ``buffer``, as arrays like ``arrays``.
 
         In place where the library's arrays are mutable: the same array objects come back,
@@ -252,7 +256,7 @@ class ArrayLibrary:
         return list(arrays)
 
 
-def _size(x: Any) -> int:
+def _size(x: Array) -> int:
     """Number of elements of an array (``x.size`` is ``None`` for unknown sizes)."""
     n = 1
     for d in x.shape:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from xprop.libraries._base import ArrayLibrary
 from xprop.libraries.numpy import READ_ONLY
+from xprop.typing import Array, Namespace
 
 __all__ = ["ArrayApiStrictLibrary"]
 
@@ -19,18 +18,18 @@ class ArrayApiStrictLibrary(ArrayLibrary):
     module = "array_api_strict"
     install_hint = "pip install 'xprop[strict]'"
 
-    def load(self) -> Any:
+    def load(self) -> Namespace:
         import array_api_strict as xp
 
         return xp
 
-    def version_info(self, xp: Any) -> dict[str, str]:
+    def version_info(self, xp: Namespace) -> dict[str, str]:
         info = super().version_info(xp)
         # The standard's version it enforces (a flag users may change) decides what passes.
         info["array api version"] = str(xp.get_array_api_strict_flags()["api_version"])
         return info
 
-    def cannot_write(self, x: Any) -> str | None:
+    def cannot_write(self, x: Array) -> str | None:
         # An array-api-strict array wraps a NumPy array, which may be read-only (asarray of
         # a read-only NumPy array does not copy); the standard has no way to ask.
         inner = getattr(x, "_array", None)
@@ -39,7 +38,7 @@ class ArrayApiStrictLibrary(ArrayLibrary):
             return READ_ONLY
         return None
 
-    def to_numpy(self, x: Any) -> np.ndarray:
+    def to_numpy(self, x: Array) -> np.ndarray:
         xp = self.namespace()
         # Only arrays on the CPU device expose the buffer protocol; move others there first.
         return np.array(x.to_device(xp.Device("CPU_DEVICE")), copy=True)

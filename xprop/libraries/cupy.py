@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from xprop.libraries._base import ArrayLibrary, BackendError
+from xprop.typing import Array, Namespace
 
 __all__ = ["CuPyLibrary"]
 
@@ -38,14 +39,14 @@ class CuPyLibrary(ArrayLibrary):
     install_hint = "pip install 'xprop[cuda12]' or 'xprop[cuda13]' (matching your CUDA)"
     device_buffers = True
 
-    def load(self) -> Any:
+    def load(self) -> Namespace:
         import array_api_compat.cupy as xp
         import cupy
 
         honour_device(xp, cupy.cuda.Device)
         return xp
 
-    def check(self, xp: Any) -> None:
+    def check(self, xp: Namespace) -> None:
         import cupy
 
         # ``import cupy`` succeeds on machines with no GPU; only this tells the truth.
@@ -56,7 +57,7 @@ class CuPyLibrary(ArrayLibrary):
                 "driver, or choose a CPU backend such as XPROP_BACKEND=numpy"
             )
 
-    def version_info(self, xp: Any) -> dict[str, str]:
+    def version_info(self, xp: Namespace) -> dict[str, str]:
         import cupy
 
         info = super().version_info(xp)
@@ -80,17 +81,17 @@ class CuPyLibrary(ArrayLibrary):
             info["gpus"] = f"none usable ({type(exc).__name__}: {exc})"
         return info
 
-    def devices(self, xp: Any) -> list[Any]:
+    def devices(self, xp: Namespace) -> list[Any]:
         import cupy
 
         return [cupy.cuda.Device(i) for i in range(cupy.cuda.runtime.getDeviceCount())]
 
-    def default_device(self, xp: Any) -> Any:
+    def default_device(self, xp: Namespace) -> Any:
         import cupy
 
         return cupy.cuda.Device()
 
-    def parse_device(self, xp: Any, spec: Any) -> Any:
+    def parse_device(self, xp: Namespace, spec: Any) -> Any:
         import cupy
 
         if isinstance(spec, cupy.cuda.Device):
@@ -112,18 +113,21 @@ class CuPyLibrary(ArrayLibrary):
     def is_accelerator(self, device: Any) -> bool:
         return True
 
-    def to_numpy(self, x: Any) -> np.ndarray:
+    def to_numpy(self, x: Array) -> np.ndarray:
         import cupy
 
-        return cupy.asnumpy(x)
+        host: np.ndarray = cupy.asnumpy(x)
+        return host
 
-    def synchronize(self, device: Any, arrays: Sequence[Any] = ()) -> None:
+    def synchronize(self, device: Any, arrays: Sequence[Array] = ()) -> None:
         import cupy
 
         with cupy.cuda.Device(device.id):
             cupy.cuda.get_current_stream().synchronize()
 
-    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+    def pack(
+        self, arrays: Sequence[Array], out: Array | None = None, *, device: bool = False
+    ) -> Array:
         import cupy
 
         with cupy.cuda.Device(arrays[0].device.id):
@@ -135,7 +139,7 @@ class CuPyLibrary(ArrayLibrary):
                 return packed
             return cupy.asnumpy(cupy.concatenate(flat), out=out)  # waits for the device
 
-    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+    def unpack(self, buffer: Array, arrays: Sequence[Array]) -> list[Array]:
         import cupy
 
         with cupy.cuda.Device(arrays[0].device.id):
@@ -188,6 +192,7 @@ def _entering_device(
         with device_type(getattr(device, "id", device)):
             return create(*args, device=device, **kwargs)
 
+    # A marker attribute on the function (type checkers know no attributes of functions).
     on_device._xprop_enters_device = True  # type: ignore[attr-defined]
     return on_device
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from xprop.libraries._base import ArrayLibrary, BackendError
+from xprop.typing import Array, Namespace
 
 __all__ = ["JaxLibrary", "X64Warning"]
 
@@ -32,7 +33,7 @@ class JaxLibrary(ArrayLibrary):
     module = "jax"
     install_hint = "pip install 'xprop[jax]'"
 
-    def load(self) -> Any:
+    def load(self) -> Namespace:
         # JAX takes 75% of a GPU's memory when it first uses it: a second MPI rank on the
         # same node would then fail.  Launchers say how many ranks share the node (MPICH's
         # MPI_LOCALNRANKS, Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE); with more than one, JAX
@@ -44,7 +45,7 @@ class JaxLibrary(ArrayLibrary):
 
         return jnp
 
-    def version_info(self, xp: Any) -> dict[str, str]:
+    def version_info(self, xp: Namespace) -> dict[str, str]:
         import jax
         import jaxlib
 
@@ -61,17 +62,17 @@ class JaxLibrary(ArrayLibrary):
         info["x64 mode"] = "on" if jax.config.read("jax_enable_x64") else "off"
         return info
 
-    def devices(self, xp: Any) -> list[Any]:
+    def devices(self, xp: Namespace) -> list[Any]:
         import jax
 
         return list(jax.devices())
 
-    def default_device(self, xp: Any) -> Any:
+    def default_device(self, xp: Namespace) -> Any:
         import jax
 
         return jax.devices()[0]
 
-    def parse_device(self, xp: Any, spec: Any) -> Any:
+    def parse_device(self, xp: Namespace, spec: Any) -> Any:
         import jax
 
         if isinstance(spec, jax.Device):
@@ -116,17 +117,19 @@ class JaxLibrary(ArrayLibrary):
 
         return not dtype.endswith("64") or bool(jax.config.read("jax_enable_x64"))
 
-    def synchronize(self, device: Any, arrays: Sequence[Any] = ()) -> None:
+    def synchronize(self, device: Any, arrays: Sequence[Array] = ()) -> None:
         import jax
 
         # JAX has no device barrier: work is done when the arrays it produces are ready.
         jax.block_until_ready(list(arrays))
 
-    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+    def pack(
+        self, arrays: Sequence[Array], out: Array | None = None, *, device: bool = False
+    ) -> Array:
         # np.asarray of a JAX array on the CPU is a view; from a GPU, a copy to the host.
         return np.concatenate([np.asarray(a).reshape(-1) for a in arrays], out=out)
 
-    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+    def unpack(self, buffer: Array, arrays: Sequence[Array]) -> list[Array]:
         import jax
         import jax.numpy as jnp
 
@@ -138,10 +141,10 @@ class JaxLibrary(ArrayLibrary):
             offset += a.size
         return out
 
-    def assign(self, target: Any, value: Any) -> Any:
+    def assign(self, target: Array, value: Array) -> Array:
         return value  # immutable: the caller rebinds
 
-    def is_tracing(self, x: Any) -> bool:
+    def is_tracing(self, x: Array) -> bool:
         import jax
 
         return isinstance(x, jax.core.Tracer)

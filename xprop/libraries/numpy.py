@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from xprop.libraries._base import ArrayLibrary
+from xprop.typing import Array, Namespace
 
 __all__ = ["NumPyLibrary"]
 
@@ -26,21 +26,23 @@ class NumPyLibrary(ArrayLibrary):
     module = "numpy"
     install_hint = "pip install xprop"
 
-    def load(self) -> Any:
+    def load(self) -> Namespace:
         import array_api_compat.numpy as xp
 
         return xp
 
-    def cannot_write(self, x: Any) -> str | None:
+    def cannot_write(self, x: Array) -> str | None:
         if not x.flags.writeable:
             return READ_ONLY
         return None
 
-    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+    def pack(
+        self, arrays: Sequence[Array], out: Array | None = None, *, device: bool = False
+    ) -> Array:
         # One pass over the data, straight into the (reused) buffer.
         return np.concatenate([np.reshape(a, -1) for a in arrays], out=out)
 
-    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+    def unpack(self, buffer: Array, arrays: Sequence[Array]) -> list[Array]:
         offset = 0
         for a in arrays:
             np.copyto(a, buffer[offset : offset + a.size].reshape(a.shape))

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from xprop.libraries._base import ArrayLibrary, BackendError
+from xprop.typing import Array, Namespace
 
 __all__ = ["TorchLibrary"]
 
@@ -28,12 +29,12 @@ class TorchLibrary(ArrayLibrary):
     install_hint = "pip install 'xprop[torch]'"
     device_buffers = True
 
-    def load(self) -> Any:
+    def load(self) -> Namespace:
         import array_api_compat.torch as xp
 
         return xp
 
-    def version_info(self, xp: Any) -> dict[str, str]:
+    def version_info(self, xp: Namespace) -> dict[str, str]:
         import torch
 
         info = super().version_info(xp)
@@ -51,7 +52,7 @@ class TorchLibrary(ArrayLibrary):
         info["cpu threads"] = str(torch.get_num_threads())
         return info
 
-    def devices(self, xp: Any) -> list[Any]:
+    def devices(self, xp: Namespace) -> list[Any]:
         import torch
 
         out = [torch.device("cpu")]
@@ -61,14 +62,14 @@ class TorchLibrary(ArrayLibrary):
             out.append(torch.device("mps", 0))
         return out
 
-    def default_device(self, xp: Any) -> Any:
+    def default_device(self, xp: Namespace) -> Any:
         import torch
 
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
 
-    def parse_device(self, xp: Any, spec: Any) -> Any:
+    def parse_device(self, xp: Namespace, spec: Any) -> Any:
         import torch
 
         try:
@@ -93,7 +94,7 @@ class TorchLibrary(ArrayLibrary):
     def is_accelerator(self, device: Any) -> bool:
         return getattr(device, "type", "cpu") != "cpu"
 
-    def cannot_write(self, x: Any) -> str | None:
+    def cannot_write(self, x: Array) -> str | None:
         import torch
 
         if x.requires_grad and torch.is_grad_enabled():
@@ -112,13 +113,14 @@ class TorchLibrary(ArrayLibrary):
             )
         return None
 
-    def to_numpy(self, x: Any) -> np.ndarray:
+    def to_numpy(self, x: Array) -> np.ndarray:
         t = x.detach()
         # .cpu() of a device tensor is already a fresh host copy; a CPU tensor's .numpy()
         # would share its memory.
-        return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
+        host: np.ndarray = t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
+        return host
 
-    def synchronize(self, device: Any, arrays: Sequence[Any] = ()) -> None:
+    def synchronize(self, device: Any, arrays: Sequence[Array] = ()) -> None:
         import torch
 
         if device.type == "cuda":
@@ -126,7 +128,9 @@ class TorchLibrary(ArrayLibrary):
         elif device.type == "mps":
             torch.mps.synchronize()
 
-    def pack(self, arrays: Sequence[Any], out: Any = None, *, device: bool = False) -> Any:
+    def pack(
+        self, arrays: Sequence[Array], out: Array | None = None, *, device: bool = False
+    ) -> Array:
         import torch
 
         flat = [a.detach().reshape(-1) for a in arrays]
@@ -144,7 +148,7 @@ class TorchLibrary(ArrayLibrary):
         out[...] = host.numpy()
         return out
 
-    def unpack(self, buffer: Any, arrays: Sequence[Any]) -> list[Any]:
+    def unpack(self, buffer: Array, arrays: Sequence[Array]) -> list[Array]:
         import torch
 
         src = torch.as_tensor(buffer)  # a NumPy buffer is viewed, not copied
@@ -156,7 +160,7 @@ class TorchLibrary(ArrayLibrary):
             offset += n
         return list(arrays)
 
-    def is_tracing(self, x: Any) -> bool:
+    def is_tracing(self, x: Array) -> bool:
         import torch
 
         if torch.compiler.is_compiling():

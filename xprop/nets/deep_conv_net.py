@@ -16,6 +16,7 @@ from xprop.nn.conv import Convolution
 from xprop.nn.dropout import Dropout
 from xprop.nn.layers import Affine, Relu, SoftmaxWithLoss
 from xprop.nn.pooling import Pooling
+from xprop.typing import Array
 
 __all__ = ["DeepConvNet"]
 
@@ -84,7 +85,8 @@ class DeepConvNet(Network):
         output_size = check_count(output_size, "output_size")
         check_flag(check_labels, "check_labels")
         # The image side through the three blocks (each: two convolutions, a 2x2 pool).
-        channels, sides = [c], (h, w)
+        channels = [c]
+        sides: tuple[int, ...] = (h, w)
         for i, conv in enumerate(convs, start=1):
             sides = tuple(conv_output_side(s, conv, f"DeepConvNet conv_param_{i}") for s in sides)
             channels.append(conv["filter_num"])
@@ -144,7 +146,7 @@ class DeepConvNet(Network):
         links = {f"Conv{i}": (f"W{i}", f"b{i}") for i in range(1, 7)}
         self.link({**links, "Affine1": ("W7", "b7"), "Affine2": ("W8", "b8")})
 
-    def accuracy(self, x: Any, t: Any, *, batch_size: int = 100) -> float:
+    def accuracy(self, x: Array, t: Array, *, batch_size: int = 100) -> float:
         """:meth:`Network.accuracy <xprop.nets.network.Network.accuracy>` in chunks of the
         book's ``batch_size=100``: a convolution's column matrix grows with the batch
         (thousands of test images at once would take gigabytes)."""

@@ -23,6 +23,7 @@ from xprop.nets.network import Network, init_std
 from xprop.nn.batch_norm import BatchNormalization, wide_dtype
 from xprop.nn.dropout import Dropout, check_ratio
 from xprop.nn.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from xprop.typing import Array
 
 __all__ = ["MultiLayerNet", "MultiLayerNetExtend"]
 
@@ -130,15 +131,15 @@ class MultiLayerNet(Network):
             )
         check_flag(check_labels, "check_labels")
         super().__init__(backend, seed)
-        self.input_size = sizes[0]
-        self.hidden_size_list = list(sizes[1:-1])
-        self.output_size = sizes[-1]
-        self.hidden_layer_num = len(self.hidden_size_list)
-        self.activation = activation.lower()
-        self.weight_decay_lambda = float(weight_decay_lambda)
-        self.use_dropout = bool(use_dropout)
-        self.dropout_ratio = float(dropout_ratio)
-        self.use_batchnorm = bool(use_batchnorm)
+        self.input_size: int = sizes[0]
+        self.hidden_size_list: list[int] = list(sizes[1:-1])
+        self.output_size: int = sizes[-1]
+        self.hidden_layer_num: int = len(self.hidden_size_list)
+        self.activation: str = activation.lower()
+        self.weight_decay_lambda: float = float(weight_decay_lambda)
+        self.use_dropout: bool = bool(use_dropout)
+        self.dropout_ratio: float = float(dropout_ratio)
+        self.use_batchnorm: bool = bool(use_batchnorm)
 
         # initialize the weights
         be, rng = self.backend, self.rng
@@ -189,7 +190,7 @@ class MultiLayerNet(Network):
 
     # -- weight decay ---------------------------------------------------------------------
 
-    def penalty(self) -> Any:
+    def penalty(self) -> Array | None:
         """``0.5 * lambda * sum(W**2)`` over every weight matrix (not the biases), or None."""
         lam = self.weight_decay_lambda
         if not lam:  # lambda = 0 adds exactly 0: skip the work
@@ -200,7 +201,7 @@ class MultiLayerNet(Network):
             weight_decay = weight_decay + 0.5 * lam * namespace(W).sum(W**2)
         return weight_decay
 
-    def penalty_gradient(self, grads: dict[str, Any], dout: Any = 1) -> None:
+    def penalty_gradient(self, grads: dict[str, Array], dout: float | Array = 1) -> None:
         """Each weight's gradient gains ``lambda * W`` (times ``dout``)."""
         lam = self.weight_decay_lambda
         if not lam:

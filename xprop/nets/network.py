@@ -33,7 +33,7 @@ import math
 import numbers
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xprop._accuracy import accuracy
 from xprop._namespace import namespace
@@ -42,6 +42,11 @@ from xprop.checkpoint import Checkpointable
 from xprop.checks import check_batch, check_flag, check_params, check_replacements
 from xprop.gradient import numerical_gradient as _numerical_gradient
 from xprop.nn.layer import Layer
+from xprop.optimizers import Optimizer
+from xprop.typing import Array, Namespace
+
+if TYPE_CHECKING:  # nets import training only where a step is compiled
+    from xprop.training.step import TrainStep
 
 __all__ = ["Network", "init_std"]
 
@@ -86,13 +91,14 @@ class Network(Checkpointable):
         #: The host generator of the initial weights (then of the Dropout masks): one seed
         #: gives bit-identical weights and the same masks on every backend.
         self.rng = self.backend.rng(seed)
-        self.params: dict[str, Any] = {}
+        self.params: dict[str, Array] = {}
         self.layers: OrderedDict[str, Any] = OrderedDict()
         self.last_layer: Any = None
-        self.last_loss: Any = None
+        self.last_loss: Array = None
         self.param_layers: dict[str, tuple[str, str]] = {}
         self.buffer_layers: dict[str, tuple[str, str]] = {}
-        self._door: tuple[Any, ...] | None = None  # what check_input compares with
+        # What check_input compares with: (key, owner, features, dim, built) once linked.
+        self._door: Any = None
 
     def link(self, layer_params: Mapping[str, Sequence[str | None]] | None = None) -> None:
         """Say which layer holds which parameters: the end of every network's ``__init__``.
@@ -114,7 +120,7 @@ class Network(Checkpointable):
 
     # -- the book's API -------------------------------------------------------------------
 
-    def predict(self, x: Any, train_flg: bool = False) -> Any:
+    def predict(self, x: Array, train_flg: bool = False) -> Array:
         """Scores (logits) ``(N, C)`` for inputs ``x`` of shape ``(N, ...)``.
 
         ``train_flg`` (``True`` or ``False``) selects training behaviour in the layers that
@@ -131,7 +137,7 @@ class Network(Checkpointable):
             x = layer.forward(x, train_flg) if flag else layer.forward(x)
         return x
 
-    def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
+    def loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
         """The loss on ``(x, t)`` as a 0-d array, plus :meth:`penalty`; no host sync.
 
         ``t``: integer labels ``(N,)`` or one-hot ``(N, C)``, checked by the loss layer.
@@ -145,7 +151,7 @@ class Network(Checkpointable):
         self.last_loss = loss
         return loss
 
-    def accuracy(self, x: Any, t: Any, *, batch_size: int = 10000) -> float:
+    def accuracy(self, x: Array, t: Array, *, batch_size: int = 10000) -> float:
         """Fraction of samples whose arg-max score is the label (a Python float).
 
         Inference mode.  ``t`` holds integer labels ``(N,)`` or one-hot labels ``(N, C)``,
@@ -160,7 +166,7 @@ class Network(Checkpointable):
         checked = getattr(self.last_layer, "check_labels", True)
         return accuracy(self.predict, x, t, check_labels=checked, batch_size=batch_size)
 
-    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
+    def gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """Gradients of ``loss(x, t, train_flg=True)`` by backpropagation.
 
         A dict with ``params``' keys and shapes.  As in the book, the forward pass is a
@@ -169,7 +175,7 @@ class Network(Checkpointable):
         """
         return self.scaled_gradient(x, t, 1)
 
-    def scaled_gradient(self, x: Any, t: Any, scale: Any) -> dict[str, Any]:
+    def scaled_gradient(self, x: Array, t: Array, scale: float | Array) -> dict[str, Array]:
         """:meth:`gradient` of ``scale * loss``: ``scale`` is the upstream gradient of the
         loss (the book's ``dout = 1``), and every gradient comes out multiplied by it; a
         plain-SGD step passes its learning rate (:func:`xprop.training.step.loop_body`)."""
@@ -184,7 +190,7 @@ class Network(Checkpointable):
         self.penalty_gradient(grads, scale)
         return grads
 
-    def numerical_gradient(self, x: Any, t: Any) -> dict[str, Any]:
+    def numerical_gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """Gradients of ``loss(x, t, train_flg=True)`` by central differences (slow).
 
         Two losses per weight: use small networks, and float64 parameters to compare with
@@ -210,7 +216,7 @@ class Network(Checkpointable):
             self.set_running_stats(saved)
         return grads
 
-    def compile_step(self, optimizer: Any) -> Any:
+    def compile_step(self, optimizer: Optimizer | float) -> TrainStep:
         """The fastest training step this network's library offers, with ``optimizer``.
 
         ``optimizer`` is an :mod:`xprop.optimizers` instance (``Adam(lr=0.001)``), or a
@@ -225,14 +231,14 @@ class Network(Checkpointable):
 
     # -- what a subclass may add: a penalty (weight decay), the data it was built for --------
 
-    def penalty(self) -> Any:
+    def penalty(self) -> Array | None:
         """A term added to the loss (``None``: none); :class:`MultiLayerNet`: weight decay."""
         return None
 
-    def penalty_gradient(self, grads: dict[str, Any], dout: Any = 1) -> None:
+    def penalty_gradient(self, grads: dict[str, Array], dout: float | Array = 1) -> None:
         """Add the gradient of :meth:`penalty`, times ``dout``, into ``grads``."""
 
-    def check_input(self, x: Any) -> Any:
+    def check_input(self, x: Array) -> Namespace:
         """The door: ``x`` is a batch this network was built for (the library, device and
         dtype of its parameters; ``input_size`` features or ``input_dim`` images), and each
         parameter still has the shape and dtype it was built with; ``x``'s namespace.  See
@@ -248,7 +254,7 @@ class Network(Checkpointable):
 
     # -- state besides params: BatchNorm's statistics, Dropout's masks ----------------------
 
-    def running_stats(self) -> dict[str, Any]:
+    def running_stats(self) -> dict[str, Array]:
         """What inference needs besides ``params``: BatchNorm's running statistics, by
         :func:`buffer_key` (``{'running_mean1': ..., 'running_var1': ...}``)."""
         if getattr(self, "_door", None) is None:  # a network that did not call link()
@@ -256,7 +262,7 @@ class Network(Checkpointable):
         layers = self.layers
         return {key: getattr(layers[n], a) for key, (n, a) in self.buffer_layers.items()}
 
-    def set_running_stats(self, stats: dict[str, Any]) -> None:
+    def set_running_stats(self, stats: dict[str, Array]) -> None:
         """Set the statistics of :meth:`running_stats` from a dict with the same keys, each
         checked first (:func:`xprop.checks.check_replacements`: library, device, shape and
         dtype of the value it replaces); ``None`` lets a layer make it again."""

@@ -14,6 +14,7 @@ from xprop.nets.network import Network, init_std
 from xprop.nn.conv import Convolution
 from xprop.nn.layers import Affine, Relu, SoftmaxWithLoss
 from xprop.nn.pooling import Pooling
+from xprop.typing import Array
 
 __all__ = ["SimpleConvNet"]
 
@@ -106,7 +107,7 @@ class SimpleConvNet(Network):
         self.last_layer = SoftmaxWithLoss(check_labels=check_labels)
         self.link({"Conv1": ("W1", "b1"), "Affine1": ("W2", "b2"), "Affine2": ("W3", "b3")})
 
-    def accuracy(self, x: Any, t: Any, *, batch_size: int = 100) -> float:
+    def accuracy(self, x: Array, t: Array, *, batch_size: int = 100) -> float:
         """:meth:`Network.accuracy <xprop.nets.network.Network.accuracy>` in chunks of the
         book's ``batch_size=100``: a convolution's column matrix grows with the batch
         (thousands of test images at once would take gigabytes)."""

@@ -14,6 +14,7 @@ from array_api_compat import device
 
 from xprop.checks import check_fraction
 from xprop.nn.layer import Layer
+from xprop.typing import Array, Namespace
 
 __all__ = ["BatchNormalization", "wide_dtype"]
 
@@ -73,11 +74,11 @@ class BatchNormalization(Layer):
 
     def __init__(
         self,
-        gamma: Any,
-        beta: Any,
+        gamma: Array,
+        beta: Array,
         momentum: float = 0.9,
-        running_mean: Any = None,
-        running_var: Any = None,
+        running_mean: Array | None = None,
+        running_var: Array | None = None,
     ) -> None:
         self.gamma = gamma
         self.beta = beta
@@ -91,12 +92,12 @@ class BatchNormalization(Layer):
         # intermediate data for backward
         self.batch_size: int | None = None
         self.train_flg = True  # the mode of the last forward pass
-        self.xn: Any = None
-        self.std: Any = None
-        self.dgamma: Any = None
-        self.dbeta: Any = None
+        self.xn: Array = None
+        self.std: Array = None
+        self.dgamma: Array = None
+        self.dbeta: Array = None
 
-    def forward(self, x: Any, train_flg: bool = True) -> Any:
+    def forward(self, x: Array, train_flg: bool = True) -> Array:
         """Normalize ``x`` (``(N, D)`` or ``(N, d1, ...)``); returns an array of its shape.
 
         Raises ``ValueError`` for a training pass on a batch of one sample
@@ -136,7 +137,7 @@ class BatchNormalization(Layer):
         out = xp.astype(gamma * xn + beta, out_dtype, copy=False)
         return xp.reshape(out, self.input_shape)
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         """``dx`` of the input's shape; sets ``dgamma`` and ``dbeta`` (shape ``(D,)``).
 
         All three in the input's dtype.  Raises ``RuntimeError`` before any forward pass.
@@ -162,7 +163,7 @@ class BatchNormalization(Layer):
         return xp.reshape(dx, self.input_shape)
 
 
-def check_input(layer: BatchNormalization, x: Any, train_flg: bool) -> Any:
+def check_input(layer: BatchNormalization, x: Array, train_flg: bool) -> Namespace:
     """What ``layer.forward(x, train_flg)`` needs; ``x``'s namespace.
 
     Used alone (``layer.checks``), the layer checks ``x`` as every layer does and that it
@@ -183,7 +184,7 @@ def check_input(layer: BatchNormalization, x: Any, train_flg: bool) -> Any:
     return xp
 
 
-def check_per_feature(layer: Any, x: Any, names: tuple[str, ...]) -> None:
+def check_per_feature(layer: Any, x: Array, names: tuple[str, ...]) -> None:
     """Raise unless each array ``layer.<name>`` (``None``: not made yet) has one value per
     feature of ``x`` ``(N, d1, ...)``, i.e. shape ``(d1 * ...,)``."""
     features = math.prod(x.shape[1:])
@@ -202,7 +203,7 @@ def check_per_feature(layer: Any, x: Any, names: tuple[str, ...]) -> None:
         )
 
 
-def wide_dtype(xp: Any, dtype: Any) -> Any:
+def wide_dtype(xp: Namespace, dtype: Any) -> Any:
     """float32 for float16 (whose statistics would overflow), else ``None``.
 
     The dtype BatchNormalization computes and keeps its statistics in for inputs of
@@ -213,7 +214,7 @@ def wide_dtype(xp: Any, dtype: Any) -> Any:
     return xp.float32 if half is not None and dtype == half else None
 
 
-def _running(xp: Any, m: float, running: Any, batch: Any) -> Any:
+def _running(xp: Namespace, m: float, running: Any, batch: Any) -> Array:
     """``m * running + (1 - m) * batch`` in ``batch``'s dtype, cast to ``running``'s."""
     if running.dtype == batch.dtype:
         return m * running + (1 - m) * batch

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from xprop._constants import ones
 from xprop._namespace import namespace
 from xprop.checks import check_flag, require_array, require_float
 from xprop.nn.im2col import check_geometry, col2im_t, im2col_t, output_size
 from xprop.nn.layer import Layer, check_bias
+from xprop.typing import Array
 
 __all__ = ["Convolution"]
 
@@ -59,7 +58,13 @@ class Convolution(Layer):
     param_names = ("W", "b")
 
     def __init__(
-        self, W: Any, b: Any = None, stride: int = 1, pad: int = 0, *, input_grad: bool = True
+        self,
+        W: Array,
+        b: Array | None = None,
+        stride: int = 1,
+        pad: int = 0,
+        *,
+        input_grad: bool = True,
     ) -> None:
         check_filters(W, b)
         self.W = W
@@ -67,15 +72,15 @@ class Convolution(Layer):
         self.stride, self.pad = check_geometry(stride, pad, "Convolution")
         self.input_grad = check_flag(input_grad, "input_grad")
         # kept by forward for backward
-        self.x: Any = None
-        self.col: Any = None
-        self.col_W: Any = None
+        self.x: Array = None
+        self.col: Array = None
+        self.col_W: Array = None
         self._out_shape: tuple[int, ...] | None = None
         # gradients of the filters and the bias
-        self.dW: Any = None
-        self.db: Any = None
+        self.dW: Array = None
+        self.db: Array = None
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         W, b = self.W, self.b
         FN, _, FH, FW = W.shape
         shape = tuple(getattr(x, "shape", ()))
@@ -99,7 +104,7 @@ class Convolution(Layer):
         self._out_shape = (N, FN, OH, OW)
         return xp.permute_dims(xp.reshape(out, (FN, N, OH, OW)), (1, 0, 2, 3))
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array | None:
         x = self.x
         xp = self.check_dout(dout, self._out_shape, x)
         FN = self.W.shape[0]
@@ -112,7 +117,7 @@ class Convolution(Layer):
         _, _, FH, FW = self.W.shape
         return col2im_t(xp, dcol, tuple(x.shape), FH, FW, self.stride, self.pad)
 
-    def _check_x(self, x: Any) -> None:
+    def _check_x(self, x: Array) -> None:
         W = self.W
         if x.ndim == 4 and x.shape[1] != W.shape[1]:
             raise ValueError(
@@ -125,7 +130,7 @@ class Convolution(Layer):
             check_filters(W, b)  # a bias set after construction: says what is wrong
 
 
-def raise_if_out_of_memory(exc: Exception, shape: tuple[int, int], x: Any) -> None:
+def raise_if_out_of_memory(exc: Exception, shape: tuple[int, int], x: Array) -> None:
     """Raise ``MemoryError`` naming the layer, the column matrix's size and the fix when
     ``exc`` is a library's out-of-memory error (NumPy's and CuPy's ``MemoryError``,
     PyTorch's and JAX's ``RuntimeError``/``XlaRuntimeError`` saying so)."""
@@ -144,7 +149,7 @@ def raise_if_out_of_memory(exc: Exception, shape: tuple[int, int], x: Any) -> No
     ) from exc
 
 
-def check_filters(W: Any, b: Any) -> None:
+def check_filters(W: Array, b: Array) -> None:
     """Raise unless ``W`` is a floating ``(FN, C, FH, FW)`` array and ``b`` ``None``/``(FN,)``."""
     require_array(W, "Convolution filters W")
     xp = namespace(W, b)

@@ -25,6 +25,7 @@ the compiled program: :mod:`xprop.training.compiled`); the layer never knows.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import device
@@ -33,6 +34,7 @@ from xprop._constants import element_index
 from xprop._namespace import namespace
 from xprop.checks import check_flag, check_fraction, require_float
 from xprop.nn.layer import Layer
+from xprop.typing import Array, Namespace
 
 __all__ = ["DeviceMasks", "Dropout", "FixedMasks", "HostMasks", "check_ratio", "hash_masks"]
 
@@ -75,18 +77,21 @@ class Dropout(Layer):
         device_masks: bool = False,
     ) -> None:
         self.dropout_ratio = check_ratio(dropout_ratio)
-        self.masks = (DeviceMasks if device_masks else HostMasks)(generator, seed)
-        self.mask: Any = None
+        # The mask source: ``masks(x, ratio)`` is a 0/1 mask in ``x``'s shape and dtype.
+        self.masks: Callable[[Array, float], Array] = (DeviceMasks if device_masks else HostMasks)(
+            generator, seed
+        )
+        self.mask: Array = None
         self.train_flg = True
 
-    def forward(self, x: Any, train_flg: bool = True) -> Any:
+    def forward(self, x: Array, train_flg: bool = True) -> Array:
         self.train_flg = check_flag(train_flg, "train_flg")
         if not self.train_flg:
             return x * (1.0 - self.dropout_ratio)
         self.mask = self.masks(x, self.dropout_ratio)
         return x * self.mask
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         if not self.train_flg:
             return dout * (1.0 - self.dropout_ratio)
         self.require_forward(self.mask)
@@ -116,7 +121,7 @@ class HostMasks:
             )
         self.generator = generator
 
-    def __call__(self, x: Any, ratio: float) -> Any:
+    def __call__(self, x: Array, ratio: float) -> Array:
         xp = _float_namespace(x)
         keep = self.generator.random(tuple(x.shape)) > ratio
         return xp.astype(xp.asarray(keep, device=device(x)), x.dtype)
@@ -130,7 +135,7 @@ class HostMasks:
 class DeviceMasks(HostMasks):
     """Masks hashed on the device (:func:`hash_masks`), two host keys per mask."""
 
-    def __call__(self, x: Any, ratio: float) -> Any:
+    def __call__(self, x: Array, ratio: float) -> Array:
         return hash_masks(_float_namespace(x), x, ratio, *self.keys())
 
 
@@ -148,14 +153,14 @@ class FixedMasks:
     def __exit__(self, *exc: object) -> None:
         self.layer.masks = self.source
 
-    def __call__(self, x: Any, ratio: float) -> Any:
+    def __call__(self, x: Array, ratio: float) -> Array:
         mask = self.layer.mask
         if mask is None or tuple(mask.shape) != tuple(x.shape):
             mask = self.source(x, ratio)
         return mask if mask.dtype == x.dtype else namespace(x).astype(mask, x.dtype)
 
 
-def hash_masks(xp: Any, x: Any, ratio: float, k1: Any, k2: Any) -> Any:
+def hash_masks(xp: Namespace, x: Array, ratio: float, k1: int | Array, k2: int | Array) -> Array:
     """The keep-mask of a device-drawn dropout, 0/1 in ``x``'s dtype and shape.
 
     Each element's flat index is hashed with the keys ``k1``, ``k2`` (Python ints, or
@@ -174,13 +179,13 @@ def check_ratio(dropout_ratio: Any) -> float:
     return check_fraction(dropout_ratio, "dropout_ratio", why=why)
 
 
-def _float_namespace(x: Any) -> Any:
+def _float_namespace(x: Array) -> Namespace:
     xp = namespace(x)
     require_float(xp, x, "Dropout input x")
     return xp
 
 
-def _hash32(h: Any) -> Any:
+def _hash32(h: Any) -> Array:
     """The ``lowbias32`` integer hash (C. Wellons) on int32 arrays, bit for bit.
 
     Products wrap modulo 2**32 on every backend; ``>>`` on signed integers is arithmetic,

@@ -21,6 +21,7 @@ from xprop.checks import (
     require_array,
     require_float,
 )
+from xprop.typing import Array
 
 __all__ = [
     "cross_entropy_error",
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-def sigmoid(x: Any) -> Any:
+def sigmoid(x: Array) -> Array:
     """Logistic sigmoid ``1 / (1 + exp(-x))``, elementwise; derivative ``y * (1 - y)``.
 
     Computed from ``e = exp(-|x|)``, which never overflows (no warning at ``x = ±1000``):
@@ -47,13 +48,13 @@ def sigmoid(x: Any) -> Any:
     return xp.where(x >= 0, r, e * r)
 
 
-def relu(x: Any) -> Any:
+def relu(x: Array) -> Array:
     """Rectified linear unit ``max(x, 0)``, elementwise; derivative 1 where ``x > 0``, else 0."""
     xp = namespace(x)
     return xp.maximum(x, zero(xp, x))
 
 
-def softmax(x: Any) -> Any:
+def softmax(x: Array) -> Array:
     """Softmax over the last axis, for any leading dimensions: ``exp(x) / sum(exp(x))``.
 
     The row maximum is subtracted first, so logits of ``1e4`` give finite results.
@@ -64,7 +65,7 @@ def softmax(x: Any) -> Any:
     return z / xp.sum(z, axis=-1, keepdims=True)
 
 
-def log_softmax(x: Any) -> Any:
+def log_softmax(x: Array) -> Array:
     """``log(softmax(x))`` over the last axis, exact and finite for any finite logits.
 
     ``z - log(sum(exp(z)))`` with ``z`` max-shifted: no ``log(0)`` and no ``+1e-7`` bias.
@@ -74,7 +75,7 @@ def log_softmax(x: Any) -> Any:
     return z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
 
 
-def validate_labels(t: Any, num_classes: int) -> bool:
+def validate_labels(t: Array, num_classes: int) -> bool:
     """Check a whole set of labels once; ``True`` if they are one-hot, ``False`` if indices.
 
     Integer labels (any integer dtype) must have shape ``(N,)`` and values in
@@ -107,7 +108,7 @@ def validate_labels(t: Any, num_classes: int) -> bool:
     return is_hot
 
 
-def one_hot(t: Any, num_classes: int, dtype: Any = None, *, check_labels: bool = True) -> Any:
+def one_hot(t: Array, num_classes: int, dtype: Any = None, *, check_labels: bool = True) -> Array:
     """One-hot encode integer labels ``t`` of shape ``(N,)`` into ``(N, num_classes)``.
 
     ``t`` may have any integer dtype (uint8 labels and 300 classes work).  ``dtype`` is a
@@ -145,7 +146,7 @@ def one_hot(t: Any, num_classes: int, dtype: Any = None, *, check_labels: bool =
     return xp.astype(t[:, None] == class_range(xp, t, c, compare)[None, :], dtype)
 
 
-def cross_entropy_error(y: Any, t: Any, *, check_labels: bool = True) -> Any:
+def cross_entropy_error(y: Array, t: Array, *, check_labels: bool = True) -> Array:
     """Mean cross-entropy ``-sum(t * log(y)) / N`` of probabilities ``y`` against labels ``t``.
 
     Parameters
@@ -193,7 +194,7 @@ def cross_entropy_error(y: Any, t: Any, *, check_labels: bool = True) -> Any:
     return -xp.sum(target * xp.log(xp.maximum(y, tiny))) / y.shape[0]
 
 
-def mean_squared_error(y: Any, t: Any) -> Any:
+def mean_squared_error(y: Array, t: Array) -> Array:
     """Half the summed squared error per sample: ``0.5 * sum((y - t)**2) / N``.
 
     For a single sample (1-D ``y``) ``N`` is 1, which is the book's ``mean_squared_error``
@@ -204,7 +205,7 @@ def mean_squared_error(y: Any, t: Any) -> Any:
     return squared_error_parts(y, t)[0]
 
 
-def squared_error_parts(y: Any, t: Any) -> tuple[Any, Any, int]:
+def squared_error_parts(y: Array, t: Array) -> tuple[Array, Array, int]:
     """``(loss, y - t, N)`` of :func:`mean_squared_error`: what its backward pass needs too.
 
     Targets of another dtype are cast to ``y``'s.  Raises ``TypeError`` for non-floating

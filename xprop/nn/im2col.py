@@ -26,6 +26,7 @@ from array_api_compat import device as _device
 
 from xprop._namespace import namespace
 from xprop.checks import check_count, require_array
+from xprop.typing import Array, Namespace
 
 __all__ = ["col2im", "im2col"]
 
@@ -68,7 +69,7 @@ def check_size(value: Any, name: str) -> int:
     return check_count(value, name, minimum=1)
 
 
-def pad_blocks(xp: Any, x: Any, pad: int, value: float = 0.0) -> Any:
+def pad_blocks(xp: Namespace, x: Array, pad: int, value: float = 0.0) -> Array:
     """``x`` ``(..., H, W)`` with ``pad`` rows and columns of ``value`` on every side.
 
     The standard has no ``pad``: blocks of ``value`` are concatenated.
@@ -83,7 +84,9 @@ def pad_blocks(xp: Any, x: Any, pad: int, value: float = 0.0) -> Any:
     return xp.concat((cols, x, cols), axis=-1)
 
 
-def window_views(xp: Any, xpad: Any, filter_h: int, filter_w: int, stride: int) -> list[Any]:
+def window_views(
+    xp: Namespace, xpad: Array, filter_h: int, filter_w: int, stride: int
+) -> list[Array]:
     """The ``FH*FW`` strided views of padded ``xpad`` ``(A, B, Hp, Wp)``, row-major.
 
     View ``(i, j)`` is ``xpad[..., i + stride*oh, j + stride*ow]`` for every output
@@ -100,7 +103,9 @@ def window_views(xp: Any, xpad: Any, filter_h: int, filter_w: int, stride: int) 
     ]
 
 
-def im2col_t(xp: Any, x: Any, filter_h: int, filter_w: int, stride: int, pad: int) -> Any:
+def im2col_t(
+    xp: Namespace, x: Array, filter_h: int, filter_w: int, stride: int, pad: int
+) -> Array:
     """The book's ``im2col(x)`` transposed: the column matrix ``(C*FH*FW, N*OH*OW)``.
 
     Row ``(c, i, j)``, column ``(n, oh, ow)`` holds ``xpad[n, c, i + stride*oh, j +
@@ -115,7 +120,7 @@ def im2col_t(xp: Any, x: Any, filter_h: int, filter_w: int, stride: int, pad: in
     return xp.reshape(col, (c * filter_h * filter_w, n * oh * ow))
 
 
-def _dilate(xp: Any, a: Any, stride: int, axis: int) -> Any:
+def _dilate(xp: Namespace, a: Any, stride: int, axis: int) -> Array:
     """``a`` dilated by ``stride`` along ``axis`` (-2 or -1): ``stride - 1`` zeros between
     its elements (a strided window's gradient laid out on the input's grid)."""
     if stride == 1:
@@ -129,7 +134,7 @@ def _dilate(xp: Any, a: Any, stride: int, axis: int) -> Any:
     return dilated[..., :keep, :] if axis == -2 else dilated[..., :keep]
 
 
-def _zero_pad(xp: Any, a: Any, top: int, bottom: int, left: int, right: int) -> Any:
+def _zero_pad(xp: Namespace, a: Any, top: int, bottom: int, left: int, right: int) -> Array:
     """``a`` ``(..., h, w)`` with zero blocks on each side (any may be 0)."""
     dev = _device(a)
     *lead, h, w = a.shape
@@ -151,8 +156,8 @@ def _zero_pad(xp: Any, a: Any, top: int, bottom: int, left: int, right: int) -> 
 
 
 def add_views(
-    xp: Any, slabs: list[Any], size: tuple[int, int], filter_w: int, stride: int, pad: int
-) -> Any:
+    xp: Namespace, slabs: list[Array], size: tuple[int, int], filter_w: int, stride: int, pad: int
+) -> Array:
     """The adjoint of :func:`window_views`: add each view's values back where they were read
     (PyTorch calls this ``fold``).
 
@@ -162,7 +167,7 @@ def add_views(
     """
     h, w = size
     hp, wp = h + 2 * pad, w + 2 * pad
-    total = None
+    total: Any = None  # the sum of the slabs so far
     for k, slab in enumerate(slabs):
         i, j = divmod(k, filter_w)
         s = _dilate(xp, _dilate(xp, slab, stride, -2), stride, -1)
@@ -175,14 +180,14 @@ def add_views(
 
 
 def col2im_t(
-    xp: Any,
-    col: Any,
+    xp: Namespace,
+    col: Array,
     shape: tuple[int, int, int, int],
     filter_h: int,
     filter_w: int,
     stride: int,
     pad: int,
-) -> Any:
+) -> Array:
     """The book's ``col2im`` of the transposed columns, the adjoint of :func:`im2col_t`:
     ``col`` ``(C*FH*FW, N*OH*OW)`` to ``(N, C, H, W)``."""
     n, c, h, w = shape
@@ -192,7 +197,9 @@ def col2im_t(
     return xp.permute_dims(add_views(xp, slabs, (h, w), filter_w, stride, pad), (1, 0, 2, 3))
 
 
-def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0) -> Any:
+def im2col(
+    input_data: Array, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0
+) -> Array:
     """The book's ``im2col``: every window of ``input_data`` as a row.
 
     Parameters
@@ -230,13 +237,13 @@ def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: 
 
 
 def col2im(
-    col: Any,
+    col: Array,
     input_shape: tuple[int, int, int, int],
     filter_h: int,
     filter_w: int,
     stride: int = 1,
     pad: int = 0,
-) -> Any:
+) -> Array:
     """The book's ``col2im``: the adjoint of :func:`im2col`, shape ``input_shape``.
 
     ``col`` ``(N*OH*OW, C*FH*FW)`` holds one value per window element; each is added to
@@ -256,7 +263,8 @@ def col2im(
             f"col2im: input_shape must be the image batch's shape (N, C, H, W), got "
             f"{input_shape!r}"
         )
-    shape = tuple(check_count(s, f"col2im input_shape[{i}]") for i, s in enumerate(input_shape))
+    n, c, h, w = (check_count(s, f"col2im input_shape[{i}]") for i, s in enumerate(input_shape))
+    shape = (n, c, h, w)
     oh, ow = output_size(shape, filter_h, filter_w, stride, pad, "col2im")
     want = (shape[0] * oh * ow, shape[1] * filter_h * filter_w)
     if tuple(col.shape) != want:

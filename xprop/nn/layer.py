@@ -25,10 +25,11 @@ running statistics), and whether ``forward`` takes the training flag
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from xprop._namespace import dtype_name, namespace
 from xprop.checks import check_batch, require_array, require_float, require_same_float
+from xprop.typing import Array, Namespace
 
 __all__ = ["Layer", "check_bias"]
 
@@ -58,13 +59,21 @@ class Layer:
     buffer_names: ClassVar[tuple[str, ...]] = ()
     takes_train_flg: ClassVar[bool] = False
 
+    if TYPE_CHECKING:
+        # The book's two methods, which every layer defines with its own arguments: declared
+        # for type checkers only (``for layer in layers: x = layer.forward(x)``), so a layer
+        # without them still fails as it always did, with an AttributeError.
+        def forward(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        def backward(self, *args: Any, **kwargs: Any) -> Any: ...
+
     def check_input(
         self,
-        x: Any,
-        like: Any = None,
+        x: Array,
+        like: Array | None = None,
         features: int | None = None,
         owner: str = "the layer's parameters",
-    ) -> Any:
+    ) -> Namespace:
         """Raise a clear error unless ``x`` is a floating batch ``(N, ...)``; its namespace.
 
         ``like``: the parameter whose library, device and dtype ``x`` must share (the
@@ -95,7 +104,7 @@ class Layer:
                 "(backward needs what the forward pass keeps)"
             )
 
-    def check_dout(self, dout: Any, shape: Any, like: Any = None) -> Any:
+    def check_dout(self, dout: Array, shape: Any, like: Array | None = None) -> Namespace:
         """Raise unless ``forward`` ran (``shape`` is not ``None``) and ``dout`` has ``shape``.
 
         ``shape`` is the output's shape, which the layer knows only after a forward pass;
@@ -124,7 +133,7 @@ class Layer:
         return xp
 
 
-def check_bias(xp: Any, W: Any, b: Any, units: int, who: str) -> None:
+def check_bias(xp: Namespace, W: Array, b: Array, units: int, who: str) -> None:
     """Raise unless the bias ``b`` is an array ``(units,)`` in the weights ``W``'s dtype.
 
     ``who`` names the layer in the message (``"Affine"``, ``"Convolution"``).

@@ -9,8 +9,6 @@ NumPy, CuPy, PyTorch, JAX and array-api-strict.
 
 from __future__ import annotations
 
-from typing import Any
-
 from array_api_compat import device as _device
 
 from xprop._constants import zero
@@ -20,6 +18,7 @@ from xprop._sums import column_sums, row_sums
 from xprop.checks import check_flag, require_array, require_float
 from xprop.nn.functions import sigmoid, squared_error_parts
 from xprop.nn.layer import Layer, check_bias
+from xprop.typing import Array
 
 __all__ = [
     "AddLayer",
@@ -34,13 +33,13 @@ __all__ = [
 _SCALARS = (int, float, bool)
 
 
-def _no_host_sequences(x: Any, y: Any) -> None:
+def _no_host_sequences(x: Array | float, y: Array | float) -> None:
     """``[1, 2] * 3`` repeats a list and ``[1] + [2]`` joins two: never what a node means."""
     if isinstance(x, (list, tuple)) or isinstance(y, (list, tuple)):
         namespace(x, y)  # raises the TypeError that names backend.asarray
 
 
-def _sum_to(grad: Any, like: Any) -> Any:
+def _sum_to(grad: Array | float, like: Array | float) -> Array | float:
     """The gradient ``grad`` flowing to input ``like``, in ``like``'s shape.
 
     Broadcasting in the forward pass copies an input along some axes (``x (3, 2) * y
@@ -85,16 +84,16 @@ class MulLayer(Layer):
     """
 
     def __init__(self) -> None:
-        self.x: Any = None
-        self.y: Any = None
+        self.x: Array = None
+        self.y: Array = None
 
-    def forward(self, x: Any, y: Any) -> Any:
+    def forward(self, x: Array | float, y: Array | float) -> Array | float:
         _no_host_sequences(x, y)
         self.x = x
         self.y = y
         return x * y
 
-    def backward(self, dout: Any) -> tuple[Any, Any]:
+    def backward(self, dout: Array | float) -> tuple[Array | float, Array | float]:
         self.require_forward(self.x)
         # The two inputs swap: d(xy)/dx = y and d(xy)/dy = x.
         dx = dout * self.y
@@ -111,16 +110,16 @@ class AddLayer(Layer):
     """
 
     def __init__(self) -> None:
-        self.x: Any = None
-        self.y: Any = None
+        self.x: Array = None
+        self.y: Array = None
 
-    def forward(self, x: Any, y: Any) -> Any:
+    def forward(self, x: Array | float, y: Array | float) -> Array | float:
         _no_host_sequences(x, y)
         self.x = x
         self.y = y
         return x + y
 
-    def backward(self, dout: Any) -> tuple[Any, Any]:
+    def backward(self, dout: Array | float) -> tuple[Array | float, Array | float]:
         self.require_forward(self.x)
         dx = dout * 1
         dy = dout * 1
@@ -137,14 +136,14 @@ class Relu(Layer):
     """
 
     def __init__(self) -> None:
-        self.x: Any = None
+        self.x: Array = None
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         xp = namespace(x)
         self.x = x
         return xp.maximum(x, zero(xp, x))
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         xp = self.check_dout(dout, None if self.x is None else self.x.shape)
         mask = self.x > 0
         # A multiply by the 0/1 mask: several times faster than where() on a random mask.
@@ -155,14 +154,14 @@ class Sigmoid(Layer):
     """``out = 1 / (1 + exp(-x))``; ``dx = dout * out * (1 - out)`` (stable for any ``x``)."""
 
     def __init__(self) -> None:
-        self.out: Any = None
+        self.out: Array = None
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         out = sigmoid(x)
         self.out = out
         return out
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         self.check_dout(dout, None if self.out is None else self.out.shape)
         dx = dout * (1.0 - self.out) * self.out
         return dx
@@ -208,18 +207,18 @@ class Affine(Layer):
 
     param_names = ("W", "b")
 
-    def __init__(self, W: Any, b: Any = None, *, input_grad: bool = True) -> None:
+    def __init__(self, W: Array, b: Array | None = None, *, input_grad: bool = True) -> None:
         check_weights(W, b)
         self.W = W
         self.b = b
         self.input_grad = check_flag(input_grad, "input_grad")
-        self.x: Any = None
+        self.x: Array = None
         self.original_x_shape: tuple[int, ...] | None = None
         # gradients of the weights and the bias
-        self.dW: Any = None
-        self.db: Any = None
+        self.dW: Array = None
+        self.db: Array = None
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         W, b = self.W, self.b
         xp = self.check_input(x, W, W.shape[0], "the layer's W")
         if b is not None and (b.shape != W.shape[1:] or b.dtype != W.dtype):
@@ -231,7 +230,7 @@ class Affine(Layer):
         out = x @ W
         return out if b is None else out + b
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array | None:
         x, W = self.x, self.W
         shape = None if x is None else (x.shape[0], W.shape[1])
         xp = self.check_dout(dout, shape, x)
@@ -240,10 +239,11 @@ class Affine(Layer):
         if not self.input_grad:
             return None
         dx = dout @ W.T
-        return dx if len(self.original_x_shape) == 2 else xp.reshape(dx, self.original_x_shape)
+        original = self.original_x_shape  # set with x by forward
+        return dx if original is None or len(original) == 2 else xp.reshape(dx, original)
 
 
-def check_weights(W: Any, b: Any) -> None:
+def check_weights(W: Array, b: Array) -> None:
     """Raise unless ``W`` is a floating ``(D, M)`` array and ``b`` is ``None`` or ``(M,)``."""
     require_array(W, "Affine weights W")
     xp = namespace(W, b)
@@ -287,12 +287,12 @@ class SoftmaxWithLoss(Layer):
 
     def __init__(self, *, check_labels: bool = True) -> None:
         self.check_labels = check_flag(check_labels, "check_labels")
-        self.loss: Any = None
-        self.y: Any = None  # softmax output, (N, C)
-        self.t: Any = None  # one-hot labels, (N, C)
+        self.loss: Array = None
+        self.y: Array = None  # softmax output, (N, C)
+        self.t: Array = None  # one-hot labels, (N, C)
         self._one_sample = False  # 1-D logits: dx is 1-D too
 
-    def forward(self, x: Any, t: Any) -> Any:
+    def forward(self, x: Array, t: Array) -> Array:
         xp = namespace(x, t)
         self._one_sample = getattr(x, "ndim", None) == 1
         x, self.t = one_hot_targets(xp, x, t, check_range=self.check_labels)
@@ -306,7 +306,7 @@ class SoftmaxWithLoss(Layer):
         self.loss = xp.asarray(-xp.sum(self.t * (z - xp.log(s))) / x.shape[0])
         return self.loss
 
-    def backward(self, dout: Any = 1) -> Any:
+    def backward(self, dout: Array | float = 1) -> Array:
         self.require_forward(self.y)
         check_scalar_dout(dout, self)
         batch_size = self.t.shape[0]
@@ -314,7 +314,7 @@ class SoftmaxWithLoss(Layer):
         return namespace(dx).reshape(dx, (dx.shape[1],)) if self._one_sample else dx
 
 
-def check_scalar_dout(dout: Any, layer: object) -> None:
+def check_scalar_dout(dout: Array | float, layer: object) -> None:
     """A loss is a scalar: its upstream gradient is a number or a 0-d array."""
     if not isinstance(dout, _SCALARS) and getattr(dout, "ndim", None) != 0:
         got = getattr(dout, "shape", type(dout).__name__)
@@ -335,15 +335,15 @@ class MSELoss(Layer):
     """
 
     def __init__(self) -> None:
-        self.loss: Any = None
-        self.diff: Any = None
+        self.loss: Array = None
+        self.diff: Array = None
         self.n = 1
 
-    def forward(self, y: Any, t: Any) -> Any:
+    def forward(self, y: Array, t: Array) -> Array:
         self.loss, self.diff, self.n = squared_error_parts(y, t)
         return self.loss
 
-    def backward(self, dout: Any = 1) -> Any:
+    def backward(self, dout: Array | float = 1) -> Array:
         self.require_forward(self.diff)
         check_scalar_dout(dout, self)
         return self.diff * (dout / self.n)

@@ -16,6 +16,7 @@ from xprop.nn.im2col import (
     window_views,
 )
 from xprop.nn.layer import Layer
+from xprop.typing import Array, Namespace
 
 __all__ = ["Pooling"]
 
@@ -70,10 +71,10 @@ class Pooling(Layer):
                 f"{self.pool_h}x{self.pool_w} window: a window of padding only has no "
                 f"maximum; use pad <= {min(self.pool_h, self.pool_w) - 1}"
             )
-        self.x: Any = None
-        self.out: Any = None
+        self.x: Array = None
+        self.out: Array = None
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         ph, pw, s, p = self.pool_h, self.pool_w, self.stride, self.pad
         if self.checks and hasattr(x, "shape"):
             output_size(tuple(x.shape), ph, pw, s, p, "Pooling")  # 4-D, window fits
@@ -85,7 +86,7 @@ class Pooling(Layer):
         self.x, self.out = x, out
         return out
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Array) -> Array:
         x, out = self.x, self.out
         xp = self.check_dout(dout, None if out is None else out.shape, x)
         ph, pw, s, p = self.pool_h, self.pool_w, self.stride, self.pad
@@ -104,7 +105,7 @@ class Pooling(Layer):
         return add_views(xp, grads, (H, W), pw, s, p)
 
 
-def _interleave(xp: Any, grads: list[Any], ph: int, pw: int, size: tuple[int, int]) -> Any:
+def _interleave(xp: Namespace, grads: list[Any], ph: int, pw: int, size: tuple[int, int]) -> Array:
     """Tiling windows: ``grads[i*pw + j]`` ``(N, C, OH, OW)`` to ``x[..., i::ph, j::pw]``.
 
     Rows and columns the windows do not reach (``H`` not a multiple of ``ph``) get zeros.

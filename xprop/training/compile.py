@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from xprop.optimizers import Optimizer
 from xprop.training.cuda_graph import CudaGraphStep
 from xprop.training.jit import JitStep
 from xprop.training.step import EagerStep, TrainStep, as_optimizer
@@ -20,14 +22,14 @@ def compilable(net: Any) -> bool:
 
 
 #: The training step of each kind an array library may name (``ArrayLibrary.step_kind``).
-STEPS: dict[str, type] = {
+STEPS: dict[str, Callable[[Any, Optimizer], TrainStep]] = {
     EagerStep.kind: EagerStep,
     JitStep.kind: JitStep,
     CudaGraphStep.kind: CudaGraphStep,
 }
 
 
-def compile_step(net: Any, optimizer: Any) -> TrainStep:
+def compile_step(net: Any, optimizer: Optimizer | float) -> TrainStep:
     """The fastest training step for ``net`` with ``optimizer`` (a learning rate: SGD).
 
     Raises ``TypeError`` for a network that is not a :class:`~xprop.nets.network.Network`

@@ -17,6 +17,7 @@ from typing import Any
 
 from xprop._namespace import namespace
 from xprop.nn.dropout import HostMasks, hash_masks
+from xprop.typing import Array
 
 __all__ = [
     "KeyedMasks",
@@ -42,7 +43,7 @@ def replica(net: Any) -> Any:
     return twin
 
 
-def set_buffers(net: Any, buffers: dict[str, Any]) -> None:
+def set_buffers(net: Any, buffers: dict[str, Array]) -> None:
     """Set ``net``'s running statistics (``net.running_stats()``'s keys), unchecked."""
     for key, (name, attr) in net.buffer_layers.items():
         setattr(net.layers[name], attr, buffers[key])
@@ -68,7 +69,7 @@ def draw_keys(net: Any, names: list[str], steps: int) -> list[list[tuple[int, in
     return [[source.keys() for source in sources] for _ in range(steps)]
 
 
-def use_keys(twin: Any, names: list[str], keys: Any) -> None:
+def use_keys(twin: Any, names: list[str], keys: Array) -> None:
     """Make the replica's Dropout layers ``names`` draw from ``keys`` ``(L, 2)`` (int32)."""
     for j, name in enumerate(names):
         twin.layers[name].masks = KeyedMasks(keys[j])
@@ -78,10 +79,10 @@ class KeyedMasks:
     """Device masks (:func:`~xprop.nn.dropout.hash_masks`) from two keys on the device:
     inputs of the compiled program, so a replay draws new masks without the host."""
 
-    def __init__(self, keys: Any) -> None:
+    def __init__(self, keys: Array) -> None:
         self.keys = keys
 
-    def __call__(self, x: Any, ratio: float) -> Any:
+    def __call__(self, x: Array, ratio: float) -> Array:
         return hash_masks(namespace(x), x, ratio, self.keys[0], self.keys[1])
 
 

@@ -33,6 +33,7 @@ from xprop.training.compiled import (
     use_keys,
 )
 from xprop.training.step import LabelCheck, as_optimizer, check_rows, loop_body
+from xprop.typing import Array
 
 __all__ = ["CudaGraphStep", "StepCaptureError"]
 
@@ -76,11 +77,13 @@ class CudaGraphStep:
         self._it_value: int | None = None
         n = max(len(self._random), 1)
         self._keys = torch.zeros((n, 2), dtype=torch.int32, device=be.device)
-        self._buffers: dict[str, Any] | None = None  # static BatchNorm statistics
+        # The static BatchNorm statistics: a dict of tensors once _prepare has run (before
+        # any capture), None until then.
+        self._buffers: Any = None
 
     # -- what the graphs read -----------------------------------------------------------------
 
-    def _current(self) -> dict[str, dict[str, Any]]:
+    def _current(self) -> dict[str, dict[str, Array]]:
         """Make the static inputs hold the values the host has; forget stale graphs."""
         net, opt = self.net, self.optimizer
         state = opt.prepare(net.params)
@@ -141,7 +144,7 @@ class CudaGraphStep:
 
     # -- the two calls ------------------------------------------------------------------------
 
-    def __call__(self, x: Any, t: Any) -> Any:
+    def __call__(self, x: Array, t: Array) -> Array:
         self.labels(x, t)  # before the graph, never inside (one device read)
         state = self._current()
         key = ("step", tuple(x.shape), x.dtype, tuple(t.shape), t.dtype)
@@ -158,8 +161,8 @@ class CudaGraphStep:
         return loss.clone()  # the graph overwrites its own loss at the next replay
 
     def run(
-        self, x: Any, t: Any, index_rows: Any, on_step: Callable[[Any], None] | None = None
-    ) -> Any:
+        self, x: Array, t: Array, index_rows: Array, on_step: Callable[[Array], None] | None = None
+    ) -> Array:
         """Steps on ``take(x, index_rows[i])`` for each row ``i``; their losses, ``(k,)``.
 
         The gather runs inside the graph, from a static index row; ``x`` and ``t`` are read
@@ -196,7 +199,7 @@ class CudaGraphStep:
 
     # -- capture ------------------------------------------------------------------------------
 
-    def _body(self, state: dict[str, dict[str, Any]]) -> tuple[Any, Any]:
+    def _body(self, state: dict[str, dict[str, Array]]) -> tuple[Any, Any]:
         """One step on a replica of the network, the way the graph will run it; the replica.
 
         The replica must live as long as the graph: its layers hold what the warm-up made
@@ -206,7 +209,7 @@ class CudaGraphStep:
         twin = replica(net)
         use_keys(twin, self._random, self._keys)  # Dropout: device masks, static keys
 
-        def body(x: Any, t: Any) -> Any:
+        def body(x: Array, t: Array) -> Array:
             set_buffers(twin, self._buffers)
             loss = loop_body(twin, opt, state, self._lr, self._it, x, t)
             for key, value in twin.running_stats().items():
@@ -216,14 +219,16 @@ class CudaGraphStep:
 
         return body, twin
 
-    def _capture_step(self, x: Any, t: Any, state: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
+    def _capture_step(
+        self, x: Array, t: Array, state: dict[str, dict[str, Array]]
+    ) -> tuple[Any, ...]:
         static_x, static_t = x.clone(), t.clone()
         body, twin = self._body(state)
         graph, loss, kept = self._capture(lambda: body(static_x, static_t))
         return graph, static_x, static_t, loss, (twin, kept)
 
     def _capture_run(
-        self, x: Any, t: Any, first_idx: Any, state: dict[str, dict[str, Any]]
+        self, x: Array, t: Array, first_idx: Array, state: dict[str, dict[str, Array]]
     ) -> tuple[Any, ...]:
         torch = self._torch
         static_idx = first_idx.clone()

@@ -15,6 +15,7 @@ from xprop.training.compiled import (
     use_keys,
 )
 from xprop.training.step import LabelCheck, as_optimizer, check_rows, loop_body
+from xprop.typing import Array
 
 __all__ = ["JitStep"]
 
@@ -66,7 +67,16 @@ class JitStep:
 
         net, optimizer, names = self.net, self.optimizer, self._random
 
-        def one(params, buffers, state, lr, it, keys, x, t):
+        def one(
+            params: dict[str, Array],
+            buffers: dict[str, Array],
+            state: dict[str, dict[str, Array]],
+            lr: Array,
+            it: Array,
+            keys: Array | None,
+            x: Array,
+            t: Array,
+        ) -> tuple[dict[str, Array], dict[str, Array], dict[str, dict[str, Array]], Array, Array]:
             twin = replica(net)
             twin.params = params = dict(params)
             set_buffers(twin, buffers)
@@ -75,10 +85,20 @@ class JitStep:
             loss = loop_body(twin, optimizer, state, lr, it, x, t)
             return params, twin.running_stats(), state, it + 1, loss
 
-        def many(params, buffers, state, lr, it, keys, x, t, index_batches):
+        def many(
+            params: dict[str, Array],
+            buffers: dict[str, Array],
+            state: dict[str, dict[str, Array]],
+            lr: Array,
+            it: Array,
+            keys: Array | None,
+            x: Array,
+            t: Array,
+            index_batches: Array,
+        ) -> tuple[dict[str, Array], dict[str, Array], dict[str, dict[str, Array]], Array, Array]:
             xp = net.backend.xp
 
-            def body(carry, inputs):
+            def body(carry: Any, inputs: tuple[Array, Array]) -> tuple[Any, Array]:
                 params, buffers, state, it = carry
                 idx, step_keys = inputs
                 xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
@@ -119,7 +139,7 @@ class JitStep:
         self.optimizer.iter += steps
         self._it, self._it_value = it, self.optimizer.iter + 1  # the program counted on
 
-    def __call__(self, x: Any, t: Any) -> Any:
+    def __call__(self, x: Array, t: Array) -> Array:
         self.labels(x, t)
         one, _ = self._compiled()
         params, buffers, state, lr, it, keys = self._inputs(1)
@@ -129,8 +149,8 @@ class JitStep:
         return loss
 
     def run(
-        self, x: Any, t: Any, index_rows: Any, on_step: Callable[[Any], None] | None = None
-    ) -> Any:
+        self, x: Array, t: Array, index_rows: Array, on_step: Callable[[Array], None] | None = None
+    ) -> Array:
         """Steps on ``take(x, index_rows[i])`` for each row ``i``, in one dispatch."""
         index_rows = check_rows(self.net.backend, x, t, index_rows)
         self.labels(x, t)

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import numbers
 import secrets
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
 
 from xprop._labels import as_label_dtype, label_dtype
 from xprop._namespace import namespace
 from xprop.checks import check_label_range, check_label_shape, labels_are_one_hot
 from xprop.optimizers import SGD, Optimizer
+from xprop.typing import Array
 
 __all__ = [
     "DataParallelStep",
@@ -62,11 +63,11 @@ class TrainStep(Protocol):
     net: Any
     optimizer: Any
 
-    def __call__(self, x: Any, t: Any) -> Any: ...
+    def __call__(self, x: Array, t: Array) -> Array: ...
 
     def run(
-        self, x: Any, t: Any, index_rows: Any, on_step: Callable[[Any], None] | None = None
-    ) -> Any: ...
+        self, x: Array, t: Array, index_rows: Array, on_step: Callable[[Array], None] | None = None
+    ) -> Array: ...
 
 
 class EagerStep:
@@ -93,7 +94,9 @@ class EagerStep:
         from xprop.backend import get_backend
 
         has_update = callable(getattr(optimizer, "update", None))  # the book's protocol
-        self.net, self.optimizer = net, optimizer if has_update else as_optimizer(optimizer)
+        self.net = net
+        # An Optimizer, or any object with the book's update(params, grads).
+        self.optimizer: Any = optimizer if has_update else as_optimizer(optimizer)
         self.backend = get_backend(backend or getattr(net, "backend", None))
         # run() checks all its labels first, by the loss layer's rules (a network's)
         self.labels = LabelCheck(net) if hasattr(net, "last_layer") else None
@@ -102,11 +105,12 @@ class EagerStep:
         self.book = book or not (hasattr(net, "param_layers") and isinstance(optimizer, Optimizer))
         self.kind = "book loop" if self.book else "eager"
 
-    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
+    def gradient(self, x: Array, t: Array) -> Mapping[str, Array]:
         """The gradients the update takes (:class:`DataParallelStep` averages them)."""
-        return self.net.gradient(x, t)
+        grads: Mapping[str, Array] = self.net.gradient(x, t)
+        return grads
 
-    def __call__(self, x: Any, t: Any) -> Any:
+    def __call__(self, x: Array, t: Array) -> Array:
         net, opt = self.net, self.optimizer
         if not self.book:  # the body the compiled steps run, checked before any work
             state = opt.prepare(net.params)
@@ -119,8 +123,8 @@ class EagerStep:
         return net.loss(x, t) if loss is None else loss
 
     def run(
-        self, x: Any, t: Any, index_rows: Any, on_step: Callable[[Any], None] | None = None
-    ) -> Any:
+        self, x: Array, t: Array, index_rows: Array, on_step: Callable[[Array], None] | None = None
+    ) -> Array:
         """One step per row of ``index_rows``; the losses as an array ``(k,)``."""
         xp = namespace(x)
         rows = check_rows(self.backend, x, t, index_rows)
@@ -188,14 +192,14 @@ class DataParallelStep(EagerStep):
         }
         self.dp.check_equal({"network": network}, f"network's settings {why}")
 
-    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
+    def gradient(self, x: Array, t: Array) -> Mapping[str, Array]:
         return self.dp.average_gradients(self.net.gradient(x, t))
 
-    def accuracy(self, x: Any, t: Any) -> float:
+    def accuracy(self, x: Array, t: Array) -> float:
         """The network's accuracy on ``x``, each rank scoring its share (the same result on
         every rank), with BatchNorm's statistics first averaged over the ranks (each rank's
         are those of its slices)."""
-        stats = getattr(self.net, "running_stats", dict)()
+        stats: dict[str, Any] = getattr(self.net, "running_stats", dict)()
         if stats:
             self.net.set_running_stats(
                 self.dp.average_arrays(stats, "BatchNorm running statistics")
@@ -203,7 +207,15 @@ class DataParallelStep(EagerStep):
         return self.dp.accuracy(self.net, x, t)
 
 
-def loop_body(net: Any, optimizer: Optimizer, state: Any, lr: Any, it: Any, x: Any, t: Any) -> Any:
+def loop_body(
+    net: Any,
+    optimizer: Optimizer,
+    state: dict[str, dict[str, Array]],
+    lr: float | Array,
+    it: int | Array,
+    x: Array,
+    t: Array,
+) -> Array:
     """The book's loop body on ``(x, t)``: backpropagation, then the optimizer's update.
 
     What every compiled step runs (eagerly, traced by ``jax.jit``, captured in a CUDA
@@ -230,14 +242,15 @@ def as_optimizer(optimizer: Any) -> Optimizer:
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
-        return SGD(optimizer)  # SGD checks the learning rate
+        # SGD checks the learning rate, any real number (cast: SGD's lr is typed float).
+        return SGD(cast(float, optimizer))
     raise TypeError(
         f"compile_step takes an optimizer of xprop.optimizers (e.g. Adam(lr=0.001)) or a "
         f"learning rate for plain SGD, got {type(optimizer).__name__} {optimizer!r}"
     )
 
 
-def check_rows(backend: Any, x: Any, t: Any, index_rows: Any) -> Any:
+def check_rows(backend: Any, x: Array, t: Array, index_rows: Array) -> Array:
     """The index rows a ``run`` trains on, checked, on ``backend``'s device.
 
     ``index_rows`` must be a 2-D integer array with every index in ``[0, len(x))``:
@@ -280,9 +293,10 @@ class LabelCheck:
     """
 
     def __init__(self, net: Any) -> None:
-        self.net, self.classes = net, None
+        self.net = net
+        self.classes: int | None = None
 
-    def __call__(self, x: Any, t: Any) -> None:
+    def __call__(self, x: Array, t: Array) -> None:
         net = self.net
         xp = namespace(t)  # host labels are fine: the compiled program copies them
         if self.classes is None:

@@ -21,15 +21,16 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from xprop._namespace import namespace
 from xprop.backend import Backend, get_backend
 from xprop.checks import check_count, check_data, check_flag, check_model
 from xprop.nn.batch_norm import BatchNormalization
-from xprop.optimizers import get_optimizer
+from xprop.optimizers import Optimizer, get_optimizer
 from xprop.training.compile import compilable, compile_step
 from xprop.training.step import DataParallelStep, EagerStep
+from xprop.typing import Array
 
 __all__ = ["Evaluation", "Trainer"]
 
@@ -171,8 +172,8 @@ class Trainer:
     """
 
     def __init__(
-        self, network: Any, x_train: Any, t_train: Any, x_test: Any, t_test: Any,
-        epochs: int = 20, mini_batch_size: int = 100, optimizer: Any = "SGD",
+        self, network: Any, x_train: Array, t_train: Array, x_test: Array, t_test: Array,
+        epochs: int = 20, mini_batch_size: int = 100, optimizer: str | Optimizer = "SGD",
         optimizer_param: Mapping[str, float] | None = None,
         evaluate_sample_num_per_epoch: int | None = None, verbose: bool = True, *,
         max_iter: int | None = None, report: Callable[[Evaluation], str | None] | None = None,
@@ -221,7 +222,9 @@ class Trainer:
         self.epochs, self.batch_size = epochs, mini_batch_size
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.current_iter = self.current_epoch = 0
-        self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []  # floats
+        self.train_loss_list: list[float] = []
+        self.train_acc_list: list[float] = []
+        self.test_acc_list: list[float] = []
         self.test_acc: float | None = None
         self._rng = self.backend.rng(seed)  # draws the minibatch indices, on the host
         self._rows: Any = None  # index rows drawn for the coming steps, not trained on yet
@@ -256,7 +259,7 @@ class Trainer:
             self._finish_evaluation()
         finally:
             self._bar.close()
-        return self.test_acc
+        return cast(float, self.test_acc)  # set by the final evaluation
 
     def _resume(self, final_too: bool) -> None:
         """Finish what an exception (Ctrl-C) cut short: an epoch's evaluation now, a final
@@ -282,7 +285,7 @@ class Trainer:
             )
             self._rows = more if self._rows is None else namespace(more).concat([self._rows, more])
 
-        def on_step(loss: Any) -> None:  # a step (or k steps at once) made: count it now
+        def on_step(loss: Array) -> None:  # a step (or k steps at once) made: count it now
             done = 1 if getattr(loss, "ndim", 0) == 0 else int(loss.shape[0])
             self._rows = self._rows[done:, ...] if done < self._rows.shape[0] else None
             self.current_iter += done
@@ -309,7 +312,7 @@ class Trainer:
         (Ctrl-C) cut short is finished by the next :meth:`train` or :meth:`train_step`
         without measuring any part twice or losing the losses read.
         """
-        ev = self._evaluation
+        ev = cast(_Evaluation, self._evaluation)  # every caller has set it
         if ev.mean_loss is None:
             self.backend.synchronize(*self._losses, *self.network.params.values())
             ev.start = time.perf_counter()  # from when the device finished the steps
@@ -326,7 +329,7 @@ class Trainer:
         if ev.final:
             self.test_acc = ev.test_acc
         elif not ev.recorded:
-            self.train_acc_list.append(ev.train_acc)
+            self.train_acc_list.append(cast(float, ev.train_acc))  # measured: not final
             self.test_acc_list.append(ev.test_acc)
             ev.recorded = True
         report = self.report or _Evaluation.book_line  # the report may stop: still under way
@@ -341,7 +344,7 @@ class Trainer:
             return math.nan
         xp = self._xp
         flat = [xp.reshape(xp.asarray(v), (-1,)) for v in self._losses]  # 0-d, or (k,)
-        losses = self.backend.to_numpy(xp.concat(flat)).tolist()
+        losses: list[float] = self.backend.to_numpy(xp.concat(flat)).tolist()
         if self.dp is not None:  # each rank's loss is on its slice: the mean is the batch's
             losses = self.dp.average(losses)
         start = len(self.train_loss_list)
@@ -355,9 +358,10 @@ class Trainer:
             )
         return sum(losses) / len(losses)
 
-    def _accuracy(self, x: Any, t: Any) -> float:
+    def _accuracy(self, x: Array, t: Array) -> float:
         """The network's accuracy (data parallel: each rank scores a slice of ``x``)."""
-        return (self.network if self.dp is None else self.step).accuracy(x, t)
+        acc: float = (self.network if self.dp is None else self.step).accuracy(x, t)
+        return acc
 
     def _progress_bar(self) -> Any:
         """A tqdm bar of the steps on a terminal (``None`` elsewhere, or without tqdm)."""
@@ -439,10 +443,12 @@ class _Evaluation:
     def result(self, epoch: int) -> Evaluation:
         """What ``report`` receives."""
         seconds = time.perf_counter() - self.start
-        return Evaluation(
-            epoch, self.iteration, self.mean_loss, self.train_acc, self.test_acc, seconds,
-            self.final,
-        )  # fmt: skip
+        # Measured by now (cast: from float | None), but for the final train_acc without a
+        # report, which stays None: the book's final line does not show it.
+        loss, train, test = cast(
+            "tuple[float, float, float]", (self.mean_loss, self.train_acc, self.test_acc)
+        )
+        return Evaluation(epoch, self.iteration, loss, train, test, seconds, self.final)
 
 
 def _check_batch_norm_batch(network: Any, local: int, global_batch: int) -> None:
