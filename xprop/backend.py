@@ -105,7 +105,7 @@ class Backend:
         ):
             # Integer data (minibatch indices, labels) keep their dtype: nothing to convert.
             # The per-step path of the book's loop, so it skips the general one below.
-            return self.xp.asarray(obj.copy(), device=self.device)
+            return self.library.from_host(self.xp, obj.copy(), None, self.device)
         target = None if dtype is None else _resolve_dtype(self.xp, dtype, self.name)
         if not _is_host(obj):
             out = self.xp.asarray(obj, device=self.device, copy=True)
@@ -135,7 +135,7 @@ class Backend:
         converted = np.asarray(host, dtype=np.dtype(target_name), order="C")
         if isinstance(obj, np.ndarray) and np.may_share_memory(converted, obj):
             converted = converted.copy()  # libraries on the CPU would share it
-        return self.xp.asarray(converted, dtype=target, device=self.device)
+        return self.library.from_host(self.xp, converted, target, self.device)
 
     def zeros(self, shape: int | Sequence[int], dtype: Any = None) -> Array:
         """``xp.zeros`` on this backend's device, in :attr:`dtype` unless told otherwise."""

@@ -161,6 +161,12 @@ class ArrayLibrary:
 
     # -- host transfer and timing -----------------------------------------------------
 
+    def from_host(self, xp: Namespace, host: np.ndarray, dtype: Any, device: Any) -> Array:
+        """An array of this library on ``device`` holding ``host`` (a NumPy array already
+        in ``dtype``, the dtype's counterpart here): the copy :meth:`xprop.Backend.asarray`
+        makes.  The default is the standard's ``asarray``."""
+        return xp.asarray(host, dtype=dtype, device=device)
+
     def to_numpy(self, x: Array) -> np.ndarray:
         """A NumPy copy of ``x`` on the host (waits for the device); never a view of ``x``."""
         return np.array(x, copy=True)

@@ -117,6 +117,13 @@ class JaxLibrary(ArrayLibrary):
 
         return not dtype.endswith("64") or bool(jax.config.read("jax_enable_x64"))
 
+    def from_host(self, xp: Any, host: np.ndarray, dtype: Any, device: Any) -> Any:
+        import jax
+
+        # A plain copy to the device: jnp.asarray(host, dtype=..., device=...) compiles a
+        # small XLA program (convert_element_type, _identity_fn) per shape and dtype.
+        return jax.device_put(host, device)
+
     def synchronize(self, device: Any, arrays: Sequence[Array] = ()) -> None:
         import jax
 

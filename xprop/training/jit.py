@@ -121,11 +121,11 @@ class JitStep:
         # float16, and a float16 count sticks at 2048), inputs of the program; they are made
         # anew only when the host's values differ from the device's (a schedule, a load).
         dtype = scalar_dtype(be)
-        if optimizer.lr != self._lr_value:
-            self._lr = be.xp.asarray(optimizer.lr, dtype=dtype, device=be.device)
+        if optimizer.lr != self._lr_value:  # host numbers: copied, nothing compiled
+            self._lr = be.asarray(optimizer.lr, dtype=dtype)
             self._lr_value = optimizer.lr
         if optimizer.iter + 1 != self._it_value:
-            self._it = be.xp.asarray(optimizer.iter + 1, dtype=dtype, device=be.device)
+            self._it = be.asarray(optimizer.iter + 1, dtype=dtype)
             self._it_value = optimizer.iter + 1
         keys = draw_keys(net, self._random, steps)
         if keys is not None:
