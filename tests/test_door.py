@@ -219,3 +219,12 @@ def test_a_checkpoint_of_other_sizes_says_what_to_build(numpy_backend, tmp_path)
         match=r"build the network so that its weights W1, W2, \.\.\. have the sizes \[6, 5, 3\]",
     ):
         TwoLayerNet(6, 4, 3, backend=numpy_backend).load_params(tmp_path / "a.safetensors")
+
+
+def test_saving_under_a_regular_file_says_it_is_a_file(numpy_backend, tmp_path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    net = TwoLayerNet(6, 4, 3, backend=numpy_backend, seed=0)
+    with pytest.raises(FileNotFoundError, match=r"folder .*afile is a file, not a folder"):
+        net.save_params(tmp_path / "afile" / "c.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"folder .*nowhere does not exist; create it"):
+        net.save_params(tmp_path / "nowhere" / "c.safetensors")
