@@ -388,3 +388,17 @@ def test_note_busy_cpu_prints_once(monkeypatch):
     assert out.getvalue() == note + "\n"
     assert note_busy_cpu(out, load=3.0, cores=2, threads=2) is None  # once per process
     assert out.getvalue() == note + "\n"
+
+
+def test_torch_install_hint_fits_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain ``pip install 'xprop[torch]'`` pulls several GB of CUDA wheels on Linux:
+    a machine without an NVIDIA GPU is told to install the CPU build first."""
+    from xprop.libraries import torch as torch_library
+
+    lib = torch_library.TorchLibrary()
+    monkeypatch.setattr(torch_library, "has_nvidia_gpu", lambda: False)
+    command = lib.install_command()
+    assert command.startswith("pip install torch --index-url https://download.pytorch.org/whl/cpu")
+    assert "xprop[torch]" in command
+    monkeypatch.setattr(torch_library, "has_nvidia_gpu", lambda: True)
+    assert lib.install_command() == "pip install 'xprop[torch]'"

@@ -276,7 +276,7 @@ def _load(name: str) -> tuple[ArrayLibrary, Namespace]:
     try:
         xp = lib.namespace()
     except ImportError as exc:
-        hint = f"; install it with: {lib.install_hint}" if lib.install_hint else ""
+        hint = f"; install it with: {lib.install_command()}" if lib.install_command() else ""
         raise BackendError(
             f"backend {name!r} is not installed ({exc.__class__.__name__}: {exc}){hint}"
         ) from exc

@@ -390,8 +390,8 @@ def _backend(name: str) -> dict[str, str]:
         xp = lib.namespace()
     except ImportError as exc:
         facts = {"status": "not installed", "error": _error(exc)}
-        if lib.install_hint:
-            facts["install"] = lib.install_hint
+        if lib.install_command():
+            facts["install"] = lib.install_command()
         return facts
     except Exception as exc:  # an install that imports halfway: report, never raise
         facts = {"status": "broken", "error": _error(exc)}

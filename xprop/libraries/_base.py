@@ -73,6 +73,11 @@ class ArrayLibrary:
         """
         raise NotImplementedError(f"{type(self).__name__} must define load()")
 
+    def install_command(self) -> str:
+        """What to run to install the library here (:attr:`install_hint`, which a library
+        may fit to the machine): shown when it is missing."""
+        return self.install_hint
+
     def namespace(self) -> Namespace:
         """The namespace :meth:`load` returns, imported once."""
         if self._xp is None:

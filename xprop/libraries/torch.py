@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +30,16 @@ class TorchLibrary(ArrayLibrary):
     module = "torch"
     install_hint = "pip install 'xprop[torch]'"
     device_buffers = True
+
+    def install_command(self) -> str:
+        # A plain `pip install torch` on Linux pulls the CUDA build (several GB of nvidia-*
+        # wheels): a machine without an NVIDIA GPU gets the CPU build's command.
+        if has_nvidia_gpu():
+            return self.install_hint
+        return (
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu && "
+            "pip install 'xprop[torch]' (the CPU build: this machine has no NVIDIA GPU)"
+        )
 
     def load(self) -> Namespace:
         import array_api_compat.torch as xp
@@ -169,3 +181,8 @@ class TorchLibrary(ArrayLibrary):
 
     def step_kind(self, device: Any) -> str:
         return "torch CUDA graph" if device.type == "cuda" else "eager"
+
+
+def has_nvidia_gpu() -> bool:
+    """Whether this machine has an NVIDIA driver (and so, likely, a GPU CUDA can use)."""
+    return os.path.exists("/proc/driver/nvidia") or shutil.which("nvidia-smi") is not None
