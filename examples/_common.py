@@ -108,13 +108,15 @@ def check_output(
         from matplotlib.figure import Figure
 
         allowed = formats or sorted(Figure().canvas.get_supported_filetypes())
-        if path.suffix[1:].lower() not in allowed:
-            what = (
-                f"'{path.suffix}' is not an image format"
-                if path.suffix
-                else "the name has no suffix"
-            )
-            why = f"{what} written here; end the name in .{', .'.join(allowed)}"
+        suffix = path.suffix
+        if suffix[1:].lower() not in allowed:
+            if not suffix:
+                what = "the name has no suffix"
+            elif formats:
+                what = f"'{suffix}' is not written here"
+            else:
+                what = f"'{suffix}' is not an image format"
+            why = f"{what}; end the name in .{', .'.join(allowed)}"
     if why is not None:
         raise UsageError(f"cannot write {flag} {path}: {why}")
     return Path(os.path.abspath(path))
