@@ -92,7 +92,7 @@ def train(args: argparse.Namespace, dp: DataParallel | None = None) -> dict[str,
 
 def save_outputs(args: argparse.Namespace, record: dict[str, Any]) -> int:
     """``--json``, then ``--plot`` (the book's figure 5-32), each on its own: 0, or 3."""
-    title = f"TwoLayerNet 784-{args.hidden}-10 on {record['backend']}: {record['test_acc']:.4f}"
+    title = f"TwoLayerNet 784-{args.hidden}-10, {record['backend']}: test {record['test_acc']:.4f}"
     acc = record["train_acc_list"], record["test_acc_list"]
     return _common.write_outputs(
         ("--json", args.json, lambda path: _common.write_json(path, record)),
