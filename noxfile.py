@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import nox
 
@@ -40,12 +41,24 @@ def _install(session: nox.Session, *extras: str | None) -> None:
 
 
 def _pytest(session: nox.Session, backend: str, workers: str = WORKERS) -> None:
-    session.run(
-        "pytest",
-        *("-n", workers),
-        *session.posargs,
-        env={"XPROP_BACKEND": backend, **ONE_THREAD},
-    )
+    # JAX compiles the same small programs test after test (each new network, each new
+    # jit): with a compilation cache for this run, each is compiled once, by either worker.
+    # A fresh folder every run, removed after: nothing carries over from an earlier run.
+    cache = tempfile.mkdtemp(prefix="xprop-jax-cache-")
+    jax_cache = {
+        "JAX_COMPILATION_CACHE_DIR": cache,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    try:
+        session.run(
+            "pytest",
+            *("-n", workers),
+            *session.posargs,
+            env={"XPROP_BACKEND": backend, **ONE_THREAD, **jax_cache},
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _make_backend_session(backend: str, extra: str | None) -> None:
