@@ -1,8 +1,10 @@
-"""Test matrix: the whole suite once per array backend, plus lint, docs and examples.
+"""Test matrix: the whole suite once per array backend, plus lint, docs and the rest.
 
 ``nox`` runs every session that can run here; ``nox -l`` lists them; ``nox -s torch`` runs
 one.  Each backend session installs xprop with the ``test`` extra and that backend's extra
-and selects the backend with ``XPROP_BACKEND``, so every gradient test runs on it.
+and selects the backend with ``XPROP_BACKEND``, so every gradient test runs on it.  The
+backends come from ``tests/backend_list.py``, the one list the tests and the benchmarks read
+too.  The examples run once, in the array_api_strict session (``tests/test_examples.py``).
 """
 
 from __future__ import annotations
@@ -11,33 +13,52 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 
 import nox
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
+import backend_list  # pure data: nox's environment has no xprop
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = False
 
-# backend name -> pip extra that installs its library
-BACKENDS = {
-    "numpy": None,
-    "array_api_strict": "strict",
-    "torch": "torch",
-    "jax": "jax",
-}
+EXTRA = backend_list.BACKENDS  # backend name -> pip extra that installs its library
+CPU_EXTRAS = [EXTRA[name] for name in backend_list.CPU]  # every CPU backend's library
+LIGHT_EXTRAS = [EXTRA[name] for name in backend_list.LIGHT]
+
+# The sessions share the machine's cores: pytest-xdist runs the tests on every core, each
+# worker with one BLAS thread (several threads per worker would only stall each other).
+WORKERS = os.environ.get("XPROP_TEST_WORKERS") or ("2" if (os.cpu_count() or 1) >= 2 else "0")
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _install(session: nox.Session, *extras: str) -> None:
+def _install(session: nox.Session, *extras: str | None) -> None:
     spec = ".[" + ",".join(("test", *(e for e in extras if e))) + "]"
     session.install(spec)
 
 
-def _pytest(session: nox.Session, backend: str) -> None:
-    session.run(
-        "pytest",
-        *session.posargs,
-        env={"XPROP_BACKEND": backend},
-    )
+def _pytest(session: nox.Session, backend: str, workers: str = WORKERS) -> None:
+    # JAX compiles the same small programs test after test (each new network, each new
+    # jit): with a compilation cache for this run, each is compiled once, by either worker.
+    # A fresh folder every run, removed after: nothing carries over from an earlier run.
+    cache = tempfile.mkdtemp(prefix="xprop-jax-cache-")
+    jax_cache = {
+        "JAX_COMPILATION_CACHE_DIR": cache,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    try:
+        session.run(
+            "pytest",
+            *("-n", workers),
+            *session.posargs,
+            env={"XPROP_BACKEND": backend, **ONE_THREAD, **jax_cache},
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _make_backend_session(backend: str, extra: str | None) -> None:
@@ -49,8 +70,8 @@ def _make_backend_session(backend: str, extra: str | None) -> None:
     tests.__doc__ = f"Whole test suite with XPROP_BACKEND={backend}."
 
 
-for _name, _extra in BACKENDS.items():
-    _make_backend_session(_name, _extra)
+for _name in backend_list.CPU:
+    _make_backend_session(_name, EXTRA[_name])
 
 
 def _cuda_major() -> int | None:
@@ -76,20 +97,20 @@ def cupy(session: nox.Session) -> None:
         session.skip("no CUDA device: nvidia-smi is missing or found no GPU, so cupy cannot run")
     extra = os.environ.get("XPROP_CUPY_EXTRA") or ("cuda13" if major >= 13 else "cuda12")
     _install(session, extra)
-    _pytest(session, "cupy")
+    _pytest(session, "cupy", workers="0")  # one process on the GPU: no two compete for it
 
 
 @nox.session
 def agreement(session: nox.Session) -> None:
     """TwoLayerNet float64 gradients on every installed backend against NumPy's (<= 1e-12)."""
-    _install(session, "strict", "torch", "jax")
-    session.run("python", "examples/backend_agreement.py")
+    _install(session, *CPU_EXTRAS)
+    session.run("python", "examples/backend_agreement.py", env=ONE_THREAD)
 
 
 @nox.session
 def mpi(session: nox.Session) -> None:
     """Data parallelism on MPI: the collectives under mpiexec -n 2, then 1 vs 2 ranks."""
-    _install(session, "mpi", "strict", "torch", "jax")
+    _install(session, "mpi", *CPU_EXTRAS)
     env = {
         "OPENBLAS_NUM_THREADS": "1",  # one BLAS thread per rank: ranks share the cores
         "OMP_NUM_THREADS": "1",
@@ -122,82 +143,36 @@ def docs(session: nox.Session) -> None:
 
     The build runs the example gallery and the chapter-5 and chapter-7 notebooks; with
     XPROP_DATA_DIR unset, the MNIST parts are shown unexecuted.  The agreement table of the
-    gallery lists every CPU backend, hence strict, torch and jax.
+    gallery lists every CPU backend, hence all their extras.  Then the tests of the gallery's
+    machinery (tests/test_examples.py, which need Sphinx: no other session installs it).
     """
-    session.install(".[docs,strict,torch,jax]")
-    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    _install(session, "docs", *CPU_EXTRAS)
+    build = ("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    session.run(*build, env=ONE_THREAD)  # the gallery's and notebooks' small matrices
+    session.run("pytest", "tests/test_examples.py", "-k", "gallery", *session.posargs)
 
 
 @nox.session
 def notebook(session: nox.Session) -> None:
     """notebooks/ch05_backprop.md and ch07_cnn.md executed top to bottom on numpy and
     array_api_strict (short training runs)."""
-    _install(session, "notebook", "strict")
-    for backend in ("numpy", "array_api_strict"):
-        session.run(
-            "pytest", "tests/test_notebook.py", *session.posargs, env={"XPROP_BACKEND": backend}
-        )
-
-
-@nox.session
-def examples(session: nox.Session) -> None:
-    """Every example on numpy and array_api_strict with short settings."""
-    session.install(".[examples,strict]")
-    for backend in ("numpy", "array_api_strict"):
-        env = {"XPROP_BACKEND": backend}
-        session.run("python", "examples/buy_apple.py", env=env)
-        session.run("python", "examples/buy_apple_orange.py", env=env)
-        session.run("python", "examples/two_by_two_sigmoid.py", env=env)
-        session.run("python", "examples/backend_agreement.py", "--backends", backend, env=env)
-        if os.environ.get("XPROP_DATA_DIR"):
-            session.run("python", "examples/gradient_check.py", "--hidden", "3", env=env)
-            session.run("python", "examples/train_mnist.py", "--iters", "600", env=env)
-            session.run(
-                "python", "examples/train_mnist.py", "--iters", "300", "--book-loop", env=env
-            )
-            # Chapter 6, short settings; the plots go to the session's temporary folder.
-            plots = session.create_tmp()
-            for script, *args in (
-                ("optimizer_compare_mnist.py", "--iters", "100"),
-                ("batch_norm_test.py", "--epochs", "2", "--scales", "2"),
-                ("overfit_weight_decay.py", "--epochs", "5"),
-                ("overfit_dropout.py", "--epochs", "5"),
-            ):
-                plot = os.path.join(plots, f"{backend}-{script[:-3]}.png")
-                session.run("python", f"examples/{script}", *args, "--plot", plot, env=env)
-            session.run(
-                "python", "examples/train_save_reload.py", "--epochs", "1", "--train-size",
-                "5000", "--to", "numpy" if backend != "numpy" else "array_api_strict", env=env,
-            )  # fmt: skip
-            # Chapters 7-8, short settings: 300 Adam steps on 5000 images (~10 s each here).
-            short_cnn = ("--iters", "300", "--train-size", "5000")
-            for script in ("visualize_filter.py", "misclassified_mnist.py"):
-                plot = os.path.join(plots, f"{backend}-{script[:-3]}.png")
-                session.run("python", f"examples/{script}", *short_cnn, "--plot", plot, env=env)
-            session.run(
-                "python", "examples/half_float_network.py", *short_cnn, "--test-size", "500",
-                env=env,
-            )  # fmt: skip
-            # Chapters 7-8, short settings (the defaults are the book's 20-epoch protocols).
-            short = ("--epochs", "2", "--train-size", "500", "--test-size", "500")
-            session.run("python", "examples/train_convnet.py", *short, env=env)
-            session.run("python", "examples/train_deepnet.py", *short, env=env)
-        else:
-            session.log("XPROP_DATA_DIR is not set: skipping the MNIST examples here")
-    if os.environ.get("XPROP_DATA_DIR"):  # auto times every backend installed here
-        session.run("python", "examples/train_mnist.py", "--backend", "auto", "--iters", "300")
+    _install(session, "notebook", *LIGHT_EXTRAS)
+    # With XPROP_BACKEND empty, tests/test_notebook.py runs each notebook on every light
+    # backend: four kernels, two at a time.
+    env = {"XPROP_BACKEND": "", **ONE_THREAD}
+    session.run("pytest", "tests/test_notebook.py", "-n", WORKERS, *session.posargs, env=env)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark smoke run: every row's one-step check must pass (timings are not judged)."""
-    _install(session, "strict")
+    _install(session, *LIGHT_EXTRAS)
     session.run(
         "python",
         "benchmarks/bench_train.py",
         "--quick",
         "--backend",
-        "numpy,array_api_strict",
+        ",".join(backend_list.LIGHT),
         "--modes",
         "step,loop,eval",
     )

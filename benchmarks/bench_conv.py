@@ -68,10 +68,13 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))
 import book_convnets as book  # noqa: E402
+from backend_list import TIMED  # noqa: E402  (the tests' and nox's list of backends)
 
 NETS = ("simple", "deep")
-ROWS = ("book", "book-f64", "xprop-numpy", "xprop-torch", "xprop-jax", "torch")
+# the book's code, xprop on each backend worth timing on a CPU, PyTorch's own convolution
+ROWS = ("book", "book-f64", *(f"xprop-{name}" for name in TIMED), "torch")
 LR = 0.001
 BATCH = 100
 CHECK_TOLERANCE = 1e-2  # relative; float32 rows agree to ~1e-5, a wrong one is off by O(1)

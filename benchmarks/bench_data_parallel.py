@@ -40,7 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import numpy as np
+from backend_list import BACKENDS  # the tests' and nox's list of backends
 
 ROOT = Path(__file__).resolve().parent.parent
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -49,7 +51,7 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", default="1,2", help="rank counts to compare (1,2)")
-    parser.add_argument("--backend", default="numpy", help="xprop backend (numpy)")
+    parser.add_argument("--backend", default="numpy", choices=BACKENDS, help="(numpy)")
     parser.add_argument("--dtype", default="float32", help="dtype of the timed runs (float32)")
     parser.add_argument("--hidden", type=int, default=1024, help="hidden units (1024)")
     parser.add_argument("--batch", type=int, default=1024, help="global batch (1024)")

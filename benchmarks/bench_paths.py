@@ -29,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from backend_list import TIMED  # the tests' and nox's list of backends
+
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD = {
     "OPENBLAS_NUM_THREADS": "1",
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--before", help="a checkout of the earlier code, for the A/B")
     parser.add_argument("--parts", default="ab,caches,recipe,trainer")
-    parser.add_argument("--backends", default="numpy,jax,torch")
+    parser.add_argument("--backends", default=",".join(TIMED), help=f"({','.join(TIMED)})")
     parser.add_argument("--rounds", type=int, default=5, help="A/B alternations")
     parser.add_argument("--number", type=int, default=300, help="steps per timing")
     parser.add_argument("--repeat", type=int, default=7, help="timings per number")

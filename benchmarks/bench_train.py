@@ -51,6 +51,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))
+from backend_list import BACKENDS  # noqa: E402  (the tests' and nox's list of backends)
 from reference_nets import (  # noqa: E402
     LEARNING_RATE,
     PARAM_KEYS,
@@ -631,7 +633,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backend",
         type=_csv,
         default=_csv(os.environ.get("XPROP_BACKEND", "numpy")),
-        help="xprop backend(s), comma-separated (numpy, torch, jax, array_api_strict, cupy); "
+        help=f"xprop backend(s), comma-separated ({', '.join(BACKENDS)}); "
         "default $XPROP_BACKEND or numpy",
     )
     p.add_argument("--device", default=None, help="xprop device (default: backend's default)")
@@ -684,10 +686,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [c for c in args.config or [] if c not in CONFIGS]
     unknown += [m for m in args.modes or [] if m not in MODES]
     unknown += [i for i in args.impls if i not in IMPLS]
+    unknown += [b for b in args.backend if b not in BACKENDS]
     if unknown:
         p.error(
             f"unknown choice(s) {unknown}; configs: {', '.join(CONFIGS)}; modes: "
-            f"{', '.join(MODES)}; impls: {', '.join(IMPLS)}"
+            f"{', '.join(MODES)}; impls: {', '.join(IMPLS)}; backends: {', '.join(BACKENDS)}"
         )
     return args
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import _ch6
+import _common
 import numpy as np
 
 import xprop
@@ -18,9 +18,9 @@ LR = 0.001  # 1000 evaluation samples per epoch
 
 
 def parser(doc: str, plot: str | None, epochs: int) -> argparse.ArgumentParser:
-    """``_ch6.parser`` plus the training options: ``--epochs``, ``--train-size``,
+    """``_common.parser`` plus the training options: ``--epochs``, ``--train-size``,
     ``--iters``, ``--params`` (load instead of training), ``--save`` and ``--deep``."""
-    p = _ch6.parser(doc, plot)
+    p = _common.parser(doc, plot)
     p.add_argument("--epochs", type=int, default=epochs, help=f"epochs of training ({epochs})")
     p.add_argument(
         "--train-size", type=int, default=60000, help="training images, the first ones (60000)"
@@ -34,7 +34,7 @@ def parser(doc: str, plot: str | None, epochs: int) -> argparse.ArgumentParser:
 
 def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject bad training options before loading anything (status 2, the flag named)."""
-    _ch6.positive(p, args, "epochs", "train_size")
+    _common.positive(p, args, "epochs", "train_size")
     if args.train_size > 60000:
         p.error(
             f"--train-size must be at most 60000 (MNIST's training images), got {args.train_size}"

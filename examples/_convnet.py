@@ -4,22 +4,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-import _ch6
+import _common
 
 import xprop
 from xprop.datasets import load_mnist
-from xprop.files import write_atomically
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
-    """``_ch6``'s options and the protocol's: epochs, training images, outputs."""
-    p = _ch6.parser(doc, None)
+    """``_common``'s options and the protocol's: epochs, training images, outputs."""
+    p = _common.parser(doc, None, json_flag=True)
     p.add_argument("--epochs", type=int, default=20, help="training epochs (the book's 20)")
     p.add_argument(
         "--train-size", type=int, default=60000, help="the first this many training images"
@@ -28,25 +26,22 @@ def parser(doc: str) -> argparse.ArgumentParser:
         "--test-size", type=int, default=10000, help="the first this many test images (all)"
     )
     p.add_argument("--save", type=Path, help="write a safetensors checkpoint here at the end")
-    p.add_argument("--json", type=Path, help="write the run's record (accuracies, times) here")
     return p
 
 
 def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """The options, checked, and the outputs too: before minutes of training."""
     args = p.parse_args()
-    _ch6.positive(p, args, "epochs", "train_size", "test_size")
-    for flag, path in (("--save", args.save), ("--json", args.json)):
-        if path is not None and not path.resolve().parent.is_dir():
-            p.error(f"{flag} {path}: folder {path.resolve().parent} does not exist")
-        if path is not None and path.is_dir():
-            p.error(f"{flag} {path} is a folder; name a file in it")
+    _common.positive(p, args, "epochs", "train_size", "test_size")
+    _common.check_outputs(args)
+    args.save = _common.check_output("--save", args.save)
     return args
 
 
-def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
+def train(args: argparse.Namespace, build: Any) -> int:
     """The book's protocol (Adam lr 0.001, batch 100, 1000 evaluation samples per epoch) for
-    the network ``build(backend, seed)`` makes; prints a line per epoch and the result, and
-    returns the run's record."""
+    the network ``build(backend, seed)`` makes; prints a line per epoch and the result, writes
+    ``--save`` and the run's record (``--json``); the exit status."""
     backend = xprop.get_backend(args.backend, dtype=args.dtype)
     (x_train, t_train), (x_test, t_test) = load_mnist(
         normalize=True, flatten=False, data_dir=args.data_dir, backend=backend
@@ -80,7 +75,7 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
         evaluate_sample_num_per_epoch=min(1000, n_train, n_test),  # the book's 1000
         report=report, seed=args.seed + 1,
     )  # fmt: skip
-    path = trainer.step.kind
+    path = trainer.step.kind  # the compiled step: jax.jit on JAX, eager on NumPy
     print(
         f"{type(net).__name__} on {backend.describe()}, {path}: {trainer.max_iter} steps "
         f"of 100 ({args.epochs} epochs of {x_train.shape[0]} images), Adam lr 0.001, seed "
@@ -90,8 +85,6 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
     )
     test_acc = trainer.train()
     wall = time.perf_counter() - start
-    if args.save is not None:
-        net.save_params(args.save, optimizer=trainer.optimizer)
     record = {
         "network": type(net).__name__, "backend": backend.name, "device": str(backend.device),
         "dtype": backend.dtype_name, "path": path, "seed": args.seed, "epochs": args.epochs,
@@ -99,13 +92,13 @@ def train(args: argparse.Namespace, build: Any) -> dict[str, Any]:
         "steps": trainer.max_iter, "test_acc": test_acc, "wall_time_s": wall, "evaluations": rows,
         "test_acc_list": trainer.test_acc_list, "train_acc_list": trainer.train_acc_list,
     }  # fmt: skip
-    if args.json is not None:
-        text = json.dumps(record, indent=2) + "\n"
-        write_atomically(args.json, lambda tmp: tmp.write_text(text))
     print(
         f"{record['network']} backend={record['backend']} dtype={record['dtype']} "
         f"path={path} seed={args.seed} epochs={args.epochs} test_acc={test_acc:.4f} "
         f"({x_test.shape[0]} test images) "
         f"wall={wall:.1f}s"
     )
-    return record
+    return _common.write_outputs(
+        ("--save", args.save, lambda path: net.save_params(path, optimizer=trainer.optimizer)),
+        ("--json", args.json, lambda path: _common.write_json(path, record)),
+    )

@@ -11,7 +11,6 @@ documentation come from running the layers, never typed by hand::
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,28 +75,6 @@ APPLE_ORANGE = Layout(
     output=(8.6, 1.25, "price"),
     size=(8.5, 4.2),
 )
-
-
-def check_plot(path: Path | None) -> Path | None:
-    """``path`` if a figure can be written there; else print why and exit with status 2."""
-    if path is None:
-        return None
-    problem = None
-    if path.suffix.lower() != ".png":
-        problem = f"cannot write --plot {path}: end the name in .png"
-    elif not path.resolve().parent.is_dir():
-        problem = f"cannot write --plot {path}: folder {path.resolve().parent} does not exist"
-    else:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")  # files only: no display needed
-        except ImportError:
-            problem = "--plot needs matplotlib: pip install matplotlib (or 'xprop[examples]')"
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    return path
 
 
 def draw(path: Path, layout: Layout, forward: Sequence[Any], backward: Sequence[Any]) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 
-import _ch6
+import _common
 import numpy as np
 
 import xprop
@@ -29,14 +29,14 @@ HIDDEN = [100, 100, 100, 100, 100]
 
 
 def main() -> int:
-    p = _ch6.parser(__doc__, "batch_norm_test.png")
+    p = _common.parser(__doc__, "batch_norm_test.png")
     p.add_argument("--epochs", type=int, default=20, help="epochs per network (the book's 20)")
     p.add_argument("--scales", type=int, default=16, help="weight scales tried (16)")
     p.add_argument("--train-size", type=int, default=1000, help="training images (1000)")
     args = p.parse_args()
-    _ch6.positive(p, args, "epochs", "scales", "train_size")
-    plot = _ch6.check_plot(args.plot)
-    backend, x_train, t_train, _, _ = _ch6.load(args, args.train_size)
+    _common.positive(p, args, "epochs", "scales", "train_size")
+    plot = _common.check_output("--plot", args.plot, image=True)
+    backend, x_train, t_train, _, _ = _common.load(args, args.train_size)
 
     n = args.scales
     scales = [10 ** (-4 * k / (n - 1)) if n > 1 else 1.0 for k in range(n)]  # logspace(0, -4)
@@ -47,10 +47,7 @@ def main() -> int:
         # NaN (accuracy 0.1): that is the point of the experiment, so NumPy need not warn.
         with np.errstate(over="ignore", invalid="ignore"):
             results.append(train(args, backend, x_train, t_train, scale))
-    if plot is not None:
-        draw(scales, results, plot)
-        print(f"plot: {plot}")
-    return 0
+    return _common.write_outputs(("--plot", plot, lambda path: draw(scales, results, path)))
 
 
 def train(args, backend, x_train, t_train, scale: float) -> tuple[list[float], list[float]]:
@@ -118,8 +115,8 @@ def draw(scales: list[float], results: list, path) -> None:
         axes[k // cols][k % cols].axis("off")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    _ch6.save_figure(fig, path)
+    _common.save_figure(fig, path)
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

@@ -19,10 +19,10 @@ documentation's figure comes from ``--plot docs/_static/graph_apple.png``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+import _common
 import _graph
 
 import xprop
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plot", type=Path, help="draw the computational graph with these values to this PNG"
     )
     args = parser.parse_args(argv)
-    plot = _graph.check_plot(args.plot)
+    plot = _common.check_output("--plot", args.plot, image=True, formats=("png",))
     backend = xprop.get_backend(args.backend)
 
     def value(v: float) -> Any:
@@ -62,16 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     # ':g' prints 220 rather than 220.00000000000003 (1.1 has no exact binary form).
     print(f"{float(price):g}")
     print(f"{float(dapple):g} {float(dapple_num):g} {float(dtax):g}")
-    if plot is not None:
-        # Each edge of the graph, labelled with the values computed above.
+
+    def draw(path: Path) -> None:  # each edge of the graph, labelled with the values above
         _graph.draw(
-            plot,
+            path,
             _graph.APPLE,
             (apple, apple_num, apple_price, tax, price),
             (dapple, dapple_num, dapple_price, dtax, dprice),
         )
-    return 0
+
+    return _common.write_outputs(("--plot", plot, draw))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.run(main)

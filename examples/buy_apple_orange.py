@@ -18,10 +18,10 @@ documentation's figure comes from ``--plot docs/_static/graph_apple_orange.png``
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+import _common
 import _graph
 
 import xprop
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plot", type=Path, help="draw the computational graph with these values to this PNG"
     )
     args = parser.parse_args(argv)
-    plot = _graph.check_plot(args.plot)
+    plot = _common.check_output("--plot", args.plot, image=True, formats=("png",))
     backend = xprop.get_backend(args.backend)
 
     def value(v: float) -> Any:
@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{float(price):g}")
     grads = (dapple_num, dapple, dorange, dorange_num, dtax)
     print(" ".join(f"{float(g):g}" for g in grads))
-    if plot is not None:
-        # Each edge of the graph, labelled with the values computed above.
+
+    def draw(path: Path) -> None:  # each edge of the graph, labelled with the values above
         _graph.draw(
-            plot,
+            path,
             _graph.APPLE_ORANGE,
             (
                 apple,
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                 dprice,
             ),
         )
-    return 0
+
+    return _common.write_outputs(("--plot", plot, draw))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.run(main)

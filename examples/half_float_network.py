@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import time
 
-import _ch6
 import _ch7
+import _common
 import numpy as np
 
 import xprop
@@ -58,7 +58,7 @@ def main() -> int:
     p.add_argument("--test-size", type=int, default=10000, help="test images, the first (10000)")
     args = p.parse_args()
     _ch7.check(p, args)
-    _ch6.positive(p, args, "test_size")
+    _common.positive(p, args, "test_size")
     if args.test_size > 10000:
         p.error(f"--test-size must be at most 10000 (MNIST's test images), got {args.test_size}")
     if args.backends is None:
@@ -104,4 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

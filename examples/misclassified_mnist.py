@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import _ch6
 import _ch7
+import _common
 import numpy as np
 
 MAX_VIEW = 20  # the book's grid: 4 rows of 5
@@ -32,7 +32,7 @@ def main() -> int:
     p = _ch7.parser(__doc__, "misclassified_mnist.png", epochs=20)
     args = p.parse_args()
     _ch7.check(p, args)
-    plot = _ch6.check_plot(args.plot)
+    plot = _common.check_output("--plot", args.plot, image=True)
     data = _ch7.load(args)
     backend, _, _, x_test, t_test = data
     net = _ch7.network(args, backend)
@@ -50,7 +50,7 @@ def main() -> int:
     print("{view index: (label, inference), ...}")
     print(mis_pairs)
 
-    if plot is not None:
+    def draw(path: Path) -> None:  # the book's figure: the first misclassified images
         import matplotlib.pyplot as plt
 
         images = backend.to_numpy(x_test[: int(shown[-1]) + 1, ...]) if shown.size else None
@@ -70,10 +70,10 @@ def main() -> int:
             fontsize=10,
         )
         fig.tight_layout()
-        _ch6.save_figure(fig, plot)
-        print(f"plot: {Path(plot).resolve()}")
-    return 0
+        _common.save_figure(fig, path)
+
+    return _common.write_outputs(("--plot", plot, draw))
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

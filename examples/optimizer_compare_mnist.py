@@ -19,7 +19,7 @@ read every 100 iterations.
 
 from __future__ import annotations
 
-import _ch6
+import _common
 
 import xprop
 
@@ -43,13 +43,13 @@ REPORT_EVERY = 100
 
 
 def main() -> int:
-    p = _ch6.parser(__doc__, "optimizer_compare_mnist.png")
+    p = _common.parser(__doc__, "optimizer_compare_mnist.png")
     p.add_argument("--iters", type=int, default=2000, help="iterations (the book's 2000)")
     p.add_argument("--batch-size", type=int, default=128, help="minibatch size (128)")
     args = p.parse_args()
-    _ch6.positive(p, args, "iters", "batch_size")
-    plot = _ch6.check_plot(args.plot)
-    backend, x_train, t_train, _, _ = _ch6.load(args)
+    _common.positive(p, args, "iters", "batch_size")
+    plot = _common.check_output("--plot", args.plot, image=True)
+    backend, x_train, t_train, _, _ = _common.load(args)
     xp = backend.xp
 
     optimizers = {name: cls() for name, cls in OPTIMIZERS.items()}  # the book's defaults
@@ -83,10 +83,7 @@ def main() -> int:
     print(f"mean loss over the last {tail} iterations:")
     for name, losses in train_loss.items():
         print(f"  {name:>8} {sum(losses[-tail:]) / tail:.4f}")
-    if plot is not None:
-        draw(train_loss, plot, backend)
-        print(f"plot: {plot}")
-    return 0
+    return _common.write_outputs(("--plot", plot, lambda path: draw(train_loss, path, backend)))
 
 
 def draw(train_loss: dict[str, list[float]], path, backend) -> None:
@@ -95,7 +92,7 @@ def draw(train_loss: dict[str, list[float]], path, backend) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for name, losses in train_loss.items():
         ax.plot(
-            _ch6.smooth_curve(losses),
+            _common.smooth_curve(losses),
             marker=MARKERS[name],
             markevery=REPORT_EVERY,
             markersize=5,
@@ -108,8 +105,8 @@ def draw(train_loss: dict[str, list[float]], path, backend) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _ch6.save_figure(fig, path)
+    _common.save_figure(fig, path)
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

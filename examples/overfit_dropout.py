@@ -17,24 +17,24 @@ Usage::
 
 from __future__ import annotations
 
-import _ch6
+import _common
 
 import xprop
 
 
 def main() -> int:
-    p = _ch6.parser(__doc__, "overfit_dropout.png")
+    p = _common.parser(__doc__, "overfit_dropout.png")
     p.add_argument("--epochs", type=int, default=301, help="epochs (the book's 301)")
     p.add_argument(
         "--dropout-ratio", type=float, default=0.2, help="dropout ratio (0.2; 0: no Dropout)"
     )
     p.add_argument("--train-size", type=int, default=300, help="training images (300)")
     args = p.parse_args()
-    _ch6.positive(p, args, "epochs", "train_size")
+    _common.positive(p, args, "epochs", "train_size")
     if not 0 <= args.dropout_ratio < 1:
         p.error("--dropout-ratio must be in [0, 1)")
-    plot = _ch6.check_plot(args.plot)
-    backend, x_train, t_train, x_test, t_test = _ch6.load(args, args.train_size)
+    plot = _common.check_output("--plot", args.plot, image=True)
+    backend, x_train, t_train, x_test, t_test = _common.load(args, args.train_size)
 
     use_dropout = args.dropout_ratio > 0
     network = xprop.MultiLayerNetExtend(
@@ -60,13 +60,13 @@ def main() -> int:
         seed=args.seed + 1,
     )
     trainer.train()
-    if plot is not None:
-        what = f"Dropout {args.dropout_ratio:g}" if use_dropout else "no Dropout"
-        title = f"{what}, {x_train.shape[0]} training images"
-        _ch6.plot_accuracy(trainer.train_acc_list, trainer.test_acc_list, title, plot)
-        print(f"plot: {plot}")
-    return 0
+    what = f"Dropout {args.dropout_ratio:g}" if use_dropout else "no Dropout"
+    title = f"{what}, {x_train.shape[0]} training images"
+    acc = trainer.train_acc_list, trainer.test_acc_list
+    return _common.write_outputs(
+        ("--plot", plot, lambda path: _common.plot_accuracy(*acc, title, path))
+    )
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

@@ -19,24 +19,24 @@ from __future__ import annotations
 
 import itertools
 
-import _ch6
+import _common
 
 import xprop
 
 
 def main() -> int:
-    p = _ch6.parser(__doc__, "overfit_weight_decay.png")
+    p = _common.parser(__doc__, "overfit_weight_decay.png")
     p.add_argument("--epochs", type=int, default=201, help="epochs (the book's 201)")
     p.add_argument(
         "--lambda", dest="lam", type=float, default=0.1, help="weight decay strength (0.1)"
     )
     p.add_argument("--train-size", type=int, default=300, help="training images (300)")
     args = p.parse_args()
-    _ch6.positive(p, args, "epochs", "train_size")
+    _common.positive(p, args, "epochs", "train_size")
     if not args.lam >= 0:
         p.error("--lambda must be >= 0")
-    plot = _ch6.check_plot(args.plot)
-    backend, x_train, t_train, x_test, t_test = _ch6.load(args, args.train_size)
+    plot = _common.check_output("--plot", args.plot, image=True)
+    backend, x_train, t_train, x_test, t_test = _common.load(args, args.train_size)
     xp = backend.xp
 
     network = xprop.MultiLayerNet(
@@ -65,12 +65,15 @@ def main() -> int:
             )
             if len(train_acc_list) >= args.epochs:
                 break
-    if plot is not None:
-        title = f"weight decay lambda = {args.lam:g}, {train_size} training images"
-        _ch6.plot_accuracy(train_acc_list, test_acc_list, title, plot)
-        print(f"plot: {plot}")
-    return 0
+    title = f"weight decay lambda = {args.lam:g}, {train_size} training images"
+    return _common.write_outputs(
+        (
+            "--plot",
+            plot,
+            lambda path: _common.plot_accuracy(train_acc_list, test_acc_list, title, path),
+        )
+    )
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

@@ -21,7 +21,7 @@ Options as in ``train_convnet.py``: ``--seed`` seeds the weights and Dropout's m
 
 from __future__ import annotations
 
-import _ch6
+import _common
 import _convnet
 
 import xprop
@@ -29,7 +29,7 @@ import xprop
 
 def main() -> int:
     args = _convnet.parse(_convnet.parser(__doc__))
-    _convnet.train(
+    return _convnet.train(
         args,
         lambda backend, seed: xprop.DeepConvNet(
             input_dim=(1, 28, 28),
@@ -40,8 +40,7 @@ def main() -> int:
             check_labels=False,  # labels from a verified file: no per-step range check
         ),
     )
-    return 0
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

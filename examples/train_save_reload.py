@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import _ch6
+import _common
 import numpy as np
 
 import xprop
@@ -31,7 +31,7 @@ from xprop.checkpoint import read_metadata
 
 
 def main() -> int:
-    p = _ch6.parser(__doc__, None)
+    p = _common.parser(__doc__, None)
     p.add_argument("--to", default="array_api_strict", help="backend to reload on")
     p.add_argument("--epochs", type=int, default=5, help="training epochs (5)")
     p.add_argument("--train-size", type=int, default=60000, help="training images (60000)")
@@ -39,10 +39,9 @@ def main() -> int:
         "--path", type=Path, help="checkpoint file, kept (default: a temporary one, removed)"
     )
     args = p.parse_args()
-    _ch6.positive(p, args, "epochs", "train_size")
-    if args.path is not None and not args.path.resolve().parent.is_dir():
-        p.error(f"folder {args.path.resolve().parent} does not exist")
-    backend, x_train, t_train, x_test, t_test = _ch6.load(args, args.train_size)
+    _common.positive(p, args, "epochs", "train_size")
+    args.path = _common.check_output("--path", args.path)  # before minutes of training
+    backend, x_train, t_train, x_test, t_test = _common.load(args, args.train_size)
     target = xprop.get_backend(args.to, dtype=backend.dtype_name)
 
     def build(be: xprop.Backend, seed: int) -> xprop.MultiLayerNetExtend:
@@ -96,4 +95,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

@@ -26,8 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import _ch6
 import _ch7
+import _common
 import numpy as np
 
 
@@ -64,7 +64,7 @@ def main() -> int:
     p = _ch7.parser(__doc__, "visualize_filter.png", epochs=20)
     args = p.parse_args()
     _ch7.check(p, args)
-    plot = _ch6.check_plot(args.plot)
+    plot = _common.check_output("--plot", args.plot, image=True)
     data = _ch7.load(args)
     backend = data[0]
     net = _ch7.network(args, backend)
@@ -78,17 +78,18 @@ def main() -> int:
             f"{name:>6}: weight std {w.std():.4f}, "
             f"neighbour correlation {neighbour_correlation(w):+.3f}"
         )
-    if plot is not None:
+
+    def draw(path: Path) -> None:  # the book's figure 7-24: conv1's 30 filters
         import matplotlib.pyplot as plt
 
         fig = plt.figure(figsize=(8, 9.2))
         top, bottom = fig.subfigures(2, 1, hspace=0.04)
         filter_show(top, before, "before training (random, std 0.01)")
         filter_show(bottom, after, f"after training ({how})")
-        _ch6.save_figure(fig, plot)
-        print(f"plot: {Path(plot).resolve()}")
-    return 0
+        _common.save_figure(fig, path)
+
+    return _common.write_outputs(("--plot", plot, draw))
 
 
 if __name__ == "__main__":
-    _ch6.run(main)
+    _common.run(main)

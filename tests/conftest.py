@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import backend_list
 import pytest
 
 # JAX takes 75 % of a GPU's memory at its first use, leaving too little for the
@@ -37,14 +38,8 @@ if importlib.util.find_spec("jax") is not None:
     # tests/test_backend.py checks that the setting is in force.
     jax.config.update("jax_default_matmul_precision", "highest")
 
-ALL = [
-    ("numpy", None),
-    ("array_api_strict", None),
-    ("array_api_strict", "device1"),
-    ("torch", None),
-    ("jax", None),
-    ("cupy", None),
-]
+# Every (backend, device) of the one list that nox and the benchmarks read too.
+ALL = backend_list.pairs()
 
 
 def _selected() -> list[tuple[str, str | None]]:

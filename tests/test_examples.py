@@ -1,7 +1,12 @@
 """The examples, run as a user would (a subprocess), printing the book's numbers.
 
-Examples without ``--backend`` here run on the backend the session selects
-(``$XPROP_BACKEND``); the MNIST ones need ``XPROP_DATA_DIR`` and skip without it.
+Each example runs once per test run, with the short settings of ``examples/_settings.py``
+(the table the documentation's gallery reads too): in the session of
+``backend_list.EXAMPLES_SESSION`` (array_api_strict, the standard's reference, so the
+examples' own array code is checked to be standard), or in every run without
+``$XPROP_BACKEND``.  A test about one backend (its parameter ``name``) runs in that backend's
+session.  Examples without ``--backend`` run on the session's backend; the MNIST ones need
+``XPROP_DATA_DIR`` and skip without it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import backend_list
 import numpy as np
 import pytest
 
@@ -23,6 +29,42 @@ import xprop
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load_example(name: str):
+    """``examples/<name>`` imported (its helpers, such as ``_common``, found beside it)."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), EXAMPLES / name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return module
+
+
+SETTINGS = _load_example("_settings.py").SETTINGS
+
+
+def short(name: str) -> tuple[str, ...]:
+    """The short run of ``examples/<name>`` (the table's): the tests add only their outputs."""
+    return SETTINGS[name].short
+
+
+def session_backend() -> str:
+    """The backend the examples run on here: the session's, else numpy (their default)."""
+    return os.environ.get("XPROP_BACKEND", "").strip() or "numpy"
+
+
+@pytest.fixture(autouse=True)
+def _once_per_test_run(request: pytest.FixtureRequest) -> None:
+    """Skip outside the one session that runs this test (see the module's docstring)."""
+    callspec = getattr(request.node, "callspec", None)
+    session = (callspec.params if callspec else {}).get("name", backend_list.EXAMPLES_SESSION)
+    selected = os.environ.get("XPROP_BACKEND", "").strip()
+    if selected and selected != session:
+        pytest.skip(f"runs once per test run, in the {session} session, not {selected}")
 
 
 def run_example(
@@ -60,14 +102,6 @@ def data_dir() -> str:
 # --------------------------------------------------------------------------------------
 
 
-def test_buy_apple():
-    assert ok(run_example("buy_apple.py")) == ["220", "2.2 110 200"]
-
-
-def test_buy_apple_orange():
-    assert ok(run_example("buy_apple_orange.py")) == ["715", "110 2.2 3.3 165 650"]
-
-
 @pytest.mark.parametrize(
     ("example", "printed"),
     [
@@ -75,10 +109,11 @@ def test_buy_apple_orange():
         ("buy_apple_orange.py", ["715", "110 2.2 3.3 165 650"]),
     ],
 )
-def test_buy_apple_draws_its_graph(example, printed, tmp_path):
+def test_buy_apple_computes_and_draws_its_graph(example, printed, tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     plot = tmp_path / "graph.png"
-    assert ok(run_example(example, "--plot", str(plot))) == printed
+    # the book's numbers, then where the figure went
+    assert ok(run_example(example, "--plot", str(plot))) == [*printed, f"plot: {plot}"]
     assert plot.read_bytes().startswith(PNG_MAGIC)
     assert [p.name for p in tmp_path.iterdir()] == ["graph.png"]  # no temporary file left
 
@@ -170,8 +205,7 @@ def test_gradient_check_reports_a_data_dir_that_is_a_file(tmp_path):
 
 
 def test_gradient_check(data_dir):
-    # 3 hidden units instead of 50: the same check with 2352 instead of 39200 weights in W1.
-    out = ok(run_example("gradient_check.py", "--hidden", "3"))
+    out = ok(run_example("gradient_check.py", *short("gradient_check.py")))
     diffs = dict(line.split(":") for line in out)
     assert list(diffs) == ["W1", "b1", "W2", "b2"]
     for key, value in diffs.items():
@@ -191,12 +225,9 @@ def compiled_path(name: str) -> str:
     return xprop.TwoLayerNet(3, 2, 2, backend=backend, seed=0).compile_step(0.1).kind
 
 
-@pytest.mark.parametrize("name", ["numpy", "array_api_strict", "torch", "jax"])
+@pytest.mark.parametrize("name", backend_list.CPU)
 def test_train_mnist_reports_the_path_its_backend_compiles(name, monkeypatch, capsys, tmp_path):
     """No MNIST needed: a few steps on random images stand in for it."""
-    selected = os.environ.get("XPROP_BACKEND", "").strip()
-    if selected and selected != name:
-        pytest.skip(f"a {name} test; it runs in the {name} session, not {selected}")
     pytest.importorskip(name, reason=f"backend {name} is not installed")
     import xprop
 
@@ -224,8 +255,9 @@ def test_train_mnist_reports_the_path_its_backend_compiles(name, monkeypatch, ca
         assert want == ("jax.jit" if name == "jax" else "eager")
 
 
-@pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
-def test_train_mnist_short_run(data_dir, backend, tmp_path):
+@pytest.mark.parametrize("name", ["array_api_strict", "torch"])
+def test_train_mnist_short_run(data_dir, name, tmp_path):
+    backend = name
     pytest.importorskip(backend, reason=f"backend {backend} is not installed")
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     path = compiled_path(backend)  # eager on the CPU; a CUDA graph for torch on a GPU
@@ -233,10 +265,12 @@ def test_train_mnist_short_run(data_dir, backend, tmp_path):
     out = ok(
         run_example(
             "train_mnist.py",
-            *("--backend", backend, "--iters", "300", "--seed", "3"),
+            *("--backend", backend, *short("train_mnist.py"), "--seed", "3"),
             *("--json", str(record_path), "--plot", str(plot_path)),
         )
     )
+    assert out[-1] == f"plot: {plot_path}"  # where the figure went, last
+    out.pop()
     # Not a terminal: a header, one row per evaluation, the final row, the summary.
     assert out[0].split() == ["epoch", "train_acc", "test_acc"]
     assert out[1].split()[0] == "0"
@@ -251,7 +285,7 @@ def test_train_mnist_short_run(data_dir, backend, tmp_path):
     record = json.loads(record_path.read_text())
     assert record["backend"] == backend
     assert record["path"] == path
-    assert record["iters"] == 300
+    assert record["iters"] == 300 == int(short("train_mnist.py")[1])
     assert record["seed"] == 3
     assert record["iter_per_epoch"] == 600
     assert record["eval_iters"] == [0]  # 300 iterations: only the book's first evaluation
@@ -319,13 +353,6 @@ def test_train_mnist_checks_outputs_before_training(tmp_path):
         assert "epoch" not in result.stdout  # refused before any training
 
 
-def _load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), EXAMPLES / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_mnist_writes_the_json_even_when_the_plot_fails(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="the plot needs matplotlib")
     example = _load_example("train_mnist.py")
@@ -346,8 +373,8 @@ def test_train_mnist_writes_the_json_even_when_the_plot_fails(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left
 
 
-def test_train_mnist_write_is_atomic(tmp_path):
-    example = _load_example("train_mnist.py")
+def test_examples_write_atomically(tmp_path):
+    example = _load_example("_common.py")  # every example writes its files through it
     target = tmp_path / "run.json"
     target.write_text("old")
 
@@ -401,6 +428,7 @@ def test_train_mnist_without_matplotlib_refuses_plot(tmp_path):
     # Hide matplotlib from the example (a None entry makes `import matplotlib` fail).
     code = (
         "import runpy, sys; sys.modules['matplotlib'] = None; "
+        f"sys.path.insert(0, {str(EXAMPLES)!r}); "  # as `python examples/train_mnist.py` does
         f"sys.argv = ['train_mnist.py', '--plot', {str(tmp_path / 'a.png')!r}]; "
         f"runpy.run_path({str(EXAMPLES / 'train_mnist.py')!r}, run_name='__main__')"
     )
@@ -414,11 +442,6 @@ def test_train_mnist_without_matplotlib_refuses_plot(tmp_path):
 
 @pytest.mark.slow
 def test_train_mnist_book_protocol_reaches_the_book_accuracy(data_dir, tmp_path):
-    selected = os.environ.get("XPROP_BACKEND", "numpy")
-    if selected != "numpy":
-        pytest.skip(
-            f"the book-protocol run is a numpy test; it runs in the numpy session, not {selected}"
-        )
     record_path = tmp_path / "run.json"
     ok(
         run_example(
@@ -431,6 +454,24 @@ def test_train_mnist_book_protocol_reaches_the_book_accuracy(data_dir, tmp_path)
     assert record["test_acc"] >= 0.965
 
 
+def test_train_mnist_auto_trains_on_the_fastest_backend_it_timed(data_dir, tmp_path):
+    record_path = tmp_path / "run.json"
+    args = ("--backend", "auto", *short("train_mnist.py"), "--json", str(record_path))
+    out = ok(run_example("train_mnist.py", *args))
+    record = json.loads(record_path.read_text())
+    report = record["auto"].splitlines()
+    assert out[: len(report)] == report  # the timings first, then the table
+    assert out[len(report)].split() == ["epoch", "train_acc", "test_acc"]
+    assert report[0].startswith("auto: timed a training step of")
+    timed = [line for line in report if "ms/step" in line]
+    assert timed
+    assert all(float(re.search(r"(\S+) ms/step", line).group(1)) > 0 for line in timed)
+    # sorted by time: the chosen one, the fastest, first
+    assert timed[0].endswith(" 1.00x)  <- chosen")
+    assert record["backend"] in timed[0]
+    assert 0.8 < record["test_acc"] <= 1.0
+
+
 # --------------------------------------------------------------------------------------
 # Chapter 6 examples (short settings; the session's backend)
 # --------------------------------------------------------------------------------------
@@ -438,7 +479,8 @@ def test_train_mnist_book_protocol_reaches_the_book_accuracy(data_dir, tmp_path)
 
 def test_optimizer_compare_mnist(data_dir, tmp_path):
     plot = tmp_path / "optimizers.png"
-    out = ok(run_example("optimizer_compare_mnist.py", "--iters", "30", "--plot", str(plot)))
+    out = ok(run_example("optimizer_compare_mnist.py", *short("optimizer_compare_mnist.py"),
+                         "--plot", str(plot)))  # fmt: skip
     assert out[0] == "=========== iteration:0 ==========="
     summary = out[out.index("mean loss over the last 15 iterations:") + 1 :]
     names = [line.split()[0] for line in summary[:6]]
@@ -452,8 +494,7 @@ def test_optimizer_compare_mnist(data_dir, tmp_path):
 
 def test_batch_norm_test(data_dir, tmp_path):
     plot = tmp_path / "bn.png"
-    args = ("--epochs", "2", "--scales", "2", "--train-size", "200", "--plot", str(plot))
-    out = ok(run_example("batch_norm_test.py", *args))
+    out = ok(run_example("batch_norm_test.py", *short("batch_norm_test.py"), "--plot", str(plot)))
     epochs = [line for line in out if line.startswith("epoch:")]
     assert len(epochs) == 4  # 2 scales x 2 epochs
     assert re.fullmatch(r"epoch:1 \| 0\.\d{4} - 0\.\d{4}", epochs[-1])
@@ -462,18 +503,22 @@ def test_batch_norm_test(data_dir, tmp_path):
     assert out[-1] == f"plot: {plot}"
 
 
-def test_overfit_weight_decay(data_dir, tmp_path):
-    plot = tmp_path / "wd.png"
-    out = ok(run_example("overfit_weight_decay.py", "--epochs", "3", "--plot", str(plot)))
+def test_overfit_weight_decay_prints_the_full_path_of_a_relative_plot(data_dir, tmp_path):
+    (tmp_path / "figs").mkdir()
+    args = (*short("overfit_weight_decay.py"), "--plot", "figs/../figs/wd.png")
+    out = ok(run_example("overfit_weight_decay.py", *args, cwd=tmp_path))
     assert [line.split(",")[0] for line in out[:3]] == ["epoch:0", "epoch:1", "epoch:2"]
-    assert plot.read_bytes()[:8] == PNG_MAGIC
-    assert out[-1] == f"plot: {plot}"
+    printed = Path(out[-1].removeprefix("plot: "))
+    assert printed.is_absolute()
+    assert ".." not in printed.parts  # normalised: the path a user can paste
+    assert printed.resolve() == (tmp_path / "figs" / "wd.png").resolve()
+    assert printed.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_overfit_dropout(data_dir, tmp_path):
     # No --plot: the default file, in the current folder, and its full path printed (the
     # folder's .gitignore may hide it; the user still learns where it went).
-    out = ok(run_example("overfit_dropout.py", "--epochs", "3", cwd=tmp_path))
+    out = ok(run_example("overfit_dropout.py", *short("overfit_dropout.py"), cwd=tmp_path))
     assert out[0].startswith("=== epoch:1, train loss:")
     assert out[3] == "=============== Final Test Accuracy ==============="
     assert re.fullmatch(r"test acc:0\.\d{4}", out[4])
@@ -485,21 +530,15 @@ def test_overfit_dropout(data_dir, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["overfit_dropout.png"]
 
 
-def test_ch6_examples_print_the_full_path_of_a_relative_plot(data_dir, tmp_path):
-    (tmp_path / "figs").mkdir()
-    args = ("--epochs", "1", "--plot", "figs/../figs/wd.png")
-    out = ok(run_example("overfit_weight_decay.py", *args, cwd=tmp_path))
-    printed = Path(out[-1].removeprefix("plot: "))
-    assert printed.is_absolute()
-    assert ".." not in printed.parts  # normalised: the path a user can paste
-    assert printed.resolve() == (tmp_path / "figs" / "wd.png").resolve()
-    assert printed.read_bytes()[:8] == PNG_MAGIC
+def other_light_backend() -> str:
+    """Where train_save_reload.py reloads: numpy from array_api_strict, else array_api_strict
+    (both always installed: the checkpoint crosses libraries)."""
+    return "numpy" if session_backend() == "array_api_strict" else "array_api_strict"
 
 
 def test_train_save_reload(data_dir, tmp_path):
-    pytest.importorskip("array_api_strict", reason="reloads on array_api_strict")
     path = tmp_path / "net.safetensors"
-    args = ("--epochs", "1", "--train-size", "2000", "--to", "array_api_strict")
+    args = (*short("train_save_reload.py"), "--to", other_light_backend())
     out = ok(run_example("train_save_reload.py", *args, "--path", str(path)))
     assert "parameters identical: True" in out
     assert any(line.startswith(f"saved {path}: MultiLayerNetExtend") for line in out)
@@ -512,8 +551,7 @@ def test_train_save_reload(data_dir, tmp_path):
 
 
 def test_train_save_reload_says_its_checkpoint_is_temporary(data_dir, tmp_path):
-    pytest.importorskip("array_api_strict", reason="reloads on array_api_strict")
-    args = ("--epochs", "1", "--train-size", "500", "--to", "array_api_strict")
+    args = ("--epochs", "1", "--train-size", "500", "--to", other_light_backend())
     out = ok(run_example("train_save_reload.py", *args, cwd=tmp_path))
     saved = next(i for i, line in enumerate(out) if line.startswith("saved "))
     match = re.fullmatch(
@@ -533,7 +571,7 @@ def test_train_save_reload_says_its_checkpoint_is_temporary(data_dir, tmp_path):
 
 def test_train_convnet_short_run_saves_a_checkpoint_that_reloads(data_dir, tmp_path):
     record_path, ckpt = tmp_path / "run.json", tmp_path / "convnet.safetensors"
-    args = ("--epochs", "3", "--train-size", "1000", "--test-size", "1000", "--seed", "2")
+    args = (*short("train_convnet.py"), "--seed", "2")
     out = ok(
         run_example("train_convnet.py", *args, "--json", str(record_path), "--save", str(ckpt))
     )
@@ -566,9 +604,8 @@ def test_train_convnet_short_run_saves_a_checkpoint_that_reloads(data_dir, tmp_p
 
 
 def test_train_deepnet_short_run(data_dir, tmp_path):
-    cpu_fast_session()  # DeepConvNet's compiled steps: test_conv_nets.py on every backend
     record_path = tmp_path / "run.json"
-    args = ("--epochs", "2", "--train-size", "500", "--test-size", "500", "--seed", "1")
+    args = (*short("train_deepnet.py"), "--seed", "1")
     out = ok(run_example("train_deepnet.py", *args, "--json", str(record_path)))
     assert out[0].startswith("DeepConvNet on ")
     assert "10 steps of 100 (2 epochs of 500 images)" in out[0]
@@ -610,7 +647,7 @@ def test_ch6_examples_refuse_a_missing_plot_folder(tmp_path):
 def test_smooth_curve_keeps_length_and_constants():
     sys.path.insert(0, str(EXAMPLES))
     try:
-        from _ch6 import smooth_curve
+        from _common import smooth_curve
     finally:
         sys.path.remove(str(EXAMPLES))
     assert smooth_curve([1.0] * 50).tolist() == pytest.approx([1.0] * 50)
@@ -632,11 +669,11 @@ def xprop_gallery():
     return xprop_gallery
 
 
-def test_every_example_has_its_gallery_settings(xprop_gallery):
-    # The docs build runs each example with the arguments docs/_ext/xprop_gallery.py gives
-    # it; an example missing there would fail the docs build, one without a title too.
+def test_every_example_has_its_settings():
+    # The tests and the docs build run each example with its row of examples/_settings.py;
+    # an example missing there would fail the docs build, one without a title too.
     scripts = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
-    assert sorted(xprop_gallery.SETTINGS) == scripts
+    assert sorted(SETTINGS) == scripts
     for name in scripts:
         title, underline = (EXAMPLES / name).read_text().split("\n")[:2]
         assert title.startswith('"""'), name
@@ -646,9 +683,12 @@ def test_every_example_has_its_gallery_settings(xprop_gallery):
 
 def test_gallery_runs_examples_as_scripts(xprop_gallery):
     args = xprop_gallery.reset_argv({}, {"src_file": str(EXAMPLES / "batch_norm_test.py")})
-    assert args[0] == "--plot"
+    assert args[0] == "--plot"  # the book's settings up to chapter 6
     assert args[1].endswith("batch_norm_test.png")
     assert xprop_gallery.reset_argv({}, {"src_file": str(EXAMPLES / "gradient_check.py")}) == []
+    # the convolutional networks' short runs, from the same table as the tests'
+    args = xprop_gallery.reset_argv({}, {"src_file": str(EXAMPLES / "train_convnet.py")})
+    assert args == ["--epochs", "3", "--train-size", "1000", "--test-size", "1000"]
     # sys.exit(main()), the examples' last line, in a gallery run: 0 returns, another
     # status fails the example
     real = sys.exit
@@ -666,17 +706,7 @@ def test_gallery_runs_examples_as_scripts(xprop_gallery):
 # Chapters 7-8 examples (short settings; the session's backend)
 # --------------------------------------------------------------------------------------
 
-SHORT_CNN = ("--iters", "100", "--train-size", "2000")  # ~90 % test accuracy
-
-
-def cpu_fast_session() -> None:
-    """Skip in the torch and jax sessions: a short convolutional run takes seconds on NumPy
-    and several times longer on PyTorch's or JAX's CPU path.  Both train the same network
-    (test_visualize_filter runs everywhere; the layers and networks are tested on every
-    backend in test_conv.py and test_conv_nets.py)."""
-    selected = os.environ.get("XPROP_BACKEND", "numpy").strip() or "numpy"
-    if selected not in ("numpy", "array_api_strict"):
-        pytest.skip(f"runs in the numpy and array_api_strict sessions, not {selected}")
+SHORT_CNN = short("visualize_filter.py")  # ~90 % test accuracy
 
 
 def test_visualize_filter(data_dir, tmp_path):
@@ -704,7 +734,6 @@ def test_misclassified_mnist(data_dir, tmp_path):
     """Trained and saved, then loaded: the same mistakes, without training again."""
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     pytest.importorskip("safetensors", reason="checkpoints need safetensors")
-    cpu_fast_session()
     plot, path = tmp_path / "mis.png", tmp_path / "net.safetensors"
     flags = ("--save", str(path), "--plot", str(plot))
     out = ok(run_example("misclassified_mnist.py", *SHORT_CNN, *flags))
@@ -727,9 +756,7 @@ def test_misclassified_mnist(data_dir, tmp_path):
 
 
 def test_half_float_network(data_dir):
-    cpu_fast_session()
-    # NumPy multiplies float16 matrices without BLAS, slowly: 200 test images
-    args = (*SHORT_CNN, "--test-size", "200", "--backends", "numpy,array_api_strict")
+    args = (*short("half_float_network.py"), "--backends", "numpy,array_api_strict")
     out = ok(run_example("half_float_network.py", *args))
     assert out[-3].split() == ["backend", "float32", "float16", "difference", "float16", "time"]
     name, acc32, acc16, diff, _ = out[-2].split()

@@ -3,8 +3,9 @@
 What sphinx-gallery needs from xprop's examples, in one place (``conf.py`` names these by
 their qualified names, so the configuration stays picklable):
 
-* :func:`reset_argv` gives each script its command line: the settings of this build
-  (:data:`SETTINGS`: the book's) and ``--plot`` into a scratch folder;
+* :func:`reset_argv` gives each script its command line: its settings in the one table of
+  ``examples/_settings.py`` (:data:`SETTINGS`: the book's up to chapter 6, short runs for
+  the convolutional networks) and ``--plot`` into a scratch folder;
 * :func:`plot_files` is the image scraper: it moves the figure a script wrote with ``--plot``
   into the gallery (the scripts write files and close their figures, as on the command line);
 * :func:`run_as_script` lets a script end with ``sys.exit(main())``: status 0 simply returns
@@ -24,7 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,59 +33,9 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-
-@dataclass(frozen=True)
-class Setting:
-    """How the docs build runs one example, and where the guide discusses it."""
-
-    see_also: str  # reST: the guide's page(s) about it
-    args: tuple[str, ...] = ()  # arguments besides --plot (a shorter run, say)
-    plot: bool = False  # the script takes --plot FILE.png
-    mnist: bool = False  # it reads MNIST (runs only when XPROP_DATA_DIR is set)
-
-
-_SHORT_CNN = ("--iters", "300", "--train-size", "5000")
-
-#: Each example, in the book's order, with the arguments this build runs it with: the
-#: book's settings up to chapter 6 (those eleven take about a minute and a half on two
-#: cores), short runs for the convolutional networks of chapters 7-8.
-SETTINGS: dict[str, Setting] = {
-    "buy_apple.py": Setting(":doc:`/computational-graph`", plot=True),
-    "buy_apple_orange.py": Setting(":doc:`/computational-graph`", plot=True),
-    "two_by_two_sigmoid.py": Setting(":doc:`/gradient-check`"),
-    "gradient_check.py": Setting(":doc:`/gradient-check`", mnist=True),
-    "backend_agreement.py": Setting(":doc:`/backends`"),
-    "train_mnist.py": Setting(
-        ":doc:`/training` (seeds 0-4, the book's runs), :doc:`/performance` (timings)",
-        plot=True,
-        mnist=True,
-    ),
-    "optimizer_compare_mnist.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
-    "batch_norm_test.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
-    "overfit_weight_decay.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
-    "overfit_dropout.py": Setting(":doc:`/training-techniques`", plot=True, mnist=True),
-    "train_save_reload.py": Setting(":doc:`/training-techniques`", mnist=True),
-    # Chapters 7-8, shortened: 300 Adam steps on 5000 images (the full 20 epochs take
-    # minutes per example); enough for structured filters and ~93 % accuracy.
-    "visualize_filter.py": Setting(":doc:`/convolution`", args=_SHORT_CNN, plot=True, mnist=True),
-    "misclassified_mnist.py": Setting(
-        ":doc:`/convolution`", args=_SHORT_CNN, plot=True, mnist=True
-    ),
-    "half_float_network.py": Setting(
-        ":doc:`/convolution`", args=(*_SHORT_CNN, "--test-size", "500"), mnist=True
-    ),
-    # chapters 7-8: short runs here (the scripts' defaults are the book's 20 epochs)
-    "train_convnet.py": Setting(
-        ":doc:`/performance` (the book's protocol, seeds 0-2)",
-        args=("--epochs", "3", "--train-size", "1000", "--test-size", "1000"),
-        mnist=True,
-    ),
-    "train_deepnet.py": Setting(
-        ":doc:`/performance` (the book's protocol)",
-        args=("--epochs", "2", "--train-size", "500", "--test-size", "500"),
-        mnist=True,
-    ),
-}
+# The examples' settings: one table, in examples/_settings.py, that the tests read too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from _settings import SETTINGS
 
 _PLOTS = tempfile.TemporaryDirectory(prefix="xprop-gallery-")  # removed when Sphinx exits
 
@@ -110,8 +60,8 @@ def reset_argv(gallery_conf: dict[str, Any], script_vars: dict[str, Any]) -> lis
     name = Path(script_vars["src_file"]).name
     setting = SETTINGS.get(name)
     if setting is None:
-        raise KeyError(f"examples/{name} has no entry in SETTINGS of {__file__}: add one")
-    args = list(setting.args)
+        raise KeyError(f"examples/{name} has no entry in SETTINGS of examples/_settings.py")
+    args = list(setting.docs_args)
     if setting.plot:
         args += ["--plot", str(_plot_path(script_vars["src_file"]))]
     return args
@@ -172,7 +122,7 @@ class GallerySettings(SphinxDirective):
         ]
         for name, setting in SETTINGS.items():
             plot = ["--plot", f"{Path(name).stem}.png"] if setting.plot else []
-            command = " ".join(["python", f"examples/{name}", *setting.args, *plot])
+            command = " ".join(["python", f"examples/{name}", *setting.docs_args, *plot])
             ran = f"``{command}``"
             if setting.mnist and not mnist_available():
                 ran += " — *not run in this build*"
