@@ -76,7 +76,7 @@ def train(args: argparse.Namespace, dp: DataParallel | None = None) -> dict[str,
     start = time.perf_counter()
     trainer.train()
     wall, eval_time = time.perf_counter() - start, sum(ev.seconds for ev in evals)
-    path = "book loop" if args.book_loop or dp is not None else trainer.step.kind
+    path = trainer.step.kind  # "book loop" (--book-loop, --data-parallel), or the compiled kind
     return {
         "backend": backend.name, "device": str(backend.device), "dtype": backend.dtype_name,
         "path": path if dp is None else f"{path}, data parallel on {dp.size} ranks",
