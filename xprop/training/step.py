@@ -51,8 +51,8 @@ class TrainStep(Protocol):
     losses as an array ``(k,)``; ``on_step(loss)`` is called as soon as each step is made,
     with its loss (a 0-d array; or the ``(k,)`` losses of steps made together), so a run
     that an exception (Ctrl-C) stops has said which steps it made.  Both check the labels
-    before they train (``run``: all of ``t``, once).  ``step.kind`` names the
-    path (``"eager"``, ``"jax.jit"``, ``"torch CUDA graph"``); ``step.net`` and
+    before they train (``run``: all of ``t``, once).  ``step.kind`` names the path
+    (``"eager"``, ``"book loop"``, ``"jax.jit"``, ``"torch CUDA graph"``); ``step.net`` and
     ``step.optimizer`` are what it trains with.  The optimizer's hyperparameters are read at
     every call (a learning-rate schedule works); its ``iter`` counts the steps.  The
     network's own settings (layer shapes, Dropout's ratio, BatchNorm's momentum, weight
@@ -102,7 +102,8 @@ class EagerStep:
         self.labels = LabelCheck(net) if hasattr(net, "last_layer") else None
         #: The book's loop body line by line, or :func:`loop_body` (which needs a Network
         #: and an xprop optimizer).
-        self.book = book or not (hasattr(net, "param_layers") and isinstance(optimizer, Optimizer))
+        compiled_body = hasattr(net, "param_layers") and isinstance(self.optimizer, Optimizer)
+        self.book = book or not compiled_body
         self.kind = "book loop" if self.book else "eager"
 
     def gradient(self, x: Array, t: Array) -> Mapping[str, Array]:
