@@ -134,8 +134,10 @@ class BatchNormalization(Layer):
             std = xp.sqrt(xp.astype(self.running_var, x.dtype, copy=False) + EPS)
         xn = xc / std
         self.xn, self.std = xn, std  # float32 for float16 input: backward computes there
-        out = xp.astype(gamma * xn + beta, out_dtype, copy=False)
-        return xp.reshape(out, self.input_shape)
+        out = gamma * xn + beta
+        if wide is not None:
+            out = xp.astype(out, out_dtype)
+        return out if len(self.input_shape) == 2 else xp.reshape(out, self.input_shape)
 
     def backward(self, dout: Array) -> Array:
         """``dx`` of the input's shape; sets ``dgamma`` and ``dbeta`` (shape ``(D,)``).
@@ -157,10 +159,11 @@ class BatchNormalization(Layer):
             dx = (gamma / (n * std)) * (n * dout - dbeta - xn * dgamma)
         else:
             dx = (gamma / std) * dout  # fixed statistics: an elementwise affine map
-        dx, self.dgamma, self.dbeta = (
-            xp.astype(a, out_dtype, copy=False) for a in (dx, dgamma, dbeta)
-        )
-        return xp.reshape(dx, self.input_shape)
+        if xn.dtype != out_dtype:
+            dx, dgamma, dbeta = (xp.astype(a, out_dtype) for a in (dx, dgamma, dbeta))
+        self.dgamma, self.dbeta = dgamma, dbeta
+        shape = self.input_shape  # known: require_forward passed
+        return dx if shape is None or len(shape) == 2 else xp.reshape(dx, shape)
 
 
 def check_input(layer: BatchNormalization, x: Array, train_flg: bool) -> Namespace:
