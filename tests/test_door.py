@@ -57,11 +57,11 @@ def test_a_conv_net_refuses_images_of_another_size(backend: xprop.Backend, wrong
         net.predict(_images(backend, (4, 120)))
 
 
-def test_deep_conv_net_refuses_17x17_when_built_for_16x16(numpy_backend) -> None:
-    net = xprop.DeepConvNet((1, 16, 16), hidden_size=5, output_size=3, backend=numpy_backend)
+def test_deep_conv_net_refuses_17x17_when_built_for_16x16(backend: xprop.Backend) -> None:
+    net = xprop.DeepConvNet((1, 16, 16), hidden_size=5, output_size=3, backend=backend)
     with pytest.raises(ValueError, match=r"input_dim=\(1, 16, 16\) but got x of shape"):
-        net.predict(_images(numpy_backend, (2, 1, 17, 17)))
-    assert tuple(net.predict(_images(numpy_backend, (2, 1, 16, 16))).shape) == (2, 3)
+        net.predict(_images(backend, (2, 1, 17, 17)))
+    assert tuple(net.predict(_images(backend, (2, 1, 16, 16))).shape) == (2, 3)
 
 
 def test_a_fully_connected_net_names_its_input_size(backend: xprop.Backend) -> None:
