@@ -9,6 +9,7 @@ too.  The examples run once, in the array_api_strict session (``tests/test_examp
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -37,7 +38,51 @@ ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THRE
 
 def _install(session: nox.Session, *extras: str | None) -> None:
     spec = ".[" + ",".join(("test", *(e for e in extras if e))) + "]"
-    session.install(spec)
+    if EXTRA["torch"] not in extras or not _wants_cpu_torch():
+        session.install(spec)
+    elif session.venv_backend == "uv" and _uv_version() >= (0, 6, 9):
+        session.install("--torch-backend=cpu", spec)  # torch from PyTorch's CPU index only
+    else:  # pip (or an older uv): the CPU build first, then the extra finds it installed
+        session.install("torch", "--index-url", TORCH_CPU_INDEX)
+        session.install(spec)
+
+
+# PyPI's torch for Linux is the CUDA build: with its nvidia-* libraries, about 4 GB in each
+# session's environment and 6 GB in the installer's cache.  A machine without an NVIDIA GPU
+# gets PyTorch's CPU build instead; one with a GPU gets PyPI's.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _wants_cpu_torch() -> bool:
+    """Whether to install PyTorch's CPU build: on Linux without an NVIDIA GPU (elsewhere
+    PyPI's torch is the CPU build already), unless the user chose: ``UV_TORCH_BACKEND`` set
+    (uv applies it itself), or a constraint file in force (``UV_CONSTRAINT``,
+    ``PIP_CONSTRAINT``) that pins torch, as ``.ci/run`` pins the CI machines' local wheel."""
+    if not sys.platform.startswith("linux") or os.environ.get("UV_TORCH_BACKEND"):
+        return False
+    return not _constraints_pin_torch() and _cuda_major() is None
+
+
+def _constraints_pin_torch() -> bool:
+    paths = " ".join(os.environ.get(v, "") for v in ("UV_CONSTRAINT", "PIP_CONSTRAINT")).split()
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if re.search(r"^\s*torch\s*(?:[=<>!~;@\[]|$)", text, re.MULTILINE):
+            return True
+    return False
+
+
+def _uv_version() -> tuple[int, ...]:
+    """The version of the uv nox installs with (``--torch-backend`` needs 0.6.9)."""
+    try:
+        from nox.virtualenv import UV_VERSION
+    except ImportError:  # an older nox
+        return (0,)
+    return tuple(int(part) for part in UV_VERSION.release)
 
 
 def _pytest(session: nox.Session, backend: str, workers: str = WORKERS) -> None:
@@ -74,6 +119,7 @@ for _name in backend_list.CPU:
     _make_backend_session(_name, EXTRA[_name])
 
 
+@functools.cache
 def _cuda_major() -> int | None:
     """The CUDA version the driver supports (from nvidia-smi), or None without a GPU."""
     if shutil.which("nvidia-smi") is None:
