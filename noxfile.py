@@ -9,12 +9,15 @@ too.  The examples run once, in the array_api_strict session (``tests/test_examp
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
 
 import nox
 
@@ -37,7 +40,51 @@ ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THRE
 
 def _install(session: nox.Session, *extras: str | None) -> None:
     spec = ".[" + ",".join(("test", *(e for e in extras if e))) + "]"
-    session.install(spec)
+    if EXTRA["torch"] not in extras or not _wants_cpu_torch():
+        session.install(spec)
+    elif session.venv_backend == "uv" and _uv_version() >= (0, 6, 9):
+        session.install("--torch-backend=cpu", spec)  # torch from PyTorch's CPU index only
+    else:  # pip (or an older uv): the CPU build first, then the extra finds it installed
+        session.install("torch", "--index-url", TORCH_CPU_INDEX)
+        session.install(spec)
+
+
+# PyPI's torch for Linux is the CUDA build: with its nvidia-* libraries, about 4 GB in each
+# session's environment and 6 GB in the installer's cache.  A machine without an NVIDIA GPU
+# gets PyTorch's CPU build instead; one with a GPU gets PyPI's.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _wants_cpu_torch() -> bool:
+    """Whether to install PyTorch's CPU build: on Linux without an NVIDIA GPU (elsewhere
+    PyPI's torch is the CPU build already), unless the user chose: ``UV_TORCH_BACKEND`` set
+    (uv applies it itself), or a constraint file in force (``UV_CONSTRAINT``,
+    ``PIP_CONSTRAINT``) that pins torch, as ``.ci/run`` pins the CI machines' local wheel."""
+    if not sys.platform.startswith("linux") or os.environ.get("UV_TORCH_BACKEND"):
+        return False
+    return not _constraints_pin_torch() and _cuda_major() is None
+
+
+def _constraints_pin_torch() -> bool:
+    paths = " ".join(os.environ.get(v, "") for v in ("UV_CONSTRAINT", "PIP_CONSTRAINT")).split()
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if re.search(r"^\s*torch\s*(?:[=<>!~;@\[]|$)", text, re.MULTILINE):
+            return True
+    return False
+
+
+def _uv_version() -> tuple[int, ...]:
+    """The version of the uv nox installs with (``--torch-backend`` needs 0.6.9)."""
+    try:
+        from nox.virtualenv import UV_VERSION
+    except ImportError:  # an older nox
+        return (0,)
+    return tuple(int(part) for part in UV_VERSION.release)
 
 
 def _pytest(session: nox.Session, backend: str, workers: str = WORKERS) -> None:
@@ -74,6 +121,7 @@ for _name in backend_list.CPU:
     _make_backend_session(_name, EXTRA[_name])
 
 
+@functools.cache
 def _cuda_major() -> int | None:
     """The CUDA version the driver supports (from nvidia-smi), or None without a GPU."""
     if shutil.which("nvidia-smi") is None:
@@ -177,3 +225,91 @@ def bench(session: nox.Session) -> None:
         "step,loop,eval",
     )
     session.run("python", "benchmarks/bench_conv.py", "--quick", "--rows", "book,xprop-numpy")
+
+
+@nox.session
+def release(session: nox.Session) -> None:
+    """The release a user installs: the sdist and wheel built (``python -m build``) and
+    checked (``twine check --strict``, the files each must hold), the wheel installed with pip
+    in a fresh virtual environment (numpy, no extra), and the sdist's ``train_mnist.py`` run
+    there for 300 steps outside the source tree (with ``$XPROP_DATA_DIR``; without it, the
+    sdist's ``two_by_two_sigmoid.py``, which needs no data)."""
+    session.install("build", "twine")
+    work = tempfile.mkdtemp(prefix="xprop-release-")
+    try:
+        dist = os.path.join(work, "dist")
+        session.run("python", "-m", "build", "--outdir", dist, silent=True)
+        sdist, wheel = _check_dist(session, dist)
+        session.run("twine", "check", "--strict", sdist, wheel)
+        venv = os.path.join(work, "venv")
+        session.run("python", "-m", "venv", venv)
+        python = os.path.join(venv, "Scripts" if sys.platform == "win32" else "bin", "python")
+        session.run(python, "-m", "pip", "install", "--quiet", wheel, external=True)
+        with tarfile.open(sdist) as tar:
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(work, **safe)  # the sdist just built
+        examples = os.path.join(work, os.path.basename(sdist).removesuffix(".tar.gz"), "examples")
+        run = os.path.join(work, "run")  # outside the source tree: only the wheel's xprop
+        os.mkdir(run)
+        with session.chdir(run):
+            check = "import xprop; assert 'site-packages' in xprop.__file__, xprop.__file__"
+            session.run(python, "-c", check, external=True)  # the wheel's, not the source's
+            if os.environ.get("XPROP_DATA_DIR"):
+                args = ("train_mnist.py", "--iters", "300", "--plot", "", "--seed", "1")
+            else:
+                session.warn("no XPROP_DATA_DIR: two_by_two_sigmoid.py, not train_mnist.py")
+                args = ("two_by_two_sigmoid.py",)
+            out = session.run(
+                python, os.path.join(examples, args[0]), *args[1:],
+                env={**ONE_THREAD, "XPROP_BACKEND": "numpy"}, external=True, silent=True,
+            )  # fmt: skip
+            print(out, end="")
+            if args[0] == "train_mnist.py":
+                acc = re.search(r"test_acc=(\d\.\d+)", (out or "").splitlines()[-1])
+                if acc is None or not 0.8 < float(acc.group(1)) <= 1.0:
+                    session.error("train_mnist.py from the wheel: no test accuracy above 0.8")
+            # The sdist builds and installs too (its wheel in place of the first one).
+            reinstall = ("--quiet", "--force-reinstall", "--no-deps", sdist)
+            session.run(python, "-m", "pip", "install", *reinstall, external=True)
+            check = (
+                "import importlib.metadata as m, importlib.resources as r, xprop; "
+                "assert 'site-packages' in xprop.__file__, xprop.__file__; "
+                "assert r.files('xprop').joinpath('py.typed').is_file(); "
+                "print('xprop', xprop.__version__, 'from the sdist:', m.version('xprop'))"
+            )
+            session.run(python, "-c", check, external=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_dist(session: nox.Session, dist: str) -> tuple[str, str]:
+    """The sdist and the wheel in ``dist``, named for ``xprop/_version.py``'s version, each
+    with the files a user needs (the wheel: the package and its ``py.typed``; the sdist: the
+    tests, examples and documentation too)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "xprop", "_version.py"), encoding="utf-8") as f:
+        match = re.search(r'__version__ = "([^"]+)"', f.read())
+    version = match.group(1) if match else "?"
+    sdist = os.path.join(dist, f"xprop-{version}.tar.gz")
+    wheel = os.path.join(dist, f"xprop-{version}-py3-none-any.whl")
+    if sorted(os.listdir(dist)) != sorted(map(os.path.basename, (sdist, wheel))):
+        session.error(f"expected {sdist} and {wheel}, got {os.listdir(dist)}")
+    with zipfile.ZipFile(wheel) as zf:
+        in_wheel = set(zf.namelist())
+    with tarfile.open(sdist) as tar:
+        in_sdist = {name.partition("/")[2] for name in tar.getnames()}
+    wants = {
+        wheel: (in_wheel, ["xprop/__init__.py", "xprop/py.typed", "xprop/nn/layers.py"]),
+        sdist: (
+            in_sdist,
+            ["CHANGELOG.md", "LICENSE", "README.md", "pyproject.toml", "noxfile.py",
+             "xprop/py.typed", "tests/conftest.py", "examples/train_mnist.py",
+             "benchmarks/bench_train.py", "docs/conf.py", "notebooks/ch05_backprop.md"],
+        ),
+    }  # fmt: skip
+    for path, (names, wanted) in wants.items():
+        if missing := [name for name in wanted if name not in names]:
+            session.error(f"{os.path.basename(path)} lacks {', '.join(missing)}")
+    if stray := sorted(n for n in in_wheel if not n.startswith(("xprop/", "xprop-"))):
+        session.error(f"the wheel holds files outside the package: {', '.join(stray[:5])}")
+    return sdist, wheel

@@ -8,13 +8,11 @@ import argparse
 from typing import Any
 
 import _common
+import _convnet
 import numpy as np
 
 import xprop
 from xprop.datasets import load_mnist
-
-BATCH_SIZE = 100  # the book's train_convnet.py: batches of 100, Adam with lr 0.001,
-LR = 0.001  # 1000 evaluation samples per epoch
 
 
 def parser(doc: str, plot: str | None, epochs: int) -> argparse.ArgumentParser:
@@ -35,10 +33,7 @@ def parser(doc: str, plot: str | None, epochs: int) -> argparse.ArgumentParser:
 def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject bad training options before loading anything (status 2, the flag named)."""
     _common.positive(p, args, "epochs", "train_size")
-    if args.train_size > 60000:
-        p.error(
-            f"--train-size must be at most 60000 (MNIST's training images), got {args.train_size}"
-        )
+    _common.within_mnist(p, args)
     if args.iters is not None and args.iters < 1:
         p.error(f"--iters must be at least 1, got {args.iters}")
     if args.params is not None and args.save is not None:
@@ -50,7 +45,7 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def load(args: argparse.Namespace, backend: Any = None) -> tuple[Any, ...]:
     """``(backend, x_train, t_train, x_test, t_test)``: images ``(N, 1, 28, 28)`` in [0, 1],
     integer labels, the first ``args.train_size`` training images."""
-    backend = backend or xprop.get_backend(args.backend, dtype=args.dtype)
+    backend = backend or _common.select_backend(args)[0]
     (x_train, t_train), (x_test, t_test) = load_mnist(
         normalize=True, flatten=False, data_dir=args.data_dir, backend=backend
     )
@@ -70,27 +65,11 @@ def train_or_load(args: argparse.Namespace, net: Any, data: tuple[Any, ...]) -> 
     if args.params is not None:
         net.load_params(args.params)
         return f"loaded {args.params}"
-    _, x_train, t_train, x_test, t_test = data
-    trainer = xprop.Trainer(
-        net,
-        x_train,
-        t_train,
-        x_test,
-        t_test,
-        epochs=args.epochs,
-        mini_batch_size=BATCH_SIZE,
-        optimizer="Adam",
-        optimizer_param={"lr": LR},
-        evaluate_sample_num_per_epoch=1000,
-        max_iter=args.iters,
-        verbose=True,
-        seed=args.seed + 1,
-    )
-    trainer.train()
+    trainer, _ = _convnet.fit(net, data, epochs=args.epochs, seed=args.seed, max_iter=args.iters)
     if args.save is not None:
         net.save_params(args.save)
         print(f"saved {args.save}")
-    return f"trained {trainer.max_iter} steps on {x_train.shape[0]} images"
+    return f"trained {trainer.max_iter} steps on {data[1].shape[0]} images"
 
 
 def predicted_labels(net: Any, x: Any, batch_size: int = 1000) -> np.ndarray:

@@ -1,5 +1,7 @@
 """What the convolutional-network examples share (ch. 7-8): the book's training protocol for
-``SimpleConvNet`` and ``DeepConvNet``, its options, its record.  Not an example itself."""
+``SimpleConvNet`` and ``DeepConvNet`` and the lines it prints (every chapter 7-8 example
+trains through :func:`fit`), the options and record of ``train_convnet.py`` and
+``train_deepnet.py``.  Not an example itself."""
 
 from __future__ import annotations
 
@@ -33,24 +35,22 @@ def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
     """The options, checked, and the outputs too: before minutes of training."""
     args = p.parse_args()
     _common.positive(p, args, "epochs", "train_size", "test_size")
+    _common.within_mnist(p, args)
     _common.check_outputs(args)
     args.save = _common.check_output("--save", args.save)
     return args
 
 
-def train(args: argparse.Namespace, build: Any) -> int:
-    """The book's protocol (Adam lr 0.001, batch 100, 1000 evaluation samples per epoch) for
-    the network ``build(backend, seed)`` makes; prints a line per epoch and the result, writes
-    ``--save`` and the run's record (``--json``); the exit status."""
-    backend = xprop.get_backend(args.backend, dtype=args.dtype)
-    (x_train, t_train), (x_test, t_test) = load_mnist(
-        normalize=True, flatten=False, data_dir=args.data_dir, backend=backend
-    )  # (N, 1, 28, 28) images, integer labels
-    # Slice stops within the data: the standard leaves larger ones unspecified.
-    n_train, n_test = min(args.train_size, x_train.shape[0]), min(args.test_size, x_test.shape[0])
-    x_train, t_train = x_train[:n_train, ...], t_train[:n_train, ...]
-    x_test, t_test = x_test[:n_test, ...], t_test[:n_test, ...]
-    net = build(backend, args.seed)
+def fit(
+    net: Any, data: tuple[Any, ...], *, epochs: int, seed: int, max_iter: int | None = None
+) -> tuple[xprop.Trainer, list[dict[str, Any]]]:
+    """Train ``net`` on ``data`` (``(backend, x_train, t_train, x_test, t_test)``) by the
+    book's protocol (Adam lr 0.001, batch 100, 1000 evaluation samples per epoch), ``epochs``
+    epochs or ``max_iter`` steps, minibatches seeded by ``seed + 1``; prints what it trains,
+    then a line per evaluation (epoch, step, mean loss, accuracies, seconds).  The trainer,
+    and the rows it printed (``"final"``: the last, on all the test images)."""
+    backend, x_train, t_train, x_test, t_test = data
+    n_train, n_test = x_train.shape[0], x_test.shape[0]
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
 
@@ -70,21 +70,39 @@ def train(args: argparse.Namespace, build: Any) -> int:
         )
 
     trainer = xprop.Trainer(
-        net, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=100,
+        net, x_train, t_train, x_test, t_test, epochs=epochs, mini_batch_size=100,
         optimizer="Adam", optimizer_param={"lr": 0.001},
         evaluate_sample_num_per_epoch=min(1000, n_train, n_test),  # the book's 1000
-        report=report, seed=args.seed + 1,
+        max_iter=max_iter, report=report, seed=seed + 1,
     )  # fmt: skip
-    path = trainer.step.kind  # the compiled step: jax.jit on JAX, eager on NumPy
+    done = trainer.max_iter / trainer.iter_per_epoch  # whole epochs unless max_iter cuts one
     print(
-        f"{type(net).__name__} on {backend.describe()}, {path}: {trainer.max_iter} steps "
-        f"of 100 ({args.epochs} epochs of {x_train.shape[0]} images), Adam lr 0.001, seed "
-        f"{args.seed}\n{'epoch':>5}  {'iter':>6}  {'train_loss':>10}  {'train_acc':>9}  "
-        f"{'test_acc':>8}  {'time_s':>8}",
+        f"{type(net).__name__} on {backend.describe()}, {trainer.step.kind}: "
+        f"{trainer.max_iter} steps of 100 ({done:.3g} epoch{'' if done == 1 else 's'} of "
+        f"{n_train} images), Adam lr 0.001, seed {seed}\n{'epoch':>5}  {'iter':>6}  "
+        f"{'train_loss':>10}  {'train_acc':>9}  {'test_acc':>8}  {'time_s':>8}",
         flush=True,
     )
-    test_acc = trainer.train()
+    trainer.train()
+    return trainer, rows
+
+
+def train(args: argparse.Namespace, build: Any) -> int:
+    """The book's protocol (:func:`fit`) for the network ``build(backend, seed)`` makes, on
+    the first ``--train-size`` and ``--test-size`` images; prints the result, writes
+    ``--save`` and the run's record (``--json``); the exit status."""
+    backend, _ = _common.select_backend(args)
+    (x_train, t_train), (x_test, t_test) = load_mnist(
+        normalize=True, flatten=False, data_dir=args.data_dir, backend=backend
+    )  # (N, 1, 28, 28) images, integer labels
+    x_train, t_train = x_train[: args.train_size, ...], t_train[: args.train_size, ...]
+    x_test, t_test = x_test[: args.test_size, ...], t_test[: args.test_size, ...]
+    net = build(backend, args.seed)
+    start = time.perf_counter()
+    data = (backend, x_train, t_train, x_test, t_test)
+    trainer, rows = fit(net, data, epochs=args.epochs, seed=args.seed)
     wall = time.perf_counter() - start
+    test_acc, path = trainer.test_acc, trainer.step.kind
     record = {
         "network": type(net).__name__, "backend": backend.name, "device": str(backend.device),
         "dtype": backend.dtype_name, "path": path, "seed": args.seed, "epochs": args.epochs,

@@ -35,6 +35,7 @@ def main() -> int:
     p.add_argument("--train-size", type=int, default=1000, help="training images (1000)")
     args = p.parse_args()
     _common.positive(p, args, "epochs", "scales", "train_size")
+    _common.within_mnist(p, args)
     plot = _common.check_output("--plot", args.plot, image=True)
     backend, x_train, t_train, _, _ = _common.load(args, args.train_size)
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import xprop
 from xprop.datasets import DatasetError, load_mnist
+from xprop.info import note_busy_cpu
 from xprop.nets.two_layer_net import PARAM_KEYS
 
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with the MNIST files ($XPROP_DATA_DIR)")
     args = parser.parse_args(argv)
 
+    note_busy_cpu()  # several BLAS threads on shared cores stall each other
     try:
         # float64: in float32 the difference quotient keeps only about 3 significant digits.
         backend = xprop.get_backend(args.backend, dtype="float64")

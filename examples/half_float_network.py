@@ -59,8 +59,7 @@ def main() -> int:
     args = p.parse_args()
     _ch7.check(p, args)
     _common.positive(p, args, "test_size")
-    if args.test_size > 10000:
-        p.error(f"--test-size must be at most 10000 (MNIST's test images), got {args.test_size}")
+    _common.within_mnist(p, args)
     if args.backends is None:
         names = xprop.available_backends()
     else:

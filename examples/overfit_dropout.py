@@ -31,6 +31,7 @@ def main() -> int:
     p.add_argument("--train-size", type=int, default=300, help="training images (300)")
     args = p.parse_args()
     _common.positive(p, args, "epochs", "train_size")
+    _common.within_mnist(p, args)
     if not 0 <= args.dropout_ratio < 1:
         p.error("--dropout-ratio must be in [0, 1)")
     plot = _common.check_output("--plot", args.plot, image=True)

@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("--train-size", type=int, default=300, help="training images (300)")
     args = p.parse_args()
     _common.positive(p, args, "epochs", "train_size")
+    _common.within_mnist(p, args)
     if not args.lam >= 0:
         p.error("--lambda must be >= 0")
     plot = _common.check_output("--plot", args.plot, image=True)

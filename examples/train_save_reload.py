@@ -40,6 +40,7 @@ def main() -> int:
     )
     args = p.parse_args()
     _common.positive(p, args, "epochs", "train_size")
+    _common.within_mnist(p, args)
     args.path = _common.check_output("--path", args.path)  # before minutes of training
     backend, x_train, t_train, x_test, t_test = _common.load(args, args.train_size)
     target = xprop.get_backend(args.to, dtype=backend.dtype_name)

@@ -569,18 +569,40 @@ def test_train_save_reload_says_its_checkpoint_is_temporary(data_dir, tmp_path):
     assert "parameters identical: True" in out
 
 
+def training_lines(out: list[str], first: int = 0) -> tuple[str, list[list[str]]]:
+    """What every chapter 7-8 example prints of its training (``examples/_convnet.py``'s
+    ``fit``), from line ``first``: the first line's network, steps and seed (its backend,
+    path and the book's Adam lr 0.001 checked, not returned), and the table's rows, each
+    ``[epoch, step]``."""
+    what = re.fullmatch(
+        r"(\w+) on .+, [^,:]+: (\d+ steps of 100 \([\d.]+ epochs? of \d+ images\)), "
+        r"Adam lr 0\.001, (seed \d+)",
+        out[first],
+    )
+    assert what is not None, out[first]
+    assert out[first + 1].split() == [
+        "epoch", "iter", "train_loss", "train_acc", "test_acc", "time_s"
+    ]  # fmt: skip
+    row = re.compile(r" *(\d+|end) +(\d+) +(\d\.\d{4}|) +[01]\.\d{4} +[01]\.\d{4} +\d+\.\d")
+    rows = []
+    for line in out[first + 2 :]:
+        if (match := row.fullmatch(line)) is None:
+            break
+        rows.append([match.group(1), match.group(2)])
+    assert rows[-1][0] == "end", rows  # the final evaluation, on all the test images
+    return f"{what.group(1)}: {what.group(2)}, {what.group(3)}", rows
+
+
 def test_train_convnet_short_run_saves_a_checkpoint_that_reloads(data_dir, tmp_path):
     record_path, ckpt = tmp_path / "run.json", tmp_path / "convnet.safetensors"
     args = (*short("train_convnet.py"), "--seed", "2")
     out = ok(
         run_example("train_convnet.py", *args, "--json", str(record_path), "--save", str(ckpt))
     )
-    assert out[0].startswith("SimpleConvNet on ")
-    assert "30 steps of 100 (3 epochs of 1000 images), Adam lr 0.001, seed 2" in out[0]
-    assert out[1].split() == ["epoch", "iter", "train_loss", "train_acc", "test_acc", "time_s"]
+    what, rows = training_lines(out)
+    assert what == "SimpleConvNet: 30 steps of 100 (3 epochs of 1000 images), seed 2"
     # evaluations after steps 0, 10, 20 (one per epoch), then the final one after step 29
-    assert [line.split()[:2] for line in out[2:6]] == [["0", "0"], ["1", "10"], ["2", "20"],
-                                                       ["end", "29"]]  # fmt: skip
+    assert rows == [["0", "0"], ["1", "10"], ["2", "20"], ["end", "29"]]
     record = json.loads(record_path.read_text())
     assert (record["network"], record["steps"], record["seed"]) == ("SimpleConvNet", 30, 2)
     assert (record["train_size"], record["test_size"]) == (1000, 1000)
@@ -607,8 +629,9 @@ def test_train_deepnet_short_run(data_dir, tmp_path):
     record_path = tmp_path / "run.json"
     args = (*short("train_deepnet.py"), "--seed", "1")
     out = ok(run_example("train_deepnet.py", *args, "--json", str(record_path)))
-    assert out[0].startswith("DeepConvNet on ")
-    assert "10 steps of 100 (2 epochs of 500 images)" in out[0]
+    what, rows = training_lines(out)
+    assert what == "DeepConvNet: 10 steps of 100 (2 epochs of 500 images), seed 1"
+    assert rows == [["0", "0"], ["1", "5"], ["end", "9"]]
     record = json.loads(record_path.read_text())
     assert (record["network"], record["steps"], record["seed"]) == ("DeepConvNet", 10, 1)
     assert [row["iteration"] for row in record["evaluations"]] == [0, 5, 9]
@@ -713,6 +736,10 @@ def test_visualize_filter(data_dir, tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     plot = tmp_path / "filters.png"
     out = ok(run_example("visualize_filter.py", *SHORT_CNN, "--plot", str(plot)))
+    # trained as train_convnet.py trains, and saying so in the same lines
+    what, rows = training_lines(out)
+    assert what == "SimpleConvNet: 100 steps of 100 (5 epochs of 2000 images), seed 0"
+    assert rows == [[str(e), str(20 * e)] for e in range(5)] + [["end", "99"]]
     assert "conv1 filters (30, 1, 5, 5): trained 100 steps on 2000 images" in out
     corr = {
         m.group(1): (float(m.group(2)), float(m.group(3)))
@@ -784,3 +811,107 @@ def test_ch7_examples_reject_bad_flags(example, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert "epoch" not in result.stdout  # refused before any training
+
+
+def test_train_convnet_says_1_epoch(data_dir):
+    args = ("--epochs", "1", "--train-size", "200", "--test-size", "200")
+    out = ok(run_example("train_convnet.py", *args))
+    what, rows = training_lines(out)
+    assert what == "SimpleConvNet: 2 steps of 100 (1 epoch of 200 images), seed 0"
+    assert rows == [["0", "0"], ["end", "1"]]
+
+
+# --------------------------------------------------------------------------------------
+# What every MNIST example says or refuses before training
+# --------------------------------------------------------------------------------------
+
+MNIST_EXAMPLES = [name for name, setting in SETTINGS.items() if setting.mnist]
+
+
+@pytest.fixture
+def not_a_folder(tmp_path: Path) -> Path:
+    """A ``--data-dir`` that is a file: an example stops there, before reading any data."""
+    path = tmp_path / "file"
+    path.write_text("x")
+    return path
+
+
+def run_on_a_busy_cpu(name: str, *args: str) -> subprocess.CompletedProcess:
+    """``examples/<name>`` run as on a busy machine, whatever this one's load: xprop's busy-CPU
+    check sees a load average of 7.5 on 2 cores and 2 BLAS threads."""
+    code = (
+        "import runpy, sys; import xprop.info as info; real = info.busy_cpu_note; "
+        "info.busy_cpu_note = lambda *a: real(load=7.5, cores=2, threads=2); "
+        f"sys.path.insert(0, {str(EXAMPLES)!r}); sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("example", MNIST_EXAMPLES)
+def test_mnist_examples_say_when_the_cpu_is_busy(example, not_a_folder):
+    """The note docs/getting-started.md promises ("On a busy machine"), first on stderr:
+    every example that trains on MNIST, chapters 7-8 included, says it before the data."""
+    result = run_on_a_busy_cpu(example, "--data-dir", str(not_a_folder))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        "note: the CPU is busy (1-minute load average 7.50 on 2 cores: other programs, or a "
+        "run that just ended) and the BLAS runs 2 threads, which stall each other when they "
+        "share the cores; this run may take several times longer."
+    )
+    assert lines[1].startswith("      One thread: OPENBLAS_NUM_THREADS=1 before the command")
+    error = f"error: data_dir = {str(not_a_folder)!r} is not a folder; point it at a folder"
+    assert lines[2:] == [error]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "example",
+    ["train_mnist.py", "overfit_dropout.py", "train_convnet.py", "misclassified_mnist.py"],
+)
+def test_float16_on_numpy_says_how_slow_it_is(example, not_a_folder):
+    common = _load_example("_common.py")
+    flags = ("--backend", "numpy", "--data-dir", str(not_a_folder))
+    error = f"error: data_dir = {str(not_a_folder)!r} is not a folder; point it at a folder\n"
+    slow = run_example(example, *flags, "--dtype", "float16")
+    assert slow.returncode == 2
+    assert slow.stderr == common.NUMPY_FLOAT16_NOTE + "\n" + error  # first, then the data
+    assert "float16 on numpy runs 50-140 times slower than float32" in slow.stderr
+    assert "use --backend torch or --backend jax" in slow.stderr
+    fast = run_example(example, *flags, "--dtype", "float32")
+    assert fast.returncode == 2
+    assert fast.stderr == error  # no note in float32
+
+
+@pytest.mark.parametrize(
+    ("example", "flag"),
+    [
+        ("train_convnet.py", "--train-size"),
+        ("train_convnet.py", "--test-size"),
+        ("train_deepnet.py", "--train-size"),
+        ("train_deepnet.py", "--test-size"),
+        ("misclassified_mnist.py", "--train-size"),
+        ("half_float_network.py", "--train-size"),
+        ("batch_norm_test.py", "--train-size"),
+        ("overfit_weight_decay.py", "--train-size"),
+        ("overfit_dropout.py", "--train-size"),
+        ("train_save_reload.py", "--train-size"),
+    ],
+)
+def test_examples_refuse_more_images_than_mnist_has(example, flag):
+    """Not cut to MNIST's size without a word: refused, as visualize_filter.py refuses."""
+    most, which = (60000, "training") if flag == "--train-size" else (10000, "test")
+    result = run_example(example, flag, str(most + 10000))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"{example}: error: {flag} must be at most {most} (MNIST's {which} images), "
+        f"got {most + 10000}"
+    )
+    assert result.stdout == ""
