@@ -467,3 +467,16 @@ def test_real_mnist_is_verified_in_a_copy(real_data_dir, tmp_path):
         f.write(b"\xff")
     with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte\.gz is corrupt"):
         load_mnist(data_dir=folder)
+
+
+def test_a_folder_without_any_of_the_files_names_them_once(tmp_path, monkeypatch):
+    """All four missing: the message named them as missing and again as 'the four files'."""
+    pytest.importorskip("pooch", reason="downloads need the optional dependency pooch")
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    monkeypatch.setenv("XPROP_DATA_DIR", str(folder))
+    with pytest.raises(DatasetError) as info:
+        load(MNIST_LIKE)
+    message = str(info.value)
+    assert "which lacks the four files train-images-idx3-ubyte.gz" in message
+    assert message.count("t10k-labels-idx1-ubyte.gz") == 1, message  # named once, not twice

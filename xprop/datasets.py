@@ -270,9 +270,13 @@ def _download(spec: _IdxDataset, name: str, folder: Path, source: str | None = N
     else:
         missing = [spec.files[r] for r in _ROLES if not (folder / spec.files[r]).exists()]
         chosen = f"{ENV_DATA_DIR} is set to" if source == ENV_DATA_DIR else "data_dir is"
+        lacks = (
+            f"the four files {files}"  # all of them: named once
+            if len(missing) == len(_ROLES)
+            else f"{', '.join(missing)} (of the four files {files})"
+        )
         offline_fix = (
-            f"{chosen} {str(folder)!r}, which lacks {', '.join(missing)} (of the four "
-            f"files {files}); to work offline, put the missing files there"
+            f"{chosen} {str(folder)!r}, which lacks {lacks}; to work offline, put them there"
         )
     try:
         import pooch
