@@ -39,6 +39,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
     "xprop_gallery",  # the gallery-settings directive
+    "xprop_pages",  # edit/view buttons on each page's real source; viewcode's back-links
 ]
 
 # myst-nb adds .md (MyST pages and MyST notebooks); sphinx-gallery writes .rst pages.
