@@ -146,14 +146,16 @@ def docs(session: nox.Session) -> None:
     them as plain .ipynb files into the site); with XPROP_DATA_DIR unset, the MNIST parts are
     shown unexecuted.  The agreement table of the gallery lists every CPU backend, hence all
     their extras.  Sphinx's -W misses some dead links (a Markdown link to a file outside the
-    site, viewcode's back-links): docs/_ext/check_links.py reads the HTML written.  Then the
-    tests that need Sphinx or the built site (no other session installs Sphinx): the
-    gallery's machinery, the pages' source links, the site's notebooks.
+    site, viewcode's back-links): docs/_ext/check_links.py reads the HTML written, and the
+    READMEs' links into docs/ against it.  Then the tests that need Sphinx or the built site
+    (no other session installs Sphinx): the gallery's machinery, the pages' source links,
+    the site's notebooks.
     """
     _install(session, "docs", *CPU_EXTRAS)
     build = ("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
     session.run(*build, env=ONE_THREAD)  # the gallery's and notebooks' small matrices
-    session.run("python", "docs/_ext/check_links.py", "docs/_build/html")
+    markdown = ("README.md", "benchmarks/README.md")  # read on GitHub, linking to docs/
+    session.run("python", "docs/_ext/check_links.py", "docs/_build/html", *markdown)
     tests = ("tests/test_examples.py", "tests/test_docs.py", "tests/test_notebook.py")
     select = ("-k", "gallery or test_docs or built_site")
     env = {"XPROP_BUILT_SITE": "docs/_build/html"}  # the built_site tests read this build

@@ -93,6 +93,35 @@ def test_check_links_names_each_dead_link_and_anchor(ext, tmp_path, capsys):
     assert check_links.main([str(tmp_path / "nothing")]) == 2  # not a built site
 
 
+def test_check_links_reads_the_readme_as_github_does(ext, tmp_path):
+    check_links, _ = ext
+    assert check_links.github_anchor("On a GPU") == "on-a-gpu"
+    assert check_links.github_anchor("Chapter 6: training techniques") == (
+        "chapter-6-training-techniques"
+    )
+    assert check_links.github_anchor("Types: `xprop.typing`") == "types-xproptyping"
+    # a made-up site built from docs/: getting-started.html has one anchor
+    site = _site(tmp_path / "html", {"index.html": "", "getting-started.html": '<p id="run">'})
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# Title\n\n## On a GPU\n\n"
+        f"[ok]({ROOT}/docs/getting-started.md#run) [ok](#on-a-gpu) [ok](README.md)\n"
+        f"[bad]({ROOT}/docs/getting-started.md#gone) [bad](#on-the-gpu) [bad](nothing.md)\n"
+        "```bash\n[not a link](in-a-code-block.md)\n```\n",
+        encoding="utf-8",
+    )
+    dead = check_links.markdown_dead_links(readme, site)
+    assert [d.split(": ", 1)[1].split(" (")[0] for d in dead] == [
+        f"{ROOT}/docs/getting-started.md#gone",
+        "#on-the-gpu",
+        "nothing.md",
+    ], dead
+    # the repository's own Markdown against the real pages' anchors (built or not: the
+    # files at least must exist)
+    for markdown in (ROOT / "README.md", ROOT / "benchmarks" / "README.md"):
+        assert [d for d in check_links.markdown_dead_links(markdown, site) if "no file" in d] == []
+
+
 def test_pages_name_their_real_source(ext):
     _, pages = ext
     docs = ROOT / "docs"
