@@ -143,6 +143,20 @@ def test_pages_name_their_real_source(ext):
         assert pages.repository_file(page, None) == f"examples/{script.name}"
 
 
+def test_reexported_names_link_where_they_are_defined(ext):
+    _, pages = ext
+    assert pages.defined_as("xprop.TwoLayerNet") == "xprop.nets.two_layer_net.TwoLayerNet"
+    assert pages.defined_as("xprop.Trainer") == "xprop.training.trainer.Trainer"
+    assert pages.defined_as("xprop.Backend.asarray") == "xprop.backend.Backend.asarray"
+    assert pages.defined_as("xprop.im2col") == "xprop.nn.im2col.im2col"
+    # already where it is defined: the same name (Sphinx found it, or it is not documented)
+    name = "xprop.nets.network.Network"
+    assert pages.defined_as(name) == name
+    assert pages.defined_as("xprop.distributed.INSTALL_HINT") is None  # a string
+    assert pages.defined_as("xprop.NoSuchThing") is None
+    assert pages.defined_as("numpy.ndarray") is None  # not ours to resolve
+
+
 def _tracked_files() -> set[str]:
     try:
         out = subprocess.run(

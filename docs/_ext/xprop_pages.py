@@ -13,11 +13,17 @@
   ``import_mpi``, documented only in ``xprop.distributed.mpi``, pointed at
   ``#xprop.distributed.import_mpi``.
 
+* :func:`reexported`: a reference to a name the package re-exports (``xprop.TwoLayerNet``,
+  ``xprop.Trainer``) links to where that object is documented, under the module that
+  defines it (``xprop.nets.two_layer_net.TwoLayerNet``); Sphinx alone leaves it unlinked,
+  without a warning.
+
 ``docs/_ext/check_links.py`` checks every internal link of the built site.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +88,46 @@ def viewcode_backlinks(app: Sphinx, env: BuildEnvironment) -> None:
             modules[modname] = (code, tags, used, modname)
 
 
+def defined_as(name: str) -> str | None:
+    """Where the object ``name`` (``xprop.TwoLayerNet``) is defined, as a dotted name
+    (``xprop.nets.two_layer_net.TwoLayerNet``); None if it is no xprop class or function."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[i:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return None
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        if not (isinstance(module, str) and isinstance(qualname, str)):
+            return None  # a constant, say: no place of definition to link to
+        return f"{module}.{qualname}" if module.startswith("xprop") else None
+    return None
+
+
+def reexported(app: Sphinx, env: BuildEnvironment, node: Any, contnode: Any) -> Any:
+    """missing-reference: ``xprop.NAME`` resolved to where NAME is documented (also a bare
+    ``NAME`` that a docstring of an xprop module imports)."""
+    target, module = node.get("reftarget", ""), node.get("py:module") or ""
+    if node.get("refdomain") != "py":
+        return None
+    if not target.startswith("xprop.") and module.startswith("xprop"):
+        target = f"{module}.{target}"
+    if not target.startswith("xprop."):
+        return None
+    real = defined_as(target)
+    if real is None or real == target:
+        return None
+    py = env.get_domain("py")
+    return py.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], real, node, contnode)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("html-page-context", source_links)
     app.connect("env-updated", viewcode_backlinks)
+    app.connect("missing-reference", reexported)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
