@@ -187,23 +187,36 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the Sphinx site with warnings as errors (docs/_build/html), offline.
+    """The Sphinx site (docs/_build/html), warnings as errors; then every internal link.
 
-    The build runs the example gallery and the chapter-5 and chapter-7 notebooks; with
-    XPROP_DATA_DIR unset, the MNIST parts are shown unexecuted.  The agreement table of the
-    gallery lists every CPU backend, hence all their extras.  Then the tests of the gallery's
-    machinery (tests/test_examples.py, which need Sphinx: no other session installs it).
+    The build, offline, runs the example gallery and the chapter-5 and chapter-7 notebooks
+    (and writes them as plain .ipynb files into the site); with XPROP_DATA_DIR unset, the
+    MNIST parts are shown unexecuted.  The agreement table of the gallery lists every CPU
+    backend, hence all their extras.  Sphinx's -W misses some dead links (a Markdown link to
+    a file outside the site, viewcode's back-links): docs/_ext/check_links.py reads the HTML
+    written, and the READMEs' links into docs/ against it.  Then the tests that need Sphinx
+    or the built site (no other session installs Sphinx): the gallery's machinery, the
+    pages' source links, the site's notebooks.
     """
     _install(session, "docs", *CPU_EXTRAS)
     build = ("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
     session.run(*build, env=ONE_THREAD)  # the gallery's and notebooks' small matrices
-    session.run("pytest", "tests/test_examples.py", "-k", "gallery", *session.posargs)
+    markdown = ("README.md", "benchmarks/README.md")  # read on GitHub, linking to docs/
+    session.run("python", "docs/_ext/check_links.py", "docs/_build/html", *markdown)
+    tests = ("tests/test_examples.py", "tests/test_docs.py", "tests/test_notebook.py")
+    select = ("-k", "gallery or test_docs or built_site")
+    env = {"XPROP_BUILT_SITE": "docs/_build/html"}  # the built_site tests read this build
+    session.run("pytest", *tests, *select, *session.posargs, env=env)
 
 
 @nox.session
 def notebook(session: nox.Session) -> None:
-    """notebooks/ch05_backprop.md and ch07_cnn.md executed top to bottom on numpy and
-    array_api_strict (short training runs)."""
+    """The chapter-5 and chapter-7 notebooks run on numpy and array_api_strict, as .ipynb too.
+
+    notebooks/ch05_backprop.md and ch07_cnn.md are executed top to bottom (short training
+    runs), and each executed notebook is checked in the plain .ipynb form the documentation
+    offers for download (tests/test_notebook.py).
+    """
     _install(session, "notebook", *LIGHT_EXTRAS)
     # With XPROP_BACKEND empty, tests/test_notebook.py runs each notebook on every light
     # backend: four kernels, two at a time.

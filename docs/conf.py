@@ -39,6 +39,8 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
     "xprop_gallery",  # the gallery-settings directive
+    "xprop_notebooks",  # the notebooks as plain .ipynb files, linked from their pages
+    "xprop_pages",  # edit/view buttons on each page's real source; viewcode's back-links
 ]
 
 # myst-nb adds .md (MyST pages and MyST notebooks); sphinx-gallery writes .rst pages.
@@ -59,7 +61,9 @@ myst_heading_anchors = 3
 # ch05_backprop.md links to notebooks/ch05_backprop.md, ch07_cnn.md to notebooks/ch07_cnn.md.
 # Executed at every build: chapter 5 in full (the book's 10000 iterations take seconds on
 # NumPy), chapter 7 with its default of two epochs (the book's twenty take minutes); any
-# error in a cell fails the build.
+# error in a cell fails the build.  _ext/xprop_notebooks.py then writes each, executed, as a
+# plain notebooks/NAME.ipynb into the site, linking to the documentation at this address:
+xprop_docs_url = "https://xprop.readthedocs.io/en/latest/"
 nb_execution_mode = "force" if xprop_gallery.mnist_available() else "off"
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True

@@ -4,9 +4,9 @@ read.  Not an example itself, and pure data: the docs build and the tests read i
 importing xprop.
 
 The tests run every example once per test run, short; the gallery runs each one again for
-the documentation's pages: with the book's settings up to chapter 6 (those take about a
-minute and a half on two cores), short for the convolutional networks of chapters 7-8 (the
-book's 20 epochs take minutes per example).
+the documentation's pages: with the book's settings up to chapter 6 (80-100 s in all on a
+shared two-core machine), short for the convolutional networks of chapters 7-8 (20-30 s in
+all; the book's 20 epochs take minutes per example).
 """
 
 from __future__ import annotations

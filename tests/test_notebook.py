@@ -5,13 +5,19 @@ the book's numbers.
 jupytext reads them, nbclient runs each in a fresh ``python3`` kernel with ``XPROP_BACKEND``
 set (numpy and array_api_strict, or the session's backend) and a short training run.
 ``nox -s notebook`` installs what they need; elsewhere the tests skip, naming what is
-missing.
+missing.  Each executed notebook is then turned into the plain ``.ipynb`` the documentation
+offers for download (``docs/_ext/xprop_notebooks.py``) and checked: valid nbformat, the
+install cell first, the outputs kept, nothing that needs the repository beside it.  The
+``built_site`` test checks the files a docs build wrote, in the site ``$XPROP_BUILT_SITE``
+names (``nox -s docs`` sets it after building; the test skips without it).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import sys
 from pathlib import Path
 
 import backend_list
@@ -19,7 +25,11 @@ import pytest
 
 import xprop
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+REPOSITORY = "https://github.com/xprop/xprop"  # docs/conf.py: html_theme_options
+DOCS_URL = "https://xprop.readthedocs.io/en/latest/"  # docs/conf.py: xprop_docs_url
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOTEBOOK = NOTEBOOKS / "ch05_backprop.md"
 ITERS = 1200  # two epochs: the curve has two points, the accuracy is past 0.85
 CNN_NOTEBOOK = NOTEBOOKS / "ch07_cnn.md"
@@ -52,8 +62,8 @@ def tools() -> None:
         pytest.skip("set XPROP_DATA_DIR to a folder with the four MNIST .gz files to run this")
 
 
-def _execute(notebook: Path, backend_name: str, iters: int, monkeypatch, tmp_path) -> list:
-    """Run ``notebook`` in a fresh kernel on ``backend_name``; its code cells, executed."""
+def _execute(notebook: Path, backend_name: str, iters: int, monkeypatch, tmp_path):
+    """Run ``notebook`` in a fresh kernel on ``backend_name``: the executed notebook."""
     import jupytext
     from nbclient import NotebookClient
 
@@ -81,7 +91,76 @@ def _execute(notebook: Path, backend_name: str, iters: int, monkeypatch, tmp_pat
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
+    return nb
+
+
+def _code(nb) -> list:
     return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.fixture(scope="module")
+def xprop_notebooks():
+    """docs/_ext/xprop_notebooks.py: the executed notebook as a plain .ipynb."""
+    pytest.importorskip("nbformat", reason="nbformat is not installed (pip install '.[notebook]')")
+    ext = str(ROOT / "docs" / "_ext")
+    sys.path.insert(0, ext)
+    try:
+        import xprop_notebooks
+
+        yield xprop_notebooks
+    finally:
+        sys.path.remove(ext)
+
+
+def _relative_links(nb) -> list[str]:
+    """The link targets of the markdown cells that only work inside the repository."""
+    targets = [
+        target
+        for cell in nb.cells
+        if cell.cell_type == "markdown"
+        for target in re.findall(r"\]\(([^)\s]+)\)", cell.source)
+    ]
+    return [t for t in targets if not re.match(r"(https?:|attachment:|#)", t)]
+
+
+def _check_plain_notebook(ext, plain, executed) -> None:
+    """``plain`` is the downloadable form of the executed notebook ``executed``."""
+    import nbformat
+
+    nbformat.validate(plain)  # raises ValidationError, naming the problem
+    # the first cell installs xprop where it is missing, and is valid IPython
+    first = plain.cells[0]
+    assert ext.is_install_cell(first), first.source
+    assert f'%pip install "xprop[examples] @ git+{REPOSITORY}"' in first.source
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    compile(TransformerManager().transform_cell(first.source), "<install cell>", "exec")
+    # then every cell of the executed notebook, in order, with its outputs
+    assert [c.cell_type for c in plain.cells[1:]] == [c.cell_type for c in executed.cells]
+    for mine, theirs in zip(_code(plain)[1:], _code(executed), strict=True):
+        assert mine.source == theirs.source
+        assert mine.outputs == theirs.outputs
+    assert all(c.outputs for c in _code(plain)[1:])  # every cell after it printed or drew
+    assert any("image/png" in o.get("data", {}) for c in _code(plain) for o in c.outputs)
+    # no jupytext pairing or myst-nb metadata: any Jupyter opens it as it is
+    assert set(plain.metadata) <= {"kernelspec", "language_info"}
+    assert plain.metadata.kernelspec.name == "python3"
+    # nothing that needs the repository beside it: images embedded, links absolute
+    assert _relative_links(plain) == []
+    for cell in plain.cells:
+        for name, data in cell.get("attachments", {}).items():
+            assert base64.b64decode(data["image/png"]).startswith(PNG_MAGIC), name
+
+
+def _plain(ext, notebook: Path, nb, tmp_path: Path):
+    """The plain form of ``nb``, written to a file and read back as any Jupyter would."""
+    import nbformat
+
+    path = tmp_path / f"{notebook.stem}.ipynb"
+    nbformat.write(
+        ext.plain_notebook(nb, notebook, repository=REPOSITORY, docs_url=DOCS_URL), path
+    )
+    return nbformat.read(path, as_version=nbformat.NO_CONVERT)
 
 
 def _images_and_stderr(code: list, backend_name: str) -> tuple[int, list[str]]:
@@ -99,8 +178,9 @@ def _images_and_stderr(code: list, backend_name: str) -> tuple[int, list[str]]:
 
 
 @pytest.mark.parametrize("backend_name", _backends())
-def test_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path):
-    code = _execute(NOTEBOOK, backend_name, ITERS, monkeypatch, tmp_path)
+def test_notebook_runs_top_to_bottom(tools, xprop_notebooks, backend_name, monkeypatch, tmp_path):
+    nb = _execute(NOTEBOOK, backend_name, ITERS, monkeypatch, tmp_path)
+    code = _code(nb)
     printed = [_outputs(c) for c in code]
     text = "".join(printed)
 
@@ -130,11 +210,23 @@ def test_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path)
     images, stderr = _images_and_stderr(code, backend_name)
     assert images == 1
     assert stderr == [], stderr
+    # the plain .ipynb of the download link: the two graphs of 5.4 embedded, the
+    # documentation's link absolute
+    plain = _plain(xprop_notebooks, NOTEBOOK, nb, tmp_path)
+    _check_plain_notebook(xprop_notebooks, plain, nb)
+    assert sorted(n for c in plain.cells for n in c.get("attachments", {})) == [
+        "graph_apple.png",
+        "graph_apple_orange.png",
+    ]
+    assert f"[The documentation]({DOCS_URL}index.html)" in plain.cells[-1].source
 
 
 @pytest.mark.parametrize("backend_name", _backends())
-def test_cnn_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_path):
-    code = _execute(CNN_NOTEBOOK, backend_name, CNN_ITERS, monkeypatch, tmp_path)
+def test_cnn_notebook_runs_top_to_bottom(
+    tools, xprop_notebooks, backend_name, monkeypatch, tmp_path
+):
+    nb = _execute(CNN_NOTEBOOK, backend_name, CNN_ITERS, monkeypatch, tmp_path)
+    code = _code(nb)
     printed = [_outputs(c) for c in code]
     text = "".join(printed)
 
@@ -178,3 +270,34 @@ def test_cnn_notebook_runs_top_to_bottom(tools, backend_name, monkeypatch, tmp_p
     images, stderr = _images_and_stderr(code, backend_name)
     assert images == 1
     assert stderr == [], stderr
+    # the plain .ipynb: the link to the documentation's page on convolution made absolute
+    plain = _plain(xprop_notebooks, CNN_NOTEBOOK, nb, tmp_path)
+    _check_plain_notebook(xprop_notebooks, plain, nb)
+    assert f"[Convolution and pooling]({DOCS_URL}convolution.html)" in plain.cells[1].source
+
+
+@pytest.mark.parametrize("name", ["ch05_backprop", "ch07_cnn"])
+def test_built_site_notebooks(xprop_notebooks, name):
+    """The .ipynb a docs build wrote beside the page that links to it."""
+    import nbformat
+
+    folder = os.environ.get("XPROP_BUILT_SITE")
+    if not folder:
+        pytest.skip("XPROP_BUILT_SITE names no built site (nox -s docs sets it after building)")
+    site = ROOT / folder
+    path = site / "notebooks" / f"{name}.ipynb"
+    html = (site / f"{name}.html").read_text(encoding="utf-8")
+    assert f'href="notebooks/{name}.ipynb"' in html  # the download link
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    nbformat.validate(nb)
+    assert xprop_notebooks.is_install_cell(nb.cells[0])
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}
+    assert _relative_links(nb) == []
+    # with this build's outputs when it had MNIST to run the notebook, as the page says
+    outputs = [o for c in _code(nb) for o in c.outputs]
+    if "with this build's outputs" in html:
+        assert all(c.outputs for c in _code(nb)[1:]), "cells without their outputs"
+        assert any("image/png" in o.get("data", {}) for o in outputs)
+    else:
+        assert "without outputs" in html
+        assert outputs == []

@@ -145,28 +145,6 @@ class GallerySettings(SphinxDirective):
         return container.children
 
 
-#: The notebook pages (docs/ch05_backprop.md links to notebooks/ch05_backprop.md, and
-#: docs/ch07_cnn.md to notebooks/ch07_cnn.md).
-NOTEBOOK_DOCS = ("ch05_backprop", "ch07_cnn")
-
-
-def note_unexecuted_notebook(app: Sphinx, docname: str, source: list[str]) -> None:
-    """Say on a notebook's page why it has no outputs, when this build could not run it."""
-    if docname not in NOTEBOOK_DOCS or mnist_available():
-        return
-    text = source[0]
-    title = text.find("\n# ")
-    end = text.find("\n", title + 1)
-    if title < 0 or end < 0:
-        return
-    note = (
-        "\n\n:::{note}\nThis build had no MNIST data (`XPROP_DATA_DIR` was not set), so the "
-        "notebook is shown without its outputs.\n:::\n"
-    )
-    source[0] = text[:end] + note + text[end:]
-
-
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("gallery-settings", GallerySettings)
-    app.connect("source-read", note_unexecuted_notebook)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
