@@ -399,7 +399,7 @@ def check_label_shape(
 def check_label_range(xp: Namespace, t: Array, c: int) -> None:
     """Raise ``ValueError`` unless every integer label is in ``[0, c)`` (one device read).
 
-    ``t`` must be in a dtype that holds ``c - 1`` (:func:`xprop._labels.label_dtype`).
+    ``t`` must be in a dtype that holds ``c - 1`` (``xprop._labels.label_dtype`` picks one).
     """
     if not t.shape[0]:
         return

@@ -13,8 +13,8 @@ fastest way the network's library offers to run it over and over
 - :class:`~xprop.training.cuda_graph.CudaGraphStep` (PyTorch on CUDA): the step captured
   once as a CUDA graph and replayed.
 
-All have the same two calls, so a training loop (the :class:`~xprop.training.trainer.
-Trainer`) is written once, and compute the same numbers.
+All have the same two calls, so a training loop (the
+:class:`~xprop.training.trainer.Trainer`) is written once, and compute the same numbers.
 """
 
 from __future__ import annotations
