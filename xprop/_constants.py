@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import device as device_of
-
+from xprop.checks import device as _device  # the attribute: array_api_compat's costs more
 from xprop.libraries import library_for
 
 __all__ = ["class_range", "constant", "element_index", "ones", "smallest_normal", "zero"]
@@ -129,11 +128,3 @@ def _keep(key: tuple[Any, ...], xp: Any, like: Any, make: Callable[[], Any]) -> 
 
 def _repr_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*key[:-1], ("repr", repr(key[-1])))
-
-
-def _device(x: Any) -> Any:
-    # The attribute where the array has one (NumPy 2, torch, CuPy, JAX, array-api-strict):
-    # array_api_compat.device() answers the same, at several times the cost, and this runs
-    # a few times per training step.
-    dev = getattr(x, "device", None)
-    return device_of(x) if dev is None or callable(dev) else dev

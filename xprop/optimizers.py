@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, MutableMapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 from xprop._namespace import MixedBackendError, namespace
 from xprop.checks import device, library_name
@@ -49,6 +49,13 @@ __all__ = [
 
 # The book's guard against division by zero in AdaGrad, RMSprop and Adam.
 EPS = 1e-7
+#: What an update works on, keyed like ``params`` (``"W1"``, ...): the parameters it
+#: changes, their gradients, the state slots (``{"m": {...}, "v": {...}}``), and the
+#: learning rate (a Python number, or a 0-d array in a compiled step).
+Params: TypeAlias = MutableMapping[str, Array]
+Grads: TypeAlias = Mapping[str, Array]
+State: TypeAlias = Mapping[str, MutableMapping[str, Array]]
+Scalar: TypeAlias = "float | Array"
 #: The state slot of the float32 master copies of float16 parameters (mixed precision).
 MASTER = "master"
 
@@ -121,12 +128,7 @@ class Optimizer:
         self.iter += 1
 
     def apply(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
+        self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array
     ) -> None:
         """:meth:`step` on ``params``, in mixed precision where they are float16.
 
@@ -151,14 +153,7 @@ class Optimizer:
             master[key] = value
             params[key] = library.assign(params[key], xp.astype(value, params[key].dtype))
 
-    def step(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
-    ) -> None:
+    def step(self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array) -> None:
         """The book's formulas: update ``params`` and ``state`` from ``grads``, nothing checked.
 
         ``lr`` is the learning rate and ``t`` the number of this update (from 1): Python
@@ -383,14 +378,7 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr=lr)
 
-    def step(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
-    ) -> None:
+    def step(self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array) -> None:
         for key in params:
             params[key] -= lr * grads[key]
 
@@ -405,14 +393,7 @@ class Momentum(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
 
-    def step(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
-    ) -> None:
+    def step(self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array) -> None:
         v = state["v"]
         for key in params:
             # The book's v = momentum*v - lr*g, in place: the same two roundings.
@@ -437,14 +418,7 @@ class Nesterov(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
 
-    def step(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
-    ) -> None:
+    def step(self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array) -> None:
         v, m = state["v"], self.momentum
         for key in params:
             g = grads[key]
@@ -463,14 +437,7 @@ class NesterovPaper(Nesterov):
     step uses the new velocity (docs/training-techniques.md shows the difference).
     """
 
-    def step(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
-    ) -> None:
+    def step(self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array) -> None:
         v, m = state["v"], self.momentum
         for key in params:
             g = grads[key]
@@ -489,14 +456,7 @@ class AdaGrad(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr=lr)
 
-    def step(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
-    ) -> None:
+    def step(self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array) -> None:
         h = state["h"]
         for key in params:
             g = grads[key]
@@ -514,14 +474,7 @@ class RMSprop(Optimizer):
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr=lr, decay_rate=decay_rate)
 
-    def step(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
-    ) -> None:
+    def step(self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array) -> None:
         h, d = state["h"], self.decay_rate
         for key in params:
             g = grads[key]
@@ -546,14 +499,7 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr=lr, beta1=beta1, beta2=beta2)
 
-    def step(
-        self,
-        params: MutableMapping[str, Array],
-        grads: Mapping[str, Array],
-        state: Mapping[str, MutableMapping[str, Array]],
-        lr: float | Array,
-        t: int | Array,
-    ) -> None:
+    def step(self, params: Params, grads: Grads, state: State, lr: Scalar, t: int | Array) -> None:
         m, v = state["m"], state["v"]
         b1, b2 = self.beta1, self.beta2
         # ** 0.5 is sqrt on a Python float (eager: a float never promotes float32 arrays)
