@@ -317,9 +317,10 @@ class Trainer:
             self.backend.synchronize(*self._losses, *self.network.params.values())
             ev.start = time.perf_counter()  # from when the device finished the steps
             ev.mean_loss = self._flush_losses()
-        n = self.evaluate_sample_num_per_epoch  # the first n (at most all) of each set
+        n = self.evaluate_sample_num_per_epoch  # the first n of each set, or all of it
         data = (self.x_train, self.t_train, self.x_test, self.t_test)
-        x, t, xt, tt = (a[: min(n or a.shape[0], a.shape[0]), ...] for a in data)
+        # No slice when all of a set is measured: JAX would copy it at every evaluation.
+        x, t, xt, tt = (a if n is None or n >= a.shape[0] else a[:n, ...] for a in data)
         if ev.final:
             xt, tt = self.x_test, self.t_test  # all the test data
         if ev.train_acc is None and (self.report is not None or not ev.final):
