@@ -26,6 +26,7 @@ from typing import Any, Protocol, cast
 
 from xprop._labels import as_label_dtype, label_dtype
 from xprop._namespace import namespace
+from xprop.backend import get_backend
 from xprop.checks import check_label_range, check_label_shape, labels_are_one_hot
 from xprop.optimizers import SGD, Optimizer
 from xprop.typing import Array
@@ -91,8 +92,6 @@ class EagerStep:
     def __init__(
         self, net: Any, optimizer: Optimizer | float, backend: Any = None, *, book: bool = False
     ) -> None:
-        from xprop.backend import get_backend
-
         has_update = callable(getattr(optimizer, "update", None))  # the book's protocol
         self.net = net
         # An Optimizer, or any object with the book's update(params, grads).
